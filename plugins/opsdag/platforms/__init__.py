@@ -1,0 +1,1 @@
+"""opsdag.platforms."""
