@@ -1,0 +1,99 @@
+"""The database spec: how a database is backed up, kept, and proven restorable."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from opsdag.spec.common import DnsName, Duration, StrictModel
+
+_PRESETS = {"@once", "@hourly", "@daily", "@weekly", "@monthly", "@yearly"}
+
+
+def check_schedule(value: str) -> str:
+    """A cron expression of five fields or an Airflow preset like ``@daily``."""
+    if value in _PRESETS:
+        return value
+    from croniter import croniter  # Airflow's own cron dependency; imported only when needed
+
+    if len(value.split()) != 5 or not croniter.is_valid(value):
+        raise ValueError(
+            f"{value!r} is not a schedule: use five cron fields like '0 2 * * *' "
+            f"or one of {', '.join(sorted(_PRESETS))}"
+        )
+    return value
+
+
+class Backup(StrictModel):
+    """``logical``: pg_dump directory format; ``physical``: pg_basebackup + pg_verifybackup."""
+
+    method: Literal["logical", "physical"] = "logical"
+    schedule: str
+    jobs: int = Field(default=2, ge=1, le=32, description="parallel pg_dump jobs")
+    compression: Literal["zstd", "gzip", "none"] = "gzip"
+    compression_level: int = Field(default=6, ge=1, le=19)
+    storage: str | None = Field(
+        default=None, description="file path or s3://, gs:// URL; default: the state directory"
+    )
+    storage_conn_id: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        return check_schedule(value)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value is None or value.startswith("/") or value.split("://", 1)[0] in {"file", "s3", "gs", "gcs"}:
+            return value
+        raise ValueError(f"{value!r} must be an absolute path or a file://, s3:// or gs:// URL")
+
+
+class Retention(StrictModel):
+    """Keep the newest ``keep_last``, plus the newest backup of each of the last N days/weeks/months."""
+
+    keep_last: int = Field(default=3, ge=1)
+    daily: int = Field(default=7, ge=0)
+    weekly: int = Field(default=4, ge=0)
+    monthly: int = Field(default=6, ge=0)
+
+
+class DrillCheck(StrictModel):
+    """A query run on the restored copy and the single value it must return."""
+
+    name: str
+    sql: str
+    expect: str | int | float | bool
+
+
+class Drill(StrictModel):
+    schedule: str | None = None
+    on_new_backup: bool = Field(default=True, description="also run when a new backup is published")
+    target_conn_id: str = Field(description="server the drill restores onto; must be marked as a drill target")
+    checks: list[DrillCheck] = Field(default_factory=list)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        return None if value is None else check_schedule(value)
+
+
+class Objectives(StrictModel):
+    rto: Duration = Field(description="longest acceptable time to a verified, queryable copy")
+    rpo: Duration = Field(description="oldest acceptable backup at the start of a drill")
+
+
+class DatabaseSpec(StrictModel):
+    """One PostgreSQL database (include/databases/<name>.yaml)."""
+
+    name: DnsName
+    description: str = ""
+    owners: list[str] = Field(default_factory=list)
+    connection_id: str
+    database: str | None = Field(default=None, description="database name if not the connection's schema")
+    backup: Backup
+    retention: Retention = Field(default_factory=Retention)
+    drill: Drill | None = None
+    objectives: Objectives
