@@ -1,0 +1,57 @@
+"""The environment Airflow runs with in this project (scripts/airflow, tests, the demo).
+
+One place decides AIRFLOW_HOME, the dags/ and plugins/ folders and the sandbox's
+connections, so the CLI, the tests and people all run Airflow the same way. Connections
+are passed as ``AIRFLOW_CONN_*`` variables (JSON) read from the sandbox's
+``connections.json`` when the sandbox is up; they never appear on a command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from opsdag import paths
+
+
+def airflow_environment(extra_connections: dict[str, dict] | None = None) -> dict[str, str]:
+    root = paths.project_root()
+    home = paths.state_dir() / "airflow"
+    env = {
+        "OPSDAG_HOME": str(root),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "30",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(root / "plugins"), os.environ.get("PYTHONPATH")) if p),
+    }
+    connections = sandbox_connections()
+    connections.update(extra_connections or {})
+    for conn_id, conn in connections.items():
+        env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(conn)
+    return env
+
+
+def sandbox_connections() -> dict[str, dict]:
+    """Connections the running sandbox published (Prometheus, PostgreSQL, ...), if it is up."""
+    path = paths.sandbox_dir() / "connections.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def main() -> None:
+    """Print ``export`` lines for a shell to eval (used by scripts/airflow)."""
+    env = airflow_environment()
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    for key, value in env.items():
+        if key.startswith("AIRFLOW_CONN_") and key in os.environ:
+            continue  # a connection set by the caller wins over the sandbox's
+        sys.stdout.write(f"export {key}={shlex.quote(value)}\n")

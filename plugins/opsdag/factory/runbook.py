@@ -1,0 +1,53 @@
+"""``runbook__<runbook>``: the steps a runbook would take for an alert, behind its guards."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Param, get_current_context, task
+
+from opsdag.spec.runbook import RunbookSpec
+
+
+def runbook_dag(spec: RunbookSpec) -> DAG:
+    with DAG(
+        dag_id=f"runbook__{spec.name}",
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        params={
+            "alert": Param(
+                {},
+                type="object",
+                title="Alert",
+                description="The alert that started the runbook (name, labels, annotations).",
+            ),
+            "dry_run": Param(
+                spec.guards.dry_run,
+                type="boolean",
+                title="Dry run",
+                description="Plan and report only; change nothing.",
+            ),
+        },
+        tags=["opsdag", "runbook"],
+        doc_md=f"### Runbook `{spec.name}`\n\n{spec.description}\n\nStarted by: {', '.join(spec.alerts)}",
+        default_args={"owner": ",".join(spec.owners) or "opsdag", "retries": 0},
+    ) as dag:
+
+        @task(task_id="plan")
+        def plan() -> list[dict]:
+            """The steps this run would take, each marked destructive or not, for the report and guards."""
+            params = get_current_context()["params"]
+            return [
+                {
+                    "step": step.name or f"{i + 1}-{step.action}",
+                    "action": step.action,
+                    "destructive": step.destructive,
+                    "needs_approval": step.destructive and spec.guards.approval_for_destructive,
+                    "dry_run": bool(params["dry_run"]),
+                }
+                for i, step in enumerate(spec.steps)
+            ]
+
+        plan()
+    return dag

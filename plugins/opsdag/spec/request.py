@@ -1,0 +1,67 @@
+"""The release run conf (the contract): validated in the DAG's Params and again, whole, here.
+
+Params are JSON Schema, checked by Airflow when a run is triggered from the UI or the
+REST API. ``ReleaseRequest`` re-checks the conf as one object (unknown keys refused,
+the image belonging to the service's repository) so that a run created any other way
+is refused by its first task, before anything changes. The CLI client uses the same
+model to refuse bad input locally.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from opsdag.spec.common import StrictModel
+from opsdag.spec.loader import field_path
+from opsdag.spec.service import ServiceSpec
+
+TAG = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}"
+DIGEST = r"sha256:[a-f0-9]{64}"
+
+
+def image_pattern(repository: str) -> str:
+    """JSON-Schema pattern of an image of ``repository``: ``repo:tag`` or ``repo@sha256:<digest>``."""
+    return rf"^{re.escape(repository)}(:{TAG}|@{DIGEST})$"
+
+
+class ReleaseRequest(StrictModel):
+    image: str
+    strategy: Literal["canary", "bluegreen", "rolling"] | None = None
+    build: bool = False
+    dry_run: bool = False
+    reason: str = Field(default="", max_length=500)
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str) -> str:
+        if not re.match(rf"^[^\s:@/]+(/[^\s:@/]+)*(:{TAG}|@{DIGEST})$", value):
+            raise ValueError(
+                f"{value!r} is not a full image reference: "
+                "write registry/repo:tag or repo@sha256:<64 hex digits>"
+            )
+        return value
+
+
+class RequestRefused(ValueError):
+    """The run conf is not a valid release request; the message lists ``field: problem`` lines."""
+
+
+def validate_request(conf: dict[str, Any], spec: ServiceSpec) -> ReleaseRequest:
+    try:
+        request = ReleaseRequest.model_validate(conf)
+    except ValidationError as exc:
+        lines = [f"{field_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
+        raise RequestRefused("release request refused:\n" + "\n".join(lines)) from None
+    if not re.match(image_pattern(spec.image.repository), request.image):
+        raise RequestRefused(
+            f"release request refused:\nimage: {request.image!r} is not an image of {spec.name}'s repository "
+            f"{spec.image.repository!r}"
+        )
+    if request.build and spec.image.build is None:
+        raise RequestRefused(
+            f"release request refused:\nbuild: {spec.name} declares no image.build to build from"
+        )
+    return request
