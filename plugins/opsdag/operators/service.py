@@ -1,0 +1,34 @@
+"""The base of every operator that acts on a service's workloads through its platform driver."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from opsdag.platforms import Platform, platform_for
+from opsdag.spec.service import ServiceSpec
+
+
+class ServiceOperator(BaseOperator):
+    """Holds the service spec; the platform driver is built on first use, never at DAG parse.
+
+    :param service: the service's spec.
+    """
+
+    ui_color = "#e8f1fb"
+
+    def __init__(self, *, service: ServiceSpec, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+
+    @cached_property
+    def platform(self) -> Platform:
+        return platform_for(self.service)
+
+    def skip_if_dry_run(self, context: Any, would: str) -> None:
+        """In a dry run, say what would have changed and skip (the downstream tasks skip too)."""
+        if context["params"].get("dry_run"):
+            raise AirflowSkipException(f"dry run: would {would}")
