@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from opsdag.spec.common import DnsName, Duration, StrictModel
+from opsdag.spec.common import DnsName, Duration, FieldProblem, StrictModel
 
 
 class _Step(StrictModel):
@@ -25,6 +25,12 @@ class CheckMetric(_Step):
     query: str
     above: float | None = None
     below: float | None = None
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> CheckMetric:
+        if self.above is None and self.below is None:
+            raise ValueError("give the bound that confirms the alert: above, below or both")
+        return self
 
 
 class Notify(_Step):
@@ -84,6 +90,19 @@ class RunbookSpec(StrictModel):
     @field_validator("alerts")
     @classmethod
     def _unique_alerts(cls, alerts: list[str]) -> list[str]:
-        if len(set(alerts)) != len(alerts):
-            raise ValueError("an alert is listed twice")
+        for i, alert in enumerate(alerts):
+            if alert in alerts[:i]:
+                raise FieldProblem((i,), f"the alert {alert!r} is listed twice")
         return alerts
+
+    @field_validator("steps")
+    @classmethod
+    def _unique_step_names(cls, steps: list[_Step]) -> list[_Step]:
+        """Step names become task ids: two equal names would break the DAG."""
+        seen: set[str] = set()
+        for i, step in enumerate(steps):
+            if step.name is not None and step.name in seen:
+                raise FieldProblem((i, "name"), f"step names must be unique; {step.name!r} is repeated")
+            if step.name is not None:
+                seen.add(step.name)
+        return steps

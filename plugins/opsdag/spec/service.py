@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
+from itertools import pairwise
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from opsdag.spec.common import DnsName, Duration, StrictModel
+from opsdag.spec.common import DnsName, Duration, FieldProblem, StrictModel
 
 Strategy = Literal["canary", "bluegreen", "rolling"]
 _PLACEHOLDER = re.compile(r"\$(canary|stable)\b")
@@ -95,13 +97,17 @@ class CanaryStrategy(StrictModel):
     @field_validator("steps")
     @classmethod
     def _weights_increase_to_100(cls, steps: list[CanaryStep]) -> list[CanaryStep]:
-        for previous, step in zip(steps, steps[1:]):
+        for i, (previous, step) in enumerate(pairwise(steps), start=1):
             if step.weight <= previous.weight:
-                raise ValueError(
-                    f"weights must strictly increase: {step.weight} comes after {previous.weight}"
+                raise FieldProblem(
+                    (i, "weight"),
+                    f"weights must strictly increase: {step.weight} comes after {previous.weight}",
                 )
         if steps[-1].weight != 100:
-            raise ValueError(f"the last step must send 100 % of traffic, not {steps[-1].weight}")
+            raise FieldProblem(
+                (len(steps) - 1, "weight"),
+                f"the last step must send 100 % of traffic, not {steps[-1].weight}",
+            )
         return steps
 
 
@@ -122,7 +128,7 @@ class Metric(StrictModel):
     baseline_floor: float = Field(
         default=0.0, ge=0, description="the baseline counts as at least this (avoids 2 x 0 = 0)"
     )
-    interval: Duration = Field(default="5s")
+    interval: Duration = timedelta(seconds=5)
     failure_limit: int = Field(default=0, ge=0)
     inconclusive_limit: int = Field(default=1, ge=0)
 
@@ -144,7 +150,8 @@ class Metric(StrictModel):
     @field_validator("max_ratio")
     @classmethod
     def _ratio_needs_baseline(cls, value: float | None, info: ValidationInfo) -> float | None:
-        if value is not None and info.data.get("baseline_query") is None:
+        # a baseline_query that failed its own validation is absent here: no second error for it
+        if value is not None and info.data.get("baseline_query", "") is None:
             raise ValueError("max_ratio compares with the stable version: add baseline_query")
         return value
 
@@ -162,10 +169,11 @@ class Analysis(StrictModel):
     @field_validator("metrics")
     @classmethod
     def _unique_names(cls, metrics: list[Metric]) -> list[Metric]:
-        names = [m.name for m in metrics]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"metric names must be unique; repeated: {', '.join(duplicates)}")
+        seen: set[str] = set()
+        for i, metric in enumerate(metrics):
+            if metric.name in seen:
+                raise FieldProblem((i, "name"), f"metric names must be unique; {metric.name!r} is repeated")
+            seen.add(metric.name)
         return metrics
 
 
@@ -195,5 +203,5 @@ class ServiceSpec(StrictModel):
     @classmethod
     def _canary_has_steps(cls, value: CanaryStrategy | None, info: ValidationInfo) -> CanaryStrategy | None:
         if value is None and info.data.get("strategy") == "canary":
-            raise ValueError("the default strategy is canary: add canary.steps")
+            raise ValueError("the canary strategy (the default) needs canary.steps")
         return value
