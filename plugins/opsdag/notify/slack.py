@@ -28,6 +28,9 @@ def send_slack(
     try:
         from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
+        # slack_sdk logs the whole webhook URL (its token included) when it retries.
+        logging.getLogger("slack_sdk").setLevel(logging.WARNING)
+
         hook = SlackWebhookHook(slack_webhook_conn_id=conn_id, timeout=timeout)
         hook.send(text=text, blocks=blocks, channel=channel)
     except Exception as exc:  # any failure of a notification is logged, never raised

@@ -162,9 +162,35 @@ class Metric(StrictModel):
         return self
 
 
+class Monitoring(StrictModel):
+    """PromQL for the report's monitoring figures of the serving version after the release.
+
+    ``$stable`` selects the serving version; ``$window`` becomes the release's duration
+    (e.g. ``95s``). A figure without a query, or without data, is reported as "no data".
+    """
+
+    availability: str | None = None
+    error_rate: str | None = None
+    latency_p50_s: str | None = None
+    latency_p95_s: str | None = None
+    latency_p99_s: str | None = None
+    throughput_rps: str | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _selects_stable(cls, value: str | None) -> str | None:
+        if value is not None and "$stable" not in value:
+            raise ValueError("a monitoring query must select the serving version with $stable")
+        return value
+
+    def queries(self) -> dict[str, str]:
+        return {name: query for name, query in self.model_dump().items() if query}
+
+
 class Analysis(StrictModel):
     prometheus_conn_id: str = "prometheus_default"
     metrics: list[Metric] = Field(min_length=1)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
 
     @field_validator("metrics")
     @classmethod

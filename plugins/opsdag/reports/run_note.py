@@ -1,0 +1,53 @@
+"""Make a report's summary the DAG run's note, through Airflow's REST API.
+
+Airflow 3 tasks have no database access and the execution API cannot edit a run's note,
+so the note goes through the public REST API with the credentials of the Airflow
+connection ``airflow_api`` (http: host, port, login, password). Without that connection,
+or when the API does not answer, the note is skipped and the reason logged: the report
+files are the record, the note is a convenience.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+
+import httpx
+
+CONN_ID = "airflow_api"
+
+
+def api_base_url(conn) -> str:
+    scheme = conn.schema if conn.schema in ("http", "https") else "http"
+    return f"{scheme}://{conn.host}:{conn.port or 8080}"
+
+
+def api_token(client: httpx.Client, login: str, password: str) -> str:
+    response = client.post("/auth/token", json={"username": login, "password": password})
+    response.raise_for_status()
+    return response.json()["access_token"]
+
+
+def set_run_note(dag_id: str, run_id: str, note: str, *, log: logging.Logger | None = None) -> bool:
+    log = log or logging.getLogger(__name__)
+    try:
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(CONN_ID)
+    except Exception:
+        log.info("run note not set: no %r connection to reach the Airflow API", CONN_ID)
+        return False
+    try:
+        with httpx.Client(base_url=api_base_url(conn), timeout=10) as client:
+            token = api_token(client, conn.login or "", conn.password or "")
+            response = client.patch(
+                f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}",
+                params={"update_mask": "note"},
+                json={"note": note[:1000]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            response.raise_for_status()
+    except Exception as exc:
+        log.warning("run note not set: %s: %s", type(exc).__name__, exc)
+        return False
+    return True
