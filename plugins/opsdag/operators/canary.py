@@ -33,6 +33,7 @@ class DeployCanaryOperator(ServiceOperator):
     def execute(self, context: Any) -> None:
         self.skip_if_dry_run(context, f"deploy canary {self.image} at 0 %")
         self.platform.deploy_canary(self.image)
+        context["ti"].xcom_push(key="selectors", value=self.platform.metric_selectors())
         self.log.info("canary %s deployed at 0 %%; waiting until ready", self.image)
         self.defer(
             trigger=RolloutStatusTrigger(

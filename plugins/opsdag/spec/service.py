@@ -129,6 +129,9 @@ class Metric(StrictModel):
         default=0.0, ge=0, description="the baseline counts as at least this (avoids 2 x 0 = 0)"
     )
     interval: Duration = timedelta(seconds=5)
+    initial_delay: Duration | None = Field(
+        default=None, description="wait this long after a stage starts before measuring (fresh traffic)"
+    )
     failure_limit: int = Field(default=0, ge=0)
     inconclusive_limit: int = Field(default=1, ge=0)
 
@@ -224,6 +227,22 @@ class ServiceSpec(StrictModel):
     canary: CanaryStrategy | None = Field(default=None, validate_default=True)
     analysis: Analysis
     notifications: Notifications = Field(default_factory=Notifications)
+
+    @field_validator("analysis", mode="after")
+    @classmethod
+    def _measured_within_every_bake(cls, value: Analysis, info: ValidationInfo) -> Analysis:
+        canary = info.data.get("canary")
+        if canary is None:
+            return value
+        shortest = min(step.bake for step in canary.steps)
+        for i, metric in enumerate(value.metrics):
+            if metric.initial_delay is not None and metric.initial_delay >= shortest:
+                raise FieldProblem(
+                    ("metrics", i, "initial_delay"),
+                    f"must be shorter than the shortest bake ({shortest.total_seconds():g}s), "
+                    "or the metric is never measured",
+                )
+        return value
 
     @field_validator("canary", mode="after")
     @classmethod

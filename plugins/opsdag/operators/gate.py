@@ -1,0 +1,146 @@
+"""The health gate of one canary stage: judge the canary on real metrics while it bakes.
+
+The operator is thin: it checks its inputs and that Prometheus answers, then defers to
+:class:`~opsdag.triggers.analysis.AnalysisTrigger` for the bake window (no worker slot
+held while waiting), and on the trigger's event pushes the verdict and fails the task
+unless the gate passed. The verdict itself is decided by :mod:`opsdag.analysis.judge`.
+
+Safe to retry: every try judges a fresh bake window from the moment it starts, and
+changes nothing on the platform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from opsdag.analysis.query import render_query
+from opsdag.analysis.summary import MetricSummary, summary_text
+from opsdag.hooks.prometheus import DEFAULT_TIMEOUT, PrometheusHook
+from opsdag.spec.common import parse_duration
+from opsdag.spec.service import Analysis
+from opsdag.triggers.analysis import AnalysisTrigger
+
+# The trigger decides at the window's end; this margin covers a last slow query and a
+# busy triggerer before Airflow gives up on the deferral itself.
+DEFER_MARGIN = timedelta(minutes=2)
+
+
+class HealthGateOperator(BaseOperator):
+    """Judge a canary stage on its service's analysis metrics for a bake window.
+
+    The verdict is pushed as the XCom ``verdict``: ``{"gate", "phase", "reason",
+    "metrics": [per-metric summary], "measurements": [the last few], ...}``, also when
+    the gate fails, so a rollback or report task can say why.
+
+    :param weight: the canary's share of traffic during this stage, in percent (for names and logs).
+    :param bake: how long to judge the canary: ``30s``, ``5m``, seconds, or a timedelta.
+    :param selectors: label matchers for ``$canary``/``$stable``, from ``Platform.metric_selectors()``.
+    :param analysis: the service's analysis (an ``Analysis`` or its dict); or give ``service``.
+    :param service: name of a service spec in include/services/ whose analysis to use (read at run time).
+    :param gate_name: the gate's name in messages; ``stage_<weight>`` by default.
+    :param prometheus_conn_id: overrides the analysis' ``prometheus_conn_id``.
+    :param query_timeout: seconds for one Prometheus query.
+    """
+
+    template_fields: Sequence[str] = ("service", "selectors", "gate_name")
+    template_fields_renderers = {"selectors": "json"}
+    ui_color = "#fbe9c8"
+
+    def __init__(
+        self,
+        *,
+        weight: int,
+        bake: timedelta | str | float,
+        selectors: dict[str, str],
+        analysis: Analysis | dict[str, Any] | None = None,
+        service: str | None = None,
+        gate_name: str | None = None,
+        prometheus_conn_id: str | None = None,
+        query_timeout: float = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (analysis is None) == (service is None):
+            raise ValueError(f"{self.task_id}: give either analysis or service, not both or neither")
+        self.weight = weight
+        self.bake = parse_duration(bake)
+        self.selectors = selectors
+        # Validated now (pure, no I/O) so that a bad analysis breaks the DAG at parse, not mid-release.
+        self.analysis = (
+            Analysis.model_validate(analysis).model_dump(mode="json") if analysis is not None else None
+        )
+        self.service = service
+        self.gate_name = gate_name or f"stage_{weight}"
+        self.prometheus_conn_id = prometheus_conn_id
+        self.query_timeout = query_timeout
+
+    @cached_property
+    def resolved_analysis(self) -> Analysis:
+        """The analysis this gate judges by (a service spec is read at run time, not at parse time)."""
+        if self.analysis is not None:
+            return Analysis.model_validate(self.analysis)
+        from opsdag.paths import include_dir
+        from opsdag.spec.loader import load_file
+        from opsdag.spec.service import ServiceSpec
+
+        spec, errors = load_file(include_dir() / "services" / f"{self.service}.yaml", ServiceSpec)
+        if spec is None:
+            problems = "; ".join(str(e) for e in errors) or "not found"
+            raise AirflowFailException(f"gate {self.gate_name}: service spec {self.service!r}: {problems}")
+        return spec.analysis
+
+    @cached_property
+    def hook(self) -> PrometheusHook:
+        conn_id = self.prometheus_conn_id or self.resolved_analysis.prometheus_conn_id
+        return PrometheusHook(conn_id, timeout=self.query_timeout)
+
+    def execute(self, context: Any) -> None:
+        analysis = self.resolved_analysis
+        for metric in analysis.metrics:
+            for query in filter(None, (metric.query, metric.baseline_query)):
+                try:
+                    render_query(query, self.selectors)
+                except ValueError as exc:
+                    raise AirflowFailException(f"gate {self.gate_name}: metric {metric.name}: {exc}") from exc
+        ok, message = self.hook.test_connection()
+        if not ok:
+            # Retryable: the canary has not been judged at all; a rollback decision needs data.
+            raise AirflowException(f"gate {self.gate_name} cannot start: {message}")
+        window_end = datetime.now(UTC) + self.bake
+        self.log.info(
+            "Gate %s: judging the canary at %d %% for %s (until %s) on %s via %s",
+            self.gate_name,
+            self.weight,
+            self.bake,
+            window_end.isoformat(timespec="seconds"),
+            ", ".join(m.name for m in analysis.metrics),
+            self.hook.base_url,
+        )
+        self.defer(
+            trigger=AnalysisTrigger(
+                gate=self.gate_name,
+                metrics=[m.model_dump(mode="json") for m in analysis.metrics],
+                selectors=dict(self.selectors),
+                window_end=window_end.timestamp(),
+                prometheus_conn_id=self.hook.prometheus_conn_id,
+                query_timeout=self.query_timeout,
+            ),
+            method_name="execute_complete",
+            timeout=self.bake + DEFER_MARGIN,
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> None:
+        """Push the verdict; fail without retry unless the gate passed (the verdict is final)."""
+        verdict = {**event, "weight": self.weight}
+        context["ti"].xcom_push(key="verdict", value=verdict)
+        lines = summary_text(MetricSummary.from_dict(m) for m in event.get("metrics", []))
+        if event.get("phase") != "pass":
+            self.log.error("Gate %s failed:\n%s", self.gate_name, lines)
+            raise AirflowFailException(f"gate {self.gate_name} failed: {event.get('reason')}")
+        self.log.info("Gate %s passed:\n%s", self.gate_name, lines)
