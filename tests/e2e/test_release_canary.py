@@ -56,9 +56,9 @@ def test_version_with_errors_is_rolled_back_at_first_step(run_release, sandbox) 
     assert run.report["status"] == "rolled_back", run.output[-3000:]
     assert stage_status(run.report) == {
         "stage_25": "failed",
-        "stage_50": "not_run",
-        "stage_75": "not_run",
-        "stage_100": "not_run",
+        "stage_50": "skipped",
+        "stage_75": "skipped",
+        "stage_100": "skipped",
     }
     assert "error-rate" in run.report["stages"][0]["reason"]
     assert traffic(sandbox) == {"stable": "1.0.0", "canary": None, "weight": 0}
@@ -72,7 +72,7 @@ def test_version_that_crashes_is_rolled_back_before_any_traffic(run_release, san
 
     assert run.report is not None, run.output[-3000:]
     assert run.report["status"] == "rolled_back"
-    assert set(stage_status(run.report).values()) == {"not_run"}
+    assert set(stage_status(run.report).values()) == {"skipped"}
     assert "exit" in " ".join(run.report["incidents"]).lower()
     assert sandbox.counts()["by_version"].get("1.4.0-crash", 0) == before == 0
     assert traffic(sandbox) == {"stable": "1.0.0", "canary": None, "weight": 0}

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup, TriggerRule, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from opsdag.notify.stage import StageVerdictNotifier
+from opsdag.operators.approval import StageApprovalOperator
 from opsdag.operators.canary import (
     DeployCanaryOperator,
     PostPromotionCheckOperator,
@@ -26,8 +26,9 @@ from opsdag.spec.service import ServiceSpec
 IMAGE = "{{ params.image }}"
 # The canary's label matchers are known once it is deployed (they name its deployment).
 SELECTORS = "{{ ti.xcom_pull(task_ids='deploy_canary', key='selectors') }}"
-# Stage tasks run only while nothing before them failed; after a failure they are skipped.
-AFTER_PREVIOUS = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+# A stage's first task runs once the previous step is done, and skips itself when anything
+# failed, so the stages after a failure show as skipped (not upstream_failed).
+AFTER_PREVIOUS = TriggerRule.ALL_DONE
 APPROVAL_TIMEOUT = timedelta(hours=1)
 
 
@@ -114,14 +115,14 @@ def release_dag(spec: ServiceSpec) -> DAG:
                     task_id="set_weight", service=spec, weight=step.weight, trigger_rule=AFTER_PREVIOUS
                 )
                 if step.approval:
-                    first = ApprovalOperator(
+                    first = StageApprovalOperator(
                         task_id="approval",
                         subject=f"Release {spec.name}: send {step.weight} % of traffic to {IMAGE}?",
                         body="Approve to continue the canary; reject to roll it back.",
-                        fail_on_reject=True,  # a rejection must roll the canary back, not leave it
                         response_timeout=APPROVAL_TIMEOUT,
                         trigger_rule=AFTER_PREVIOUS,
                     )
+                    set_weight.trigger_rule = TriggerRule.ALL_SUCCESS
                     first >> set_weight
                 gate = HealthGateOperator(
                     task_id="gate",

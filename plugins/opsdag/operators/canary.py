@@ -45,6 +45,7 @@ class DeployCanaryOperator(ServiceOperator):
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        context["ti"].xcom_push(key="readiness", value=event)
         if event["status"] != "ready":
             raise AirflowFailException(f"canary {self.image} {event['status']}: {event['reason']}")
         self.log.info("canary %s ready", self.image)
@@ -59,6 +60,7 @@ class SetCanaryWeightOperator(ServiceOperator):
         self.weight = weight
 
     def execute(self, context: Any) -> int:
+        self.skip_if_release_failed(context)
         self.skip_if_dry_run(context, f"send {self.weight} % of traffic to the canary")
         self.platform.set_canary_weight(self.weight)
         self.log.info("canary weight set to %d %%", self.weight)
@@ -69,6 +71,7 @@ class PromoteCanaryOperator(ServiceOperator):
     """Make the canary's version the stable one at 100 %."""
 
     def execute(self, context: Any) -> dict[str, Any]:
+        self.skip_if_release_failed(context)
         self.skip_if_dry_run(context, "promote the canary to stable")
         self.platform.promote()
         status = self.platform.status()

@@ -46,12 +46,12 @@ class ReleaseReportOperator(ServiceOperator):
         params = context["params"]
         request = ti.xcom_pull(task_ids="validate_request") or {}
         preflight = ti.xcom_pull(task_ids="preflight", key="preflight") or {}
-        deploy = ti.xcom_pull(task_ids="deploy_canary") or {}
+        deploy = ti.xcom_pull(task_ids="deploy_canary", key="readiness") or {}
         rollback = ti.xcom_pull(task_ids="rollback", key="rollback")
         post = ti.xcom_pull(task_ids="post_promotion_check", key="post_promotion")
-        stages = [
-            self._stage(ti, step) for step in (self.service.canary.steps if self.service.canary else [])
-        ]
+        steps = self.service.canary.steps if self.service.canary else []
+        states = self._task_states(ti, [f"stage_{step.weight}.gate" for step in steps])
+        stages = [self._stage(ti, step, states) for step in steps]
         started = context["dag_run"].start_date or datetime.now(UTC)
         finished = datetime.now(UTC)
         status = self._status(params, request, preflight, deploy, stages, rollback, post)
@@ -104,12 +104,22 @@ class ReleaseReportOperator(ServiceOperator):
         return {"performed": True, "reason": reason, **iso, "duration_s": rollback.get("duration_s")}
 
     @staticmethod
-    def _stage(ti: Any, step: Any) -> dict[str, Any]:
+    def _task_states(ti: Any, task_ids: list[str]) -> dict[str, str | None]:
+        try:
+            states = ti.get_task_states(dag_id=ti.dag_id, task_ids=task_ids, run_ids=[ti.run_id])
+        except Exception:
+            return {}
+        return dict(states.get(ti.run_id, {}))
+
+    @staticmethod
+    def _stage(ti: Any, step: Any, states: dict[str, str | None]) -> dict[str, Any]:
         name = f"stage_{step.weight}"
         verdict = ti.xcom_pull(task_ids=f"{name}.gate", key="verdict")
         base = {"name": name, "weight": step.weight, "bake_s": step.bake.total_seconds()}
         if not verdict:
-            return {**base, "status": "not_run", "reason": "not reached", "metrics": []}
+            skipped = states.get(f"{name}.gate") == "skipped"
+            reason = "skipped: an earlier step failed or the run was a dry run" if skipped else "not reached"
+            return {**base, "status": "skipped" if skipped else "not_run", "reason": reason, "metrics": []}
         passed = verdict.get("phase") == "pass"
         return {
             **base,

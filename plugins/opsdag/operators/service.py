@@ -28,6 +28,19 @@ class ServiceOperator(BaseOperator):
     def platform(self) -> Platform:
         return platform_for(self.service)
 
+    def skip_if_release_failed(self, context: Any) -> None:
+        """Skip (not fail) a stage when an earlier step of this run failed: the rollback owns the canary.
+
+        Stage tasks run with trigger rule all_done so that they can be skipped rather than
+        marked upstream_failed; a skipped task's downstream tasks skip too.
+        """
+        ti = context["ti"]
+        failed = ti.get_ti_count(dag_id=ti.dag_id, run_ids=[ti.run_id], states=["failed", "upstream_failed"])
+        if failed:
+            raise AirflowSkipException(
+                "an earlier step of this release failed; the canary is being rolled back"
+            )
+
     def skip_if_dry_run(self, context: Any, would: str) -> None:
         """In a dry run, say what would have changed and skip (the downstream tasks skip too)."""
         if context["params"].get("dry_run"):
