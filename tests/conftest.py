@@ -1,4 +1,4 @@
-"""Shared test setup: the opsdag package on sys.path and a project-local state directory per session."""
+"""Shared test setup: the opsdag package on sys.path, and the session-wide sandbox fixture."""
 
 from __future__ import annotations
 
@@ -9,3 +9,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 os.environ.setdefault("OPSDAG_HOME", str(ROOT))
+
+# ``sandbox``: a running sandbox for the whole session (opsdag.sandbox.testing).
+from opsdag.sandbox.testing import sandbox  # noqa: E402, F401

@@ -3,7 +3,7 @@
 One place decides AIRFLOW_HOME, the dags/ and plugins/ folders and the sandbox's
 connections, so the CLI, the tests and people all run Airflow the same way. Connections
 are passed as ``AIRFLOW_CONN_*`` variables (JSON) read from the sandbox's
-``connections.json`` when the sandbox is up; they never appear on a command line.
+``connections.json`` when it is up; they never appear on a command line.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def airflow_environment(extra_connections: dict[str, dict] | None = None) -> dic
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "30",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "PYTHONPATH": os.pathsep.join(p for p in (str(root / "plugins"), os.environ.get("PYTHONPATH")) if p),
@@ -39,10 +40,13 @@ def airflow_environment(extra_connections: dict[str, dict] | None = None) -> dic
 
 
 def sandbox_connections() -> dict[str, dict]:
-    """Connections the running sandbox published (Prometheus, PostgreSQL, ...), if it is up."""
-    path = paths.sandbox_dir() / "connections.json"
+    """Connections the running sandbox published in its ``connections.json`` (empty when it is down).
+
+    ``prometheus_default`` (its Prometheus), ``postgres_demo`` (the demo database) and
+    ``postgres_drill`` (the same server, marked as a drill target).
+    """
     try:
-        return json.loads(path.read_text())
+        return json.loads((paths.sandbox_dir() / "connections.json").read_text())
     except (OSError, ValueError):
         return {}
 

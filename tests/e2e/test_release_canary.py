@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 from pathlib import Path
@@ -98,13 +97,20 @@ def test_prometheus_stopped_during_bake_is_never_promoted(run_release, sandbox, 
     assert failed and "inconclusive" in failed[0]["reason"].lower()
 
 
-def test_retried_deploy_and_stage_tasks_leave_one_canary(e2e_env, sandbox) -> None:
-    image = sandbox.image("1.1.0")
-    conf = json.dumps({"image": image})
+def test_retried_deploy_and_stage_tasks_leave_one_canary(run_release, e2e_env, sandbox) -> None:
+    # Another release's canary is in flight: this one is refused before any change ...
+    sandbox.platform().deploy_canary(sandbox.image("1.3.0-slow"))
+    run = run_release({"image": sandbox.image("1.1.0")})
+    assert run.report is not None and run.report["status"] == "refused", run.output[-3000:]
+    assert "no other release in flight" in run.markdown
+    assert sandbox.status()["canary"]["version"] == "1.3.0-slow"
+    sandbox.reset()
+    # ... then its tasks run again, as a retry or a cleared task would, with that run's conf.
+    run_id = run.report["run_id"]
 
     def task(task_id: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [ROOT / "scripts" / "airflow", "tasks", "test", "release__demo-api", task_id, "-t", conf],
+            [ROOT / "scripts" / "airflow", "tasks", "test", "release__demo-api", task_id, run_id],
             env=e2e_env,
             capture_output=True,
             text=True,
@@ -112,14 +118,13 @@ def test_retried_deploy_and_stage_tasks_leave_one_canary(e2e_env, sandbox) -> No
         )
 
     for _ in range(2):
-        proc = task("deploy_canary")
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-        proc = task("stage_25.set_weight")
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        for task_id in ("deploy_canary", "stage_25.set_weight"):
+            proc = task(task_id)
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
     status = sandbox.status()
     assert status["canary"]["version"] == "1.1.0"
-    assert len(status["canary"]["instances"]) == 2  # the spec's instances, not 4
+    assert len(status["canary"]["instances"]) == 2  # the spec's instances, not twice as many
     assert status["canary_weight"] == 25
     sandbox.reset()
 

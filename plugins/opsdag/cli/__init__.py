@@ -20,7 +20,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("validate",)
+COMMANDS = ("validate", "release")
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1

@@ -40,7 +40,8 @@ def build_dags(kind: str, include: Path | None = None) -> dict[str, Any]:
     for spec in loaded.specs.values():
         for build in _builders(kind):
             dag = build(spec)
-            dags[dag.dag_id] = dag
+            if dag is not None:  # e.g. no drill DAG for a database without a drill section
+                dags[dag.dag_id] = dag
     if loaded.errors:
         from opsdag.factory.broken import broken_specs_dag
 

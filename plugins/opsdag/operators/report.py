@@ -126,7 +126,7 @@ class ReleaseReportOperator(ServiceOperator):
             "status": "passed" if passed else "failed",
             "reason": verdict.get("reason", ""),
             "started_at": verdict.get("started_at"),
-            "finished_at": verdict.get("finished_at"),
+            "finished_at": verdict.get("decided_at"),
             "metrics": verdict.get("metrics", []),
         }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from opsdag.spec.common import DnsName, Duration, StrictModel
 
@@ -31,17 +31,32 @@ class Backup(StrictModel):
     method: Literal["logical", "physical"] = "logical"
     schedule: str
     jobs: int = Field(default=2, ge=1, le=32, description="parallel pg_dump jobs")
-    compression: Literal["zstd", "gzip", "none"] = "gzip"
-    compression_level: int = Field(default=6, ge=1, le=19)
+    compression: Literal["zstd", "gzip", "none"] = Field(
+        default="gzip",
+        description="gzip by pg_dump; zstd by pg_dump 16+, else by the zstd CLI after the dump",
+    )
+    compression_level: int = Field(default=6, ge=1, le=19, description="1-9 for gzip, 1-19 for zstd")
+    table_checksums: bool = Field(
+        default=True,
+        description="checksum every table in the dump's snapshot (row counts are always taken)",
+    )
     storage: str | None = Field(
         default=None, description="file path or s3://, gs:// URL; default: the state directory"
     )
     storage_conn_id: str | None = None
+    timeout: Duration | None = Field(default=None, description="longest a dump may take")
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
         return check_schedule(value)
+
+    @field_validator("compression_level")
+    @classmethod
+    def _level(cls, value: int, info: ValidationInfo) -> int:
+        if info.data.get("compression") == "gzip" and value > 9:
+            raise ValueError(f"{value} is not a gzip level: use 1 to 9 (zstd takes up to 19)")
+        return value
 
     @field_validator("storage")
     @classmethod
@@ -71,7 +86,12 @@ class DrillCheck(StrictModel):
 class Drill(StrictModel):
     schedule: str | None = None
     on_new_backup: bool = Field(default=True, description="also run when a new backup is published")
-    target_conn_id: str = Field(description="server the drill restores onto; must be marked as a drill target")
+    target_conn_id: str = Field(
+        description="server the drill restores onto; must be marked as a drill target"
+    )
+    jobs: int | None = Field(
+        default=None, ge=1, le=32, description="parallel pg_restore jobs (default: backup.jobs)"
+    )
     checks: list[DrillCheck] = Field(default_factory=list)
 
     @field_validator("schedule")
@@ -83,6 +103,15 @@ class Drill(StrictModel):
 class Objectives(StrictModel):
     rto: Duration = Field(description="longest acceptable time to a verified, queryable copy")
     rpo: Duration = Field(description="oldest acceptable backup at the start of a drill")
+
+
+class Notifications(StrictModel):
+    """Where backup and drill results go. Failures are always sent; successes unless ``on_success: false``."""
+
+    slack_conn_id: str | None = Field(
+        default=None, description="Slack webhook connection; default: slack_default when it exists"
+    )
+    on_success: bool = True
 
 
 class DatabaseSpec(StrictModel):
@@ -97,3 +126,14 @@ class DatabaseSpec(StrictModel):
     retention: Retention = Field(default_factory=Retention)
     drill: Drill | None = None
     objectives: Objectives
+    notifications: Notifications = Field(default_factory=Notifications)
+
+    @field_validator("drill")
+    @classmethod
+    def _drill_target(cls, value: Drill | None, info: ValidationInfo) -> Drill | None:
+        if value is not None and value.target_conn_id == info.data.get("connection_id"):
+            raise ValueError(
+                f"target_conn_id {value.target_conn_id!r} is the database's own connection: "
+                "a drill restores onto a separate drill target"
+            )
+        return value

@@ -86,7 +86,7 @@ class AnalysisTrigger(BaseTrigger):
         metrics = [Metric.model_validate(m) for m in self.metrics]
         hook = PrometheusHook(self.prometheus_conn_id, timeout=self.query_timeout)
         measurements: list[Measurement] = []
-        start = time.time()
+        start = self._started_at = time.time()
         # A metric with an initial delay is first measured once fresh traffic has reached the stage.
         next_due = {
             m.name: start + (m.initial_delay.total_seconds() if m.initial_delay else 0) for m in metrics
@@ -147,6 +147,7 @@ class AnalysisTrigger(BaseTrigger):
             "phase": phase,
             "reason": reason,
             "window_ended": window_ended,
+            "started_at": getattr(self, "_started_at", None),
             "decided_at": time.time(),
             "metrics": [s.to_dict() for s in summarize(metrics, measurements, window_ended=window_ended)],
             "measurements": recent,

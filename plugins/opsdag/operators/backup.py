@@ -1,0 +1,177 @@
+"""Operators of the backup DAG: preflight -> backup -> manifest -> verify -> retention -> publish -> notify.
+
+Each is idempotent for its run (the backup id comes from the run, see
+``DatabaseOperator.backup_id``): a retried backup replaces its own partial dump, a
+published backup is never dumped again, the manifest is written once, retention
+converges, and publishing twice announces the same backup.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import Asset
+from airflow.sdk.exceptions import AirflowFailException
+
+from opsdag.backups import engine
+from opsdag.backups.retention import RetentionPolicy
+from opsdag.operators.backup_base import DatabaseOperator, first_failure, slack_conn_id
+
+BACKUP_TASKS = ["preflight", "backup", "manifest", "verify", "retention", "publish"]
+
+
+def backup_asset(database: str) -> Asset:
+    """The Asset a backup DAG updates when it has published a verified backup of ``database``."""
+    return Asset(name=f"opsdag-backup-{database}", uri=f"opsdag://backups/{database}", group="opsdag-backups")
+
+
+class BackupPreflightOperator(DatabaseOperator):
+    """Server reachable, its version, client tools able to back it up, room at the destination."""
+
+    def run(self, context: Any) -> dict[str, Any]:
+        try:
+            result = engine.preflight(self.source(), self.store(), self.database.name, self.options())
+        except engine.BackupError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self.log.info("preflight: %s", result)
+        return result
+
+
+class PgBackupOperator(DatabaseOperator):
+    """Dump (pg_dump) or base-backup (pg_basebackup) into the backup's partial directory."""
+
+    ui_color = "#c9e4c9"
+
+    def run(self, context: Any) -> dict[str, Any]:
+        backup_id = self.backup_id(context)
+        run = {"dag_id": context["dag_run"].dag_id, "run_id": context["dag_run"].run_id}
+        result = engine.take_backup(
+            self.source(),
+            self.store(),
+            self.database.name,
+            backup_id,
+            self.options(),
+            run=run,
+            logger=self.log,
+        )
+        self.log.info("backup %s: %s", backup_id, result)
+        return result
+
+
+class BackupManifestOperator(DatabaseOperator):
+    """Hash every file and write the manifest last: from then on the backup exists."""
+
+    def run(self, context: Any) -> dict[str, Any]:
+        backup_id = self.backup_id(context)
+        store = self.store()
+        manifest = engine.publish_manifest(store, self.database.name, backup_id)
+        result = {
+            "backup_id": manifest.id,
+            "location": store.location(self.database.name, manifest.id),
+            "files": len(manifest.files),
+            "bytes": manifest.bytes,
+            "tables": len(manifest.tables),
+            "consistent_at": manifest.consistent_at.isoformat(),
+        }
+        self.log.info("manifest written: %s", result)
+        return result
+
+
+class VerifyBackupOperator(DatabaseOperator):
+    """Re-read every file from storage against the manifest; ``pg_restore --list`` or ``pg_verifybackup``."""
+
+    def run(self, context: Any) -> dict[str, Any]:
+        backup_id = self.backup_id(context)
+        result = engine.verify(self.store(), self.database.name, backup_id, logger=self.log)
+        if result["status"] != "verified":
+            context["ti"].xcom_push(key="verification", value=result)
+            raise AirflowFailException(f"backup {backup_id} is bad: " + "; ".join(result["problems"]))
+        self.log.info("backup %s verified: %s", backup_id, result["contents"])
+        return result
+
+
+class BackupRetentionOperator(DatabaseOperator):
+    """Prune old backups by the spec's retention policy (or only list them in a dry run).
+
+    :param dry_run: list what would be deleted; ``None`` reads the run's ``dry_run_retention`` param.
+    """
+
+    def __init__(self, *, dry_run: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dry_run = dry_run
+
+    def run(self, context: Any) -> dict[str, Any]:
+        dry_run = (
+            self.dry_run if self.dry_run is not None else bool(context["params"].get("dry_run_retention"))
+        )
+        r = self.database.retention
+        policy = RetentionPolicy(r.keep_last, r.daily, r.weekly, r.monthly)
+        result = engine.apply_retention(
+            self.store(), self.database.name, policy, now=datetime.now(UTC), dry_run=dry_run, logger=self.log
+        )
+        return result
+
+
+class PublishBackupOperator(DatabaseOperator):
+    """Announce the verified backup: an event on the database's backup Asset (drills listen to it)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        database = kwargs["database"]
+        kwargs.setdefault("outlets", [backup_asset(database.name)])
+        super().__init__(**kwargs)
+
+    def run(self, context: Any) -> dict[str, Any]:
+        backup_id = self.backup_id(context)
+        store = self.store()
+        manifest = store.read_manifest(self.database.name, backup_id)
+        if manifest is None:
+            raise AirflowFailException(f"backup {backup_id} does not exist: nothing to publish")
+        extra = {
+            "database": self.database.name,
+            "backup_id": backup_id,
+            "location": store.location(self.database.name, backup_id),
+            "method": manifest.method,
+            "bytes": manifest.bytes,
+            "consistent_at": manifest.consistent_at.isoformat(),
+        }
+        context["outlet_events"][backup_asset(self.database.name)].extra = extra
+        self.log.info("published %s", extra)
+        return extra
+
+
+class BackupNotifyOperator(DatabaseOperator):
+    """Tell Slack how the run went (failures always, successes unless turned off).
+
+    Runs whatever happened upstream (trigger rule ``all_done``) and then fails itself if
+    the backup failed, so that the DAG run's state is the backup's.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from opsdag.notify.slack import send_slack
+        from opsdag.reports.backup import backup_message, backup_outcome
+
+        ti = context["ti"]
+        failed_task, error = first_failure(context, BACKUP_TASKS)
+        outcome = backup_outcome(
+            database=self.database.name,
+            backup=ti.xcom_pull(task_ids="backup"),
+            manifest=ti.xcom_pull(task_ids="manifest"),
+            verification=ti.xcom_pull(task_ids="verify")
+            or ti.xcom_pull(task_ids="verify", key="verification"),
+            retention=ti.xcom_pull(task_ids="retention"),
+            failed_task=failed_task,
+            error=error,
+            run_id=context["dag_run"].run_id,
+        )
+        text, blocks = backup_message(outcome)
+        self.log.info("%s", text)
+        if not outcome["ok"] or self.database.notifications.on_success:
+            outcome["notified"] = send_slack(slack_conn_id(self.database), text, blocks=blocks)
+        if not outcome["ok"]:
+            raise AirflowFailException(f"the backup failed at {failed_task}: {error}")
+        return outcome

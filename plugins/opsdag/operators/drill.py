@@ -1,0 +1,308 @@
+"""Operators of the drill DAG.
+
+pick -> provision -> restore -> verify -> measure -> teardown -> report -> notify.
+
+``provision`` and ``teardown`` are an Airflow setup/teardown pair: teardown runs whenever
+provisioning succeeded, also when the restore or the verification failed. Every name a
+drill creates comes from ``(dag_id, run_id)`` (``opsdag.backups.drill.drill_names``), so
+each task and each retry finds them without another task's XCom, and teardown is safe
+to run again when nothing is left.
+
+Physical drills start a temporary server in the restore task and query it in verify: the
+restore, verify and teardown tasks must run on the same host (one worker, or a queue
+bound to one host).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowFailException
+
+from opsdag.backups import drill
+from opsdag.backups.manifest import Manifest
+from opsdag.backups.pg import PgTarget, target_from_connection
+from opsdag.operators.backup_base import DatabaseOperator, slack_conn_id, task_states
+
+DRILL_TASKS = ["pick_backup", "provision", "restore", "verify", "measure", "teardown"]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class DrillOperator(DatabaseOperator):
+    """Shared by the drill's steps: the picked backup, the drill target, this run's names."""
+
+    ui_color = "#fde2d0"
+
+    def names(self, context: Any) -> drill.DrillNames:
+        return drill.drill_names(context["dag_run"].dag_id, context["dag_run"].run_id, self.database.name)
+
+    def picked(self, context: Any) -> dict[str, Any]:
+        pick = context["ti"].xcom_pull(task_ids="pick_backup")
+        if not pick:
+            raise AirflowFailException("no backup was picked for this drill")
+        return pick
+
+    def manifest(self, context: Any) -> Manifest:
+        backup_id = self.picked(context)["backup_id"]
+        manifest = self.store().read_manifest(self.database.name, backup_id)
+        if manifest is None:
+            raise AirflowFailException(f"backup {backup_id} of {self.database.name} no longer exists")
+        return manifest
+
+    def target(self) -> tuple[PgTarget, dict[str, Any]]:
+        """The drill server's maintenance connection and the connection's extra."""
+        assert self.database.drill is not None
+        conn = BaseHook.get_connection(self.database.drill.target_conn_id)
+        return target_from_connection(conn, conn.schema or "postgres"), dict(conn.extra_dejson or {})
+
+    def timed(self, context: Any, result: dict[str, Any], started: float, started_at: str) -> dict[str, Any]:
+        result.setdefault("started_at", started_at)
+        result["finished_at"] = _now()
+        result["task_seconds"] = round(time.monotonic() - started, 3)
+        return result
+
+    def execute(self, context: Any) -> Any:
+        started, started_at = time.monotonic(), _now()
+        result = super().execute(context)
+        return self.timed(context, result, started, started_at) if isinstance(result, dict) else result
+
+
+class PickBackupOperator(DrillOperator):
+    """The newest verified backup, or the one named by ``backup_id`` (templated)."""
+
+    template_fields: Sequence[str] = ("backup_id",)
+
+    def __init__(self, *, backup_id: str | None = "{{ params.backup_id or '' }}", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.backup_id = backup_id
+
+    def run(self, context: Any) -> dict[str, Any]:
+        store = self.store()
+        try:
+            chosen = drill.pick_backup(store, self.database.name, (self.backup_id or "").strip() or None)
+        except drill.DrillError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        manifest = chosen.manifest
+        assert manifest is not None
+        drill_started = context["dag_run"].start_date or datetime.now(UTC)
+        result = {
+            "backup_id": chosen.id,
+            "method": manifest.method,
+            "consistent_at": manifest.consistent_at.isoformat(),
+            "bytes": manifest.bytes,
+            "tables": len(manifest.tables),
+            "server_version": manifest.server_version,
+            "location": store.location(self.database.name, chosen.id),
+            "drill_started": drill_started.isoformat(),
+        }
+        self.log.info("drill of %s uses backup %s", self.database.name, result)
+        return result
+
+
+class ProvisionDrillOperator(DrillOperator):
+    """Check the target is a marked drill target and not the source; create the scratch database."""
+
+    def run(self, context: Any) -> dict[str, Any]:
+        started_at = _now()
+        self.picked(context)
+        manifest = self.manifest(context)
+        names = self.names(context)
+        target, extra = self.target()
+        assert self.database.drill is not None
+        try:
+            drill.check_target(
+                source_conn_id=self.database.connection_id,
+                source=self.source(),
+                target_conn_id=self.database.drill.target_conn_id,
+                target=target,
+                target_extra=extra,
+                scratch_db=names.scratch_db,
+            )
+            if manifest.method == "logical":
+                result = drill.provision_database(target, names, logger=self.log)
+            else:
+                names.workdir.mkdir(parents=True, exist_ok=True)
+                result = {"workdir": str(names.workdir), "server": "temporary server on this worker"}
+        except drill.DrillRefused as exc:
+            raise AirflowFailException(str(exc)) from exc
+        return {**result, "started_at": started_at, "method": manifest.method}
+
+
+class RestoreDrillOperator(DrillOperator):
+    """``pg_restore -j`` into the scratch database, or a temporary server on the extracted base backup."""
+
+    def run(self, context: Any) -> dict[str, Any]:
+        manifest = self.manifest(context)
+        assert self.database.drill is not None
+        target = self.target()[0] if manifest.method == "logical" else None
+        try:
+            result = drill.restore(
+                self.store(),
+                self.database.name,
+                manifest,
+                self.names(context),
+                target=target,
+                jobs=self.database.drill.jobs or self.database.backup.jobs,
+                logger=self.log,
+            )
+        except drill.DrillError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        self.log.info("restored backup %s: %s", manifest.id, result)
+        return result
+
+
+class VerifyDrillOperator(DrillOperator):
+    """Every table of the manifest with the same rows and checksum; the spec's checks."""
+
+    def run(self, context: Any) -> dict[str, Any]:
+        manifest = self.manifest(context)
+        assert self.database.drill is not None
+        target = self.target()[0] if manifest.method == "logical" else None
+        role = str((manifest.model_extra or {}).get("role") or self.source().user)
+        restored = drill.restored_target(manifest, self.names(context), target, role)
+        checks = [c.model_dump(mode="json") for c in self.database.drill.checks]
+        with restored.connect() as conn:
+            result = drill.verify_restored(conn, manifest, checks)
+        result["verified_at"] = _now() if result["ok"] else None
+        context["ti"].xcom_push(key="verification", value=result)
+        if not result["ok"]:
+            failed = [f"table {t}" for t in result["failed_tables"]] + [
+                f"check {c}" for c in result["failed_checks"]
+            ]
+            details = [t["problem"] for t in result["tables"] if not t["ok"]]
+            details += [c["problem"] for c in result["checks"] if not c["ok"]]
+            raise AirflowFailException(
+                "verification failed: "
+                + "; ".join(f"{f}: {d}" for f, d in zip(failed, details, strict=False))
+            )
+        self.log.info(
+            "restored copy verified: %d tables, %d checks", len(result["tables"]), len(result["checks"])
+        )
+        return result
+
+
+class MeasureDrillOperator(DrillOperator):
+    """RTO and RPO against the spec's objectives; missing one fails the drill."""
+
+    def run(self, context: Any) -> dict[str, Any]:
+        ti = context["ti"]
+        pick = self.picked(context)
+        provision = ti.xcom_pull(task_ids="provision") or {}
+        verification = ti.xcom_pull(task_ids="verify") or {}
+        result = drill.measure(
+            provision_started=_parse(provision.get("started_at")),
+            verified_at=_parse(verification.get("verified_at")),
+            drill_started=_parse(pick["drill_started"]) or datetime.now(UTC),
+            consistent_at=_parse(pick["consistent_at"]) or datetime.now(UTC),
+            rto_objective=self.database.objectives.rto,
+            rpo_objective=self.database.objectives.rpo,
+        )
+        ti.xcom_push(key="measure", value=result)
+        if not result["ok"]:
+            raise AirflowFailException("; ".join(result["problems"]))
+        self.log.info("RTO %.1f s, RPO %.0f s: objectives met", result["rto_seconds"], result["rpo_seconds"])
+        return result
+
+
+class TeardownDrillOperator(DrillOperator):
+    """Drop the scratch database / stop the temporary server, remove the workdir; check nothing is left."""
+
+    def run(self, context: Any) -> dict[str, Any]:
+        target = None
+        if self.database.drill is not None:
+            target = self.target()[0]
+        result = drill.teardown(target, self.names(context), logger=self.log)
+        context["ti"].xcom_push(key="teardown", value=result)
+        if not result["clean"]:
+            raise AirflowFailException("teardown left things behind: " + "; ".join(result["left_behind"]))
+        return result
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class DrillReportOperator(DrillOperator):
+    """Write the Markdown + JSON report, make its summary the run's note (always runs)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from opsdag import paths
+        from opsdag.reports.drill import build_report, write_report
+        from opsdag.reports.run_note import set_run_note
+
+        ti = context["ti"]
+        dag_run = context["dag_run"]
+        errors = {t: e for t in DRILL_TASKS if (e := ti.xcom_pull(task_ids=t, key="error"))}
+        report = build_report(
+            dag_id=dag_run.dag_id,
+            run_id=dag_run.run_id,
+            database=self.database.name,
+            started_at=(dag_run.start_date or datetime.now(UTC)).isoformat(),
+            finished_at=_now(),
+            states=task_states(context, DRILL_TASKS),
+            errors=errors,
+            pick=ti.xcom_pull(task_ids="pick_backup"),
+            provision=ti.xcom_pull(task_ids="provision"),
+            restore=ti.xcom_pull(task_ids="restore"),
+            verification=ti.xcom_pull(task_ids="verify")
+            or ti.xcom_pull(task_ids="verify", key="verification"),
+            measure=ti.xcom_pull(task_ids="measure") or ti.xcom_pull(task_ids="measure", key="measure"),
+            teardown=ti.xcom_pull(task_ids="teardown") or ti.xcom_pull(task_ids="teardown", key="teardown"),
+        )
+        written = write_report(report, paths.reports_root())
+        self.log.info("%s", report["summary"])
+        self.log.info("report written to %s and %s", written.markdown, written.json)
+        note = set_run_note(dag_run.dag_id, dag_run.run_id, report["summary"], log=self.log)
+        return {
+            "result": report["result"],
+            "summary": report["summary"],
+            "problems": report["problems"],
+            "rto_seconds": (report["measure"] or {}).get("rto_seconds"),
+            "rpo_seconds": (report["measure"] or {}).get("rpo_seconds"),
+            "markdown": str(written.markdown),
+            "json": str(written.json),
+            "note_set": note,
+        }
+
+
+class DrillNotifyOperator(DrillOperator):
+    """Send the result with RTO/RPO to Slack (failures always, loudly); then fail if the drill did."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from opsdag.notify.slack import send_slack
+
+        report = context["ti"].xcom_pull(task_ids="report") or {
+            "result": "failed",
+            "summary": f"Drill of {self.database.name} FAILED: the report could not be written",
+            "problems": ["the report task failed"],
+        }
+        passed = report["result"] == "passed"
+        if passed:
+            text = f":white_check_mark: {report['summary']}"
+        else:
+            text = f":rotating_light: <!here> DR drill FAILED: {report['summary']}"
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+        if not passed and len(report.get("problems", [])) > 1:
+            listing = "\n".join(f"• {p}" for p in report["problems"][:10])
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": listing}})
+        notified = False
+        if not passed or self.database.notifications.on_success:
+            notified = send_slack(slack_conn_id(self.database), text, blocks=blocks)
+        if not passed:
+            raise AirflowFailException(report["summary"])
+        return {"result": report["result"], "notified": notified}

@@ -1,0 +1,181 @@
+"""Test support for a running sandbox: the ``sandbox`` pytest fixture and its helpers.
+
+``running_sandbox(directory)`` brings a sandbox up in ``directory`` with
+``OPSDAG_SANDBOX_DIR`` pointing at it (so ``SandboxPlatform()`` and subprocesses such as
+Airflow tasks find it), yields a ``SandboxHandle`` and tears everything down afterwards,
+failing loudly if any process survives.
+
+To use the session fixture from a test directory, import it into its conftest.py::
+
+    from opsdag.sandbox.testing import sandbox  # noqa: F401  (registers the fixture)
+
+Only tests import this module (it imports pytest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from opsdag.platforms.sandbox import SandboxPlatform
+from opsdag.sandbox import control
+from opsdag.sandbox.fleet import DEFAULT_INSTANCES, FleetController
+from opsdag.sandbox.postgres import PostgresServer
+from opsdag.sandbox.processes import group_members, pid_alive
+from opsdag.sandbox.prometheus import PrometheusClient
+from opsdag.sandbox.state import Layout, load_state, locked
+from opsdag.sandbox.versions import load_versions
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.1, what: str = "condition"
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last value: {last!r})")
+        time.sleep(interval)
+
+
+@dataclass
+class SandboxHandle:
+    """A running sandbox: where it is and shortcuts to its parts."""
+
+    layout: Layout
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    def state(self) -> dict[str, Any]:
+        return load_state(self.layout) or {}
+
+    def status(self) -> dict[str, Any]:
+        return control.status(layout=self.layout)
+
+    def platform(self, **kwargs: Any) -> SandboxPlatform:
+        return SandboxPlatform(sandbox_dir=self.layout.root, **kwargs)
+
+    def counts(self) -> dict[str, Any] | None:
+        """The load generator's counts file (cumulative answers per version and status)."""
+        return control.read_counts(self.layout)
+
+    @property
+    def frontend_url(self) -> str:
+        return f"http://127.0.0.1:{self.state()['haproxy']['frontend_port']}/"
+
+    @property
+    def prometheus(self) -> PrometheusClient:
+        return PrometheusClient(self.state()["prometheus"]["url"])
+
+    @property
+    def postgres(self) -> PostgresServer:
+        return control.postgres_server(self.layout)
+
+    def image(self, tag: str) -> str:
+        return load_versions().image_for(tag)
+
+    def recorded_pids(self) -> list[int]:
+        """Every PID the sandbox has recorded: pidfiles (process groups) and the postmaster."""
+        pids = [record.pid for record in self.layout.processes().records()]
+        pg = self.state().get("postgres", {}).get("pid")
+        if pg:
+            pids.append(pg)
+        return pids
+
+    def stop_component(self, name: str) -> None:
+        """Stop one server (``prometheus``, ``haproxy``, ``loadgen``) to test an outage."""
+        with locked(self.layout):
+            procs = self.layout.processes()
+            record = procs.read(name)
+            if record is None:
+                raise ValueError(f"the sandbox has no process named {name!r}")
+            procs.stop(record)
+
+    def restart_missing(self) -> None:
+        """``up`` again: restarts what was stopped (on its old port when free), keeps the rest."""
+        control.up(layout=self.layout, progress=lambda _msg: None)
+
+    def stop_prometheus(self) -> None:
+        self.stop_component("prometheus")
+
+    def start_prometheus(self) -> None:
+        self.restart_missing()
+
+    def reset(self, stable_tag: str | None = None, instances: int = DEFAULT_INSTANCES) -> None:
+        """Back to a known fleet: no canary; stable ``stable_tag`` (default: the initial one)
+        running ``instances`` processes."""
+        controller = FleetController(self.layout)
+        controller.rollback()
+        tag = stable_tag or load_versions().initial_stable
+        stable = self.state()["fleet"]["stable"]
+        if stable["version"] == tag and len(stable["instances"]) == instances:
+            return
+        controller.deploy_canary(self.image(tag), instances)
+        wait_for(lambda: controller.canary_readiness().ready, 20, what=f"canary {tag} ready")
+        controller.promote()
+
+
+@contextlib.contextmanager
+def running_sandbox(
+    directory: str | Path, *, rate: float = 50.0, quiet: bool = True
+) -> Iterator[SandboxHandle]:
+    """Up in ``directory`` (with ``OPSDAG_SANDBOX_DIR`` set), yield a handle, then down."""
+    layout = Layout(Path(directory).resolve())
+    previous = os.environ.get("OPSDAG_SANDBOX_DIR")
+    os.environ["OPSDAG_SANDBOX_DIR"] = str(layout.root)
+    progress = (lambda _msg: None) if quiet else print
+    handle = SandboxHandle(layout)
+    try:
+        control.up(layout=layout, progress=progress, rate=rate, max_duration=3600)
+        yield handle
+    finally:
+        pids = handle.recorded_pids() if layout.state_file.exists() else []
+        try:
+            control.down(layout=layout, progress=progress)
+            # A cluster relocated out of pytest's 0700 tmp tree would outlive the session.
+            handle.postgres.remove_relocated()
+        finally:
+            if previous is None:
+                os.environ.pop("OPSDAG_SANDBOX_DIR", None)
+            else:
+                os.environ["OPSDAG_SANDBOX_DIR"] = previous
+        survivors = [pid for pid in pids if pid_alive(pid) or group_members(pid)]
+        if survivors:
+            raise AssertionError(f"sandbox processes survived down: {survivors}")
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxHandle]:
+    """A sandbox running for the whole session; ``reset()`` removes a test's canary.
+
+    Its state directory is not under pytest's numbered temp dirs (a concurrent pytest
+    session resets their root to 0700, which locks the ``postgres`` user out, and prunes
+    old ones); the logs are copied to ``<pytest tmp>/sandbox0/logs`` at the end.
+    """
+    keep = tmp_path_factory.mktemp("sandbox")
+    root = Path(tempfile.mkdtemp(prefix="opsdag-sandbox-"))
+    os.chmod(root, 0o711)
+    try:
+        with running_sandbox(root) as handle:
+            yield handle
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.copytree(root / "logs", keep / "logs")
+        shutil.rmtree(root, ignore_errors=True)

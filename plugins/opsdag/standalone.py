@@ -1,0 +1,151 @@
+"""Run ``airflow standalone`` for the demo and the REST tests: start, wait until healthy, stop.
+
+Every setting it needs is set here, from :mod:`opsdag.airflow_env`: a free API port with
+the execution API URL on that same port (without it, tasks never start), the simple auth
+manager with an ``admin`` user whose generated password is kept in a 0600 file, DAGs
+unpaused at creation, and an ``airflow_api`` connection so release reports can set the
+run's note. The process runs in its own session; ``stop`` ends its whole process group
+by PID (scheduler, dag-processor, triggerer, api-server and their task workers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from opsdag import paths
+from opsdag.airflow_api import Credentials, credentials_file
+from opsdag.airflow_env import airflow_environment
+from opsdag.sandbox.processes import ProcessTable, atomic_write, free_port, log_tail, wait_until
+
+NAME = "airflow-standalone"
+USER = "admin"
+
+
+def _home() -> Path:
+    return paths.state_dir() / "airflow"
+
+
+def _table() -> ProcessTable:
+    return ProcessTable(_home() / "run", _home() / "logs")
+
+
+def running() -> Credentials | None:
+    """The credentials of a standalone Airflow already running from this state directory."""
+    record = _table().read(NAME)
+    if record is None or not ProcessTable.alive(record):
+        return None
+    data = json.loads(credentials_file().read_text())
+    return Credentials(data["url"], data["username"], data["password"])
+
+
+def start(*, progress: Callable[[str], None] = print, timeout: float = 240) -> Credentials:
+    """Start (or find) standalone Airflow and return once its API, scheduler and DAGs are ready."""
+    existing = running()
+    if existing is not None:
+        progress(f"airflow standalone already runs at {existing.url}")
+        return existing
+    home = _home()
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    password = secrets.token_urlsafe(12)
+    passwords_file = home / "simple_auth_manager_passwords.json"
+    atomic_write(passwords_file, json.dumps({USER: password}), mode=0o600)
+    url = f"http://127.0.0.1:{port}"
+    api_conn = {"conn_type": "http", "host": "127.0.0.1", "port": port, "login": USER, "password": password}
+    env = {
+        **os.environ,
+        **airflow_environment({"airflow_api": api_conn}),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+    }
+    venv_bin = paths.project_root() / ".venv" / "bin"
+    env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"  # standalone starts `airflow ...` children
+    airflow = venv_bin / "airflow"
+    record = _table().spawn(NAME, [str(airflow), "standalone"], env=env, cwd=paths.project_root())
+    credentials = Credentials(url, USER, password)
+    atomic_write(
+        credentials_file(), json.dumps({"url": url, "username": USER, "password": password}), mode=0o600
+    )
+    progress(f"starting airflow standalone on {url} (log: {record.log}) ...")
+    if not wait_until(
+        lambda: _healthy(url, progress) or not ProcessTable.alive(record), timeout, interval=2.0
+    ):
+        pass
+    if not ProcessTable.alive(record) or not _healthy(url, progress):
+        tail = log_tail(record.log, 30)
+        stop(progress=progress)
+        raise RuntimeError(f"airflow standalone did not become healthy within {timeout:.0f} s:\n{tail}")
+    progress(f"airflow standalone is ready at {url}")
+    return credentials
+
+
+_last_said: dict[str, str] = {}
+
+
+def _healthy(url: str, progress: Callable[[str], None]) -> bool:
+    """API up, scheduler, triggerer and dag processor heartbeating, and the release DAGs parsed."""
+    try:
+        health = httpx.get(f"{url}/api/v2/monitor/health", timeout=3).json()
+    except (httpx.HTTPError, ValueError):
+        _say(progress, "waiting for the API server")
+        return False
+    waiting = [
+        name
+        for name in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        if (health.get(name) or {}).get("status") != "healthy"
+    ]
+    if waiting:
+        _say(progress, f"waiting for {', '.join(waiting)}")
+        return False
+    try:
+        creds = json.loads(credentials_file().read_text())
+        token = httpx.post(
+            f"{url}/auth/token",
+            json={"username": creds["username"], "password": creds["password"]},
+            timeout=3,
+        ).json()["access_token"]
+        dags = httpx.get(
+            f"{url}/api/v2/dags",
+            params={"dag_id_pattern": "release__"},
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+    if not dags.get("dags"):
+        _say(progress, "waiting for the DAGs to be parsed")
+        return False
+    return True
+
+
+def _say(progress: Callable[[str], None], message: str) -> None:
+    if _last_said.get("message") != message:
+        _last_said["message"] = message
+        progress(f"  {message} ...")
+
+
+def stop(*, progress: Callable[[str], None] = print) -> bool:
+    """Stop standalone Airflow and every process of its group; True when something was running."""
+    table = _table()
+    record = table.read(NAME)
+    if record is None:
+        progress("airflow standalone is not running")
+        return False
+    progress(f"stopping airflow standalone (process group {record.pgid}) ...")
+    table.stop(record, timeout=30)
+    credentials_file().unlink(missing_ok=True)
+    progress("airflow standalone stopped")
+    return True
