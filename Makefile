@@ -1,10 +1,18 @@
-# The README's two commands: `make demo` (arrives with the sandbox) and `make test`.
-.PHONY: setup test lint format bench
+# The README's two commands: `make demo` and `make test`.
+.PHONY: setup demo demo-down test lint format bench
 
 VENV := .venv/bin
 
 setup:
 	scripts/setup
+
+# Installs what is missing, starts the sandbox and Airflow, releases a healthy and a faulty
+# version through the REST API, and leaves everything running.
+demo: setup
+	PYTHONPATH=plugins $(VENV)/python -m opsdag.demo up
+
+demo-down:
+	PYTHONPATH=plugins $(VENV)/python -m opsdag.demo down
 
 lint:
 	$(VENV)/ruff check .
@@ -21,3 +29,6 @@ test: setup lint
 
 bench: setup
 	$(VENV)/python bench/bench_parse.py
+	$(VENV)/python bench/bench_release.py
+	$(VENV)/python bench/bench_backup.py
+	$(VENV)/python bench/bench_drill.py

@@ -81,10 +81,8 @@ def start(*, progress: Callable[[str], None] = print, timeout: float = 240) -> C
         credentials_file(), json.dumps({"url": url, "username": USER, "password": password}), mode=0o600
     )
     progress(f"starting airflow standalone on {url} (log: {record.log}) ...")
-    if not wait_until(
-        lambda: _healthy(url, progress) or not ProcessTable.alive(record), timeout, interval=2.0
-    ):
-        pass
+    # Stop waiting early if standalone exits (a port taken, a broken config).
+    wait_until(lambda: _healthy(url, progress) or not ProcessTable.alive(record), timeout, interval=2.0)
     if not ProcessTable.alive(record) or not _healthy(url, progress):
         tail = log_tail(record.log, 30)
         stop(progress=progress)

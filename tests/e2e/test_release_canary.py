@@ -85,6 +85,8 @@ def test_prometheus_stopped_during_bake_is_never_promoted(run_release, sandbox, 
     worker.start()
     try:
         wait_for(lambda: (traffic(sandbox)["weight"] or 0) >= 25, 120, what="first stage under way")
+        # the bake is under way once the canary has answered a few seconds of traffic
+        wait_for(lambda: sandbox.counts()["by_version"].get("1.1.0", 0) >= 40, 30, what="canary traffic")
         sandbox.stop_prometheus()
         worker.join(timeout=300)
     finally:

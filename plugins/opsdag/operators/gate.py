@@ -110,7 +110,13 @@ class HealthGateOperator(BaseOperator):
                     raise AirflowFailException(f"gate {self.gate_name}: metric {metric.name}: {exc}") from exc
         ok, message = self.hook.test_connection()
         if not ok:
-            # Retryable: the canary has not been judged at all; a rollback decision needs data.
+            # Retryable: the canary has not been judged at all. The verdict says why, for the
+            # report, if no retry is left and the release rolls back.
+            reason = f"no data: Prometheus cannot be queried ({message}); never promoted on missing data"
+            context["ti"].xcom_push(
+                key="verdict",
+                value={"gate": self.gate_name, "phase": "inconclusive", "reason": reason, "weight": self.weight},
+            )
             raise AirflowException(f"gate {self.gate_name} cannot start: {message}")
         window_end = datetime.now(UTC) + self.bake
         self.log.info(
