@@ -6,7 +6,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from opsdag.operators.service import ServiceOperator
 from opsdag.triggers.rollout import RolloutStatusTrigger
@@ -87,6 +87,10 @@ class RollbackCanaryOperator(ServiceOperator):
     """
 
     def execute(self, context: Any) -> dict[str, Any]:
+        preflight = context["ti"].xcom_pull(task_ids="preflight", key="preflight") or {}
+        if not preflight.get("checks") or not all(c.get("ok") for c in preflight["checks"]):
+            # Refused before any change: a canary now running belongs to someone else's release.
+            raise AirflowSkipException("nothing to roll back: the release was refused before any change")
         started = time.time()
         self.platform.rollback()
         status = self.platform.status()

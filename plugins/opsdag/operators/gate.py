@@ -115,7 +115,12 @@ class HealthGateOperator(BaseOperator):
             reason = f"no data: Prometheus cannot be queried ({message}); never promoted on missing data"
             context["ti"].xcom_push(
                 key="verdict",
-                value={"gate": self.gate_name, "phase": "inconclusive", "reason": reason, "weight": self.weight},
+                value={
+                    "gate": self.gate_name,
+                    "phase": "inconclusive",
+                    "reason": reason,
+                    "weight": self.weight,
+                },
             )
             raise AirflowException(f"gate {self.gate_name} cannot start: {message}")
         window_end = datetime.now(UTC) + self.bake
@@ -134,6 +139,7 @@ class HealthGateOperator(BaseOperator):
                 metrics=[m.model_dump(mode="json") for m in analysis.metrics],
                 selectors=dict(self.selectors),
                 window_end=window_end.timestamp(),
+                window_start=(window_end - self.bake).timestamp(),
                 prometheus_conn_id=self.hook.prometheus_conn_id,
                 query_timeout=self.query_timeout,
             ),

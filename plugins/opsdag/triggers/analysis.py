@@ -47,6 +47,8 @@ class AnalysisTrigger(BaseTrigger):
     :param metrics: the analysis metrics, as ``Metric.model_dump(mode="json")`` dicts.
     :param selectors: label matchers for ``$canary`` and ``$stable`` (``Platform.metric_selectors()``).
     :param window_end: when the bake window ends: epoch seconds, or an aware datetime / ISO text.
+    :param window_start: when the bake window started (epoch seconds); initial delays count from
+        it, so a triggerer that picks the trigger up late does not push measurements past the end.
     :param prometheus_conn_id: the Airflow connection of the Prometheus server.
     :param query_timeout: seconds for one query; an unanswered query is an inconclusive measurement.
     """
@@ -58,6 +60,7 @@ class AnalysisTrigger(BaseTrigger):
         metrics: list[dict[str, Any]],
         selectors: dict[str, str],
         window_end: float | str | datetime,
+        window_start: float | None = None,
         prometheus_conn_id: str = PrometheusHook.default_conn_name,
         query_timeout: float = DEFAULT_TIMEOUT,
     ):
@@ -66,6 +69,7 @@ class AnalysisTrigger(BaseTrigger):
         self.metrics = [dict(m) for m in metrics]
         self.selectors = dict(selectors)
         self.window_end = _epoch(window_end)
+        self.window_start = window_start
         self.prometheus_conn_id = prometheus_conn_id
         self.query_timeout = query_timeout
 
@@ -77,6 +81,7 @@ class AnalysisTrigger(BaseTrigger):
                 "metrics": self.metrics,
                 "selectors": self.selectors,
                 "window_end": self.window_end,
+                "window_start": self.window_start,
                 "prometheus_conn_id": self.prometheus_conn_id,
                 "query_timeout": self.query_timeout,
             },
@@ -86,11 +91,13 @@ class AnalysisTrigger(BaseTrigger):
         metrics = [Metric.model_validate(m) for m in self.metrics]
         hook = PrometheusHook(self.prometheus_conn_id, timeout=self.query_timeout)
         measurements: list[Measurement] = []
-        start = self._started_at = time.time()
+        self._started_at = time.time()
+        start = self.window_start or self._started_at
         # A metric with an initial delay is first measured once fresh traffic has reached the stage.
         next_due = {
             m.name: start + (m.initial_delay.total_seconds() if m.initial_delay else 0) for m in metrics
         }
+        last_chance_taken = False
         self.log.info(
             "Gate %s: measuring %s until %s",
             self.gate,
@@ -106,6 +113,14 @@ class AnalysisTrigger(BaseTrigger):
                 self.log.info("Gate %s: %s: %s", self.gate, measurement.phase, measurement.reason)
             measurements.extend(taken)
             window_ended = time.time() >= self.window_end
+            measured = {m.metric for m in measurements}
+            unmeasured = [m for m in metrics if m.name not in measured]
+            if window_ended and unmeasured and not last_chance_taken:
+                # A late start (busy triggerer) must not fail a gate for lack of a chance to measure.
+                last_chance_taken = True
+                for metric in unmeasured:
+                    next_due[metric.name] = time.time()
+                continue
             phase, reason = gate_phase(metrics, measurements, window_ended=window_ended)
             if is_final(phase):
                 self.log.info("Gate %s: %s: %s", self.gate, phase, reason)
