@@ -15,8 +15,6 @@ Prints and writes bench/results/drill.json.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import subprocess
 import time
@@ -24,18 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench_backup import (
-    RESULTS,
-    ROOT,
-    airflow_setup,
-    database_bytes,
-    log,
-    machine,
-    median,
-    pgbench_server,
-    run_dag,
-    write_spec,
-)
+import common
 
 
 def take_backup(jobs: int, level: int) -> str:
@@ -81,35 +68,24 @@ def pg_restore_by_hand(server, dump_dir: Path, *, jobs: int) -> dict[str, float]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--scale", type=int, default=70)
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--workdir", type=Path, default=ROOT / ".state" / "bench" / "pg")
-    args = parser.parse_args()
+    args = common.bench_parser(__doc__).parse_args()
 
-    server = pgbench_server(args.workdir, args.scale)
-    size = database_bytes(server)
-    dag_file = airflow_setup(args.workdir, server)
-    write_spec("bench", checksums=True, jobs=args.jobs)
+    server, size, dag_file = common.prepare(args)
+    common.write_spec("bench", checksums=True, jobs=args.jobs)
     backup_id = take_backup(args.jobs, 6)
     dump_dir = Path(os.environ["OPSDAG_BACKUPS_DIR"]) / "bench" / backup_id / "data"
-    log(f"database {size / 1e6:.0f} MB, backup {backup_id}; warming up (one restore by hand, not counted)")
+    common.log(
+        f"database {size / 1e6:.0f} MB, backup {backup_id}; warming up (one restore by hand, not counted)"
+    )
     pg_restore_by_hand(server, dump_dir, jobs=args.jobs)
 
     rounds: list[dict[str, Any]] = []
     for n in range(args.rounds):
-        # Every measurement starts after a CHECKPOINT; the order alternates between rounds.
-        measured: dict[str, Any] = {}
         steps = [
             ("hand", lambda: pg_restore_by_hand(server, dump_dir, jobs=args.jobs)),
-            ("drill", lambda: run_dag(dag_file, "drill__bench")),
+            ("drill", lambda: common.run_dag(dag_file, "drill__bench")),
         ]
-        for name, step in steps if n % 2 == 0 else list(reversed(steps)):
-            server.psql("CHECKPOINT;")
-            measured[name] = step()
+        measured = common.measure_round(server, n, steps)
         hand, drill = measured["hand"], measured["drill"]
         assert drill["state"] == "success", drill["tasks"]
         restore = drill["xcoms"]["restore.return_value"]
@@ -128,53 +104,43 @@ def main() -> None:
             "tasks": {k: v["seconds"] for k, v in drill["tasks"].items()},
         }
         rounds.append(record)
-        log(
+        common.log(
             f"round {n + 1}: by hand {hand['pg_restore_seconds']:.2f} s | restore task "
             f"{record['restore_task_seconds']:.2f} s "
             f"(pg_restore inside {restore['pg_restore_seconds']:.2f} s) "
             f"| verify {record['verify_task_seconds']:.2f} s | RTO {measure['rto_seconds']:.2f} s"
         )
 
-    hand_s = median([r["pg_restore_by_hand_seconds"] for r in rounds])
-    task_s = median([r["restore_task_seconds"] for r in rounds])
-    result = {
-        "benchmark": "drill",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "database": {"pgbench_scale": args.scale, "bytes": size, "backup_id": backup_id},
-        "command": (
+    hand_s = common.median([r["pg_restore_by_hand_seconds"] for r in rounds])
+    task_s = common.median([r["restore_task_seconds"] for r in rounds])
+    common.write_result(
+        "drill",
+        database={"pgbench_scale": args.scale, "bytes": size, "backup_id": backup_id},
+        command=(
             f"pg_restore --format=directory --jobs={args.jobs} --no-owner --no-privileges --exit-on-error"
         ),
-        "runner": "Airflow dag.test() (Task SDK in-process runner); median of the rounds, "
-        "each measurement after a CHECKPOINT, order alternating between rounds",
-        "rounds": rounds,
-        "median": {
+        rounds=rounds,
+        medians={
             "pg_restore_by_hand_seconds": hand_s,
             "restore_task_seconds": task_s,
-            "restore_task_pg_restore_seconds": median([r["restore_task_pg_restore_seconds"] for r in rounds]),
-            "verify_task_seconds": median([r["verify_task_seconds"] for r in rounds]),
-            "rto_seconds": median([r["rto_seconds"] for r in rounds]),
-            "dag_run_seconds": median([r["dag_run_seconds"] for r in rounds]),
+            "restore_task_pg_restore_seconds": common.median(
+                [r["restore_task_pg_restore_seconds"] for r in rounds]
+            ),
+            "verify_task_seconds": common.median([r["verify_task_seconds"] for r in rounds]),
+            "rto_seconds": common.median([r["rto_seconds"] for r in rounds]),
+            "dag_run_seconds": common.median([r["dag_run_seconds"] for r in rounds]),
         },
-        "orchestration": {
-            "what": "restore task wall time minus the pg_restore wall time inside it (sha256 of the "
+        orchestration=common.orchestration_overhead(
+            "restore task wall time minus the pg_restore wall time inside it (sha256 of the "
             "backup's files against the manifest, connections, Airflow)",
-            "median_seconds": median(
-                [r["restore_task_seconds"] - r["restore_task_pg_restore_seconds"] for r in rounds]
-            ),
-            "share_of_by_hand": round(
-                median([r["restore_task_seconds"] - r["restore_task_pg_restore_seconds"] for r in rounds])
-                / hand_s,
-                4,
-            ),
-        },
-        "ratio": {"restore_task_vs_by_hand": round(task_s / hand_s, 3)},
-        "target": "restore task / by hand < 1.10",
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "drill.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("database", "median", "orchestration", "ratio")}, indent=2))
-    log(f"written to {RESULTS / 'drill.json'}")
+            rounds,
+            "restore_task_seconds",
+            "restore_task_pg_restore_seconds",
+            hand_s,
+        ),
+        ratio={"restore_task_vs_by_hand": round(task_s / hand_s, 3)},
+        target="restore task / by hand < 1.10",
+    )
     server.stop()
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,7 +26,14 @@ TERMINAL = {"success", "failed"}
 
 
 class AirflowApiError(RuntimeError):
-    """The API refused or could not be reached; the message says which and why."""
+    """The API refused or could not be reached; the message says which and why.
+
+    ``status`` is the HTTP status of a refusal, None when Airflow could not be reached.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -99,14 +108,34 @@ class AirflowClient:
         except httpx.HTTPError as exc:
             raise AirflowApiError(f"Airflow at {self.credentials.url} cannot be reached: {exc}") from None
         if response.status_code >= 400:
-            raise AirflowApiError(f"{method} {path}: HTTP {response.status_code}: {_detail(response)}")
+            raise AirflowApiError(
+                f"{method} {path}: HTTP {response.status_code}: {_detail(response)}", response.status_code
+            )
         return response.json() if response.content else None
 
-    def trigger(self, dag_id: str, conf: dict[str, Any], note: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"logical_date": None, "conf": conf}
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any], note: str | None = None, *, attempts: int = 3
+    ) -> dict[str, Any]:
+        """Create a run; safe to retry: the run id is chosen here, so a retry cannot make a second run.
+
+        A 5xx answer or a dropped connection is retried; if the first try did create the run,
+        the retry's 409 is recognised and the existing run returned.
+        """
+        run_id = f"manual__{datetime.now(UTC).isoformat()}"
+        body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
         if note:
             body["note"] = note
-        return self.request("POST", f"/dags/{_q(dag_id)}/dagRuns", json=body)
+        for attempt in range(1, attempts + 1):
+            try:
+                return self.request("POST", f"/dags/{_q(dag_id)}/dagRuns", json=body)
+            except AirflowApiError as exc:
+                status = exc.status
+                if attempt > 1 and status == 409:
+                    return self.dag_run(dag_id, run_id)
+                if attempt == attempts or (status is not None and status < 500):
+                    raise
+                threading.Event().wait(2.0 * attempt)
+        raise AssertionError("unreachable")
 
     def unpause(self, dag_id: str) -> None:
         self.request(

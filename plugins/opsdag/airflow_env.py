@@ -17,6 +17,11 @@ from pathlib import Path
 from opsdag import paths
 
 
+# SQLite's default wait for a lock is 5 s; standalone's scheduler, triggerer, API server and
+# workers all write to one file, so a busy 2-core machine needs longer before "locked".
+SQLITE_CONNECT_ARGS = {"timeout": 60}
+
+
 def airflow_environment(extra_connections: dict[str, dict] | None = None) -> dict[str, str]:
     root = paths.project_root()
     home = paths.state_dir() / "airflow"
@@ -29,6 +34,7 @@ def airflow_environment(extra_connections: dict[str, dict] | None = None) -> dic
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "30",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "opsdag.airflow_env.SQLITE_CONNECT_ARGS",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "PYTHONPATH": os.pathsep.join(p for p in (str(root / "plugins"), os.environ.get("PYTHONPATH")) if p),
     }

@@ -4,10 +4,11 @@
 Not a ``conftest.py``: the modules import what they need, so the release tests' session
 fixtures (the whole sandbox) are not started for these. What they need:
 
-- ``airflow_home`` (module): a fresh AIRFLOW_HOME (a copy of a SQLite metadata DB migrated once
-  per session by ``migrated_airflow_db``) and a DAGs folder holding ``opsdag_databases.py``, which
-  builds ``backup__``/``drill__`` DAGs from the specs in ``$OPSDAG_INCLUDE_DIR`` (``dag.test()``
-  runs DAGs its DAG processor knows). Its settings are in ``os.environ`` only during the module.
+- ``airflow_home`` (module): a fresh AIRFLOW_HOME (``support.airflow_home``: a copy of a SQLite
+  metadata DB migrated once per session by ``migrated_airflow_db``) and a DAGs folder holding
+  ``opsdag_databases.py``, which builds ``backup__``/``drill__`` DAGs from the specs in
+  ``$OPSDAG_INCLUDE_DIR`` (``dag.test()`` runs DAGs its DAG processor knows). Its settings are
+  in ``os.environ`` only during the module.
 - ``pg_server``, ``make_db`` from tests/integration/pg_fixtures.py (a real PostgreSQL 15).
 - ``opsdag_env``: per test, a state dir (backups, reports, scratch), an include dir, and the
   ``AIRFLOW_CONN_*`` of the source and drill-target connections.
@@ -16,9 +17,6 @@ fixtures (the whole sandbox) are not started for these. What they need:
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +29,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 from pg_fixtures import connection_env, make_db, pg_server  # noqa: F401
+from support.airflow_home import airflow_home as temporary_airflow_home
+from support.airflow_home import migrate
 
 DAG_FILE = '''
 """Airflow test DAGs: backup__/drill__ of every spec in $OPSDAG_INCLUDE_DIR/databases.
@@ -49,29 +49,10 @@ for _spec in load_kind(include_dir(), "databases").specs.values():
 '''
 
 
-def _airflow_settings(home: Path) -> dict[str, str]:
-    return {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-    }
-
-
 @pytest.fixture(scope="session")
 def migrated_airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty, migrated SQLite metadata DB, made once per session (this process's env untouched)."""
-    home = tmp_path_factory.mktemp("airflow-template")
-    (home / "dags").mkdir()
-    airflow = Path(sys.executable).with_name("airflow")
-    env = {**os.environ, **_airflow_settings(home)}
-    migrated = subprocess.run(
-        [str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert migrated.returncode == 0, migrated.stdout[-2000:] + migrated.stderr[-2000:]
-    return home / "airflow.db"
+    return migrate(tmp_path_factory.mktemp("airflow-template"))
 
 
 @pytest.fixture(scope="module")
@@ -79,25 +60,8 @@ def airflow_home(migrated_airflow_db: Path, tmp_path_factory: pytest.TempPathFac
     """A fresh AIRFLOW_HOME for one test module (a copy of the migrated DB), set in ``os.environ``
     for the module's tests and restored afterwards, so other modules' Airflow settings are untouched."""
     home = tmp_path_factory.mktemp("airflow-home")
-    (home / "dags").mkdir()
-    (home / "dags" / "opsdag_databases.py").write_text(DAG_FILE)
-    shutil.copy2(migrated_airflow_db, home / "airflow.db")
-    env = _airflow_settings(home)
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    from airflow import settings
-
-    settings.configure_vars()
-    settings.reconfigure_orm()
-    yield home
-    settings.dispose_orm()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    settings.configure_vars()
-    settings.reconfigure_orm()
+    with temporary_airflow_home(home, migrated_airflow_db, {"opsdag_databases.py": DAG_FILE}):
+        yield home
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 from pathlib import Path
@@ -84,7 +85,10 @@ def test_prometheus_stopped_during_bake_is_never_promoted(run_release, sandbox, 
     )
     worker.start()
     try:
-        wait_for(lambda: gate_state(e2e_env, "stage_25.gate") == "deferred", 120, what="first bake under way")
+        wait_for(lambda: (traffic(sandbox)["weight"] or 0) >= 25, 120, what="first stage under way")
+        # the bake is under way once the gate's trigger has queried Prometheus
+        queries = prometheus_queries(sandbox)
+        wait_for(lambda: prometheus_queries(sandbox) >= queries + 4, 60, what="the gate measuring")
         sandbox.stop_prometheus()
         worker.join(timeout=300)
     finally:
@@ -109,10 +113,20 @@ def test_retried_deploy_and_stage_tasks_leave_one_canary(run_release, e2e_env, s
     sandbox.reset()
     # ... then its tasks run again, as a retry or a cleared task would, with that run's conf.
     run_id = run.report["run_id"]
+    params = json.dumps({"image": sandbox.image("1.1.0")})
 
     def task(task_id: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [ROOT / "scripts" / "airflow", "tasks", "test", "release__demo-api", task_id, run_id],
+            [
+                ROOT / "scripts" / "airflow",
+                "tasks",
+                "test",
+                "release__demo-api",
+                task_id,
+                run_id,
+                "-t",
+                params,
+            ],
             env=e2e_env,
             capture_output=True,
             text=True,
@@ -140,18 +154,16 @@ def test_dead_slack_changes_nothing(run_release, sandbox) -> None:
     assert "Slack notification not sent" in run.output
 
 
-def gate_state(env: dict[str, str], task_id: str) -> str | None:
-    """State of the newest run's ``task_id`` in the metadata database (read-only look)."""
-    import sqlite3
+def prometheus_queries(sandbox) -> float:
+    """Instant queries Prometheus has answered so far, from its own /metrics."""
+    import httpx
 
-    db = Path(env["OPSDAG_STATE_DIR"]) / "airflow" / "airflow.db"
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-        row = conn.execute(
-            "select state from task_instance where dag_id = 'release__demo-api' and task_id = ? "
-            "order by start_date desc limit 1",
-            (task_id,),
-        ).fetchone()
-    return row[0] if row else None
+    text = httpx.get(sandbox.state()["prometheus"]["url"] + "/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line
+    )
 
 
 def measured_share(sandbox, version: str) -> float | None:

@@ -25,13 +25,20 @@ DAG = "release__demo-api"
 
 
 @pytest.fixture(scope="module")
-def airflow(e2e_env: dict[str, str], sandbox) -> Iterator[Credentials]:
-    """``airflow standalone`` on free ports, with the e2e state directory and short-bake specs."""
+def rest_env(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The e2e settings with a state directory of its own: a fresh Airflow database."""
+    state = tmp_path_factory.mktemp("rest-state")
+    return {**e2e_env, "OPSDAG_STATE_DIR": str(state), "OPSDAG_REPORTS_DIR": str(state / "reports")}
+
+
+@pytest.fixture(scope="module")
+def airflow(rest_env: dict[str, str], sandbox) -> Iterator[Credentials]:
+    """``airflow standalone`` on free ports, with its own state directory and short-bake specs."""
     from opsdag import standalone
 
     keys = ("OPSDAG_STATE_DIR", "OPSDAG_INCLUDE_DIR", "OPSDAG_SANDBOX_DIR", "OPSDAG_REPORTS_DIR")
     saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: e2e_env[k] for k in keys})
+    os.environ.update({k: rest_env[k] for k in keys})
     try:
         credentials = standalone.start(progress=lambda _m: None, timeout=300)
         with AirflowClient(credentials) as client:
@@ -46,25 +53,25 @@ def airflow(e2e_env: dict[str, str], sandbox) -> Iterator[Credentials]:
                 os.environ[key] = value
 
 
-def client_release(e2e_env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+def client_release(env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "opsdag", "release", "demo-api", *args],
-        env={**e2e_env, "PYTHONPATH": str(ROOT / "plugins")},
+        env={**env, "PYTHONPATH": str(ROOT / "plugins")},
         capture_output=True,
         text=True,
         timeout=timeout,
     )
 
 
-def test_client_release_is_promoted_and_faulty_one_rolled_back(airflow, e2e_env, sandbox) -> None:
+def test_client_release_is_promoted_and_faulty_one_rolled_back(airflow, rest_env, sandbox) -> None:
     sandbox.reset()
-    good = client_release(e2e_env, "--image", sandbox.image("1.1.0"), "--reason", "REST e2e", "--wait")
+    good = client_release(rest_env, "--image", sandbox.image("1.1.0"), "--reason", "REST e2e", "--wait")
     assert good.returncode == 0, good.stdout + good.stderr
     assert "stage_25: passed" in good.stdout
     assert "release promoted" in good.stdout
     assert sandbox.status()["stable"]["version"] == "1.1.0"
 
-    bad = client_release(e2e_env, "--image", sandbox.image("1.2.0-errors"), "--wait")
+    bad = client_release(rest_env, "--image", sandbox.image("1.2.0-errors"), "--wait")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "stage_25: FAILED: error-rate" in bad.stdout
     assert "release rolled_back" in bad.stdout
@@ -73,10 +80,10 @@ def test_client_release_is_promoted_and_faulty_one_rolled_back(airflow, e2e_env,
     sandbox.reset()
 
 
-def test_two_releases_at_once_run_one_after_the_other(airflow, e2e_env, sandbox) -> None:
+def test_two_releases_at_once_run_one_after_the_other(airflow, rest_env, sandbox) -> None:
     sandbox.reset()
-    first = client_release(e2e_env, "--image", sandbox.image("1.1.0"))
-    second = client_release(e2e_env, "--image", sandbox.image("1.3.0-slow"))
+    first = client_release(rest_env, "--image", sandbox.image("1.1.0"))
+    second = client_release(rest_env, "--image", sandbox.image("1.3.0-slow"))
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert "in flight" in second.stdout and "queued" in second.stdout
 

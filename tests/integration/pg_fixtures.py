@@ -15,7 +15,6 @@ is not needed: ``pytest_plugins`` can't be used below the root conftest, so modu
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.airflow_home import postgres_connection
 
 from opsdag.backups.pg import PgTarget, qualified
 from opsdag.backups.stats import list_tables
@@ -101,17 +101,7 @@ def target_for(server: PostgresServer, dbname: str) -> PgTarget:
 def connection_env(
     conn_id: str, server: PostgresServer, dbname: str, extra: dict[str, Any] | None = None
 ) -> tuple[str, str]:
-    conn = {
-        "conn_type": "postgres",
-        "host": server.host,
-        "port": server.port,
-        "login": server.superuser,
-        "password": server.password,
-        "schema": dbname,
-    }
-    if extra:
-        conn["extra"] = extra
-    return f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn)
+    return f"AIRFLOW_CONN_{conn_id.upper()}", postgres_connection(server, dbname, extra)
 
 
 def table_rows(target: PgTarget) -> dict[str, list[tuple[Any, ...]]]:

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import pprint
 import runpy
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +19,8 @@ from typing import Any
 
 import pytest
 from prom_fixtures import GaugeExporter, PrometheusProcess, start_prometheus
+from support.airflow_home import airflow_home as temporary_airflow_home
+from support.airflow_home import migrate
 
 pytestmark = pytest.mark.integration
 
@@ -344,37 +343,11 @@ def airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A migrated SQLite Airflow metadata database in a temporary AIRFLOW_HOME, for ``dag.test()``.
 
     The settings go into ``os.environ`` (so subprocesses see them too) and Airflow's ORM
-    is reconfigured in case Airflow was imported before this fixture ran.
+    is reconfigured in case Airflow was imported before this fixture ran (``support.airflow_home``).
     """
-    home = tmp_path_factory.mktemp("airflow-home")
-    (home / "dags").mkdir()
-    env = {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-    }
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    airflow = Path(sys.executable).with_name("airflow")
-    migrated = subprocess.run(
-        [str(airflow), "db", "migrate"], env=os.environ.copy(), capture_output=True, text=True, timeout=300
-    )
-    assert migrated.returncode == 0, migrated.stdout[-2000:] + migrated.stderr[-2000:]
-
-    from airflow import settings
-
-    settings.configure_vars()
-    settings.reconfigure_orm()
-    yield home
-    settings.dispose_orm()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    template = migrate(tmp_path_factory.mktemp("airflow-template"))
+    with temporary_airflow_home(tmp_path_factory.mktemp("airflow-home"), template) as home:
+        yield home
 
 
 # dag.test() runs a DAG that the DAG processor knows, so the test's DAGs live in a file in
@@ -476,11 +449,23 @@ def test_gate_operator_refuses_to_start_without_prometheus(
         analysis=Analysis(metrics=analysis_metrics()),
         selectors=SELECTORS,
     )
+
+    class RecordingTaskInstance:  # stands in for Airflow's task instance: only XComs matter here
+        def __init__(self) -> None:
+            self.xcom: dict[str, object] = {}
+
+        def xcom_push(self, key: str, value: object) -> None:
+            self.xcom[key] = value
+
+    ti = RecordingTaskInstance()
     with pytest.raises(
         AirflowException, match=r"gate stage_25 cannot start: Prometheus unreachable"
     ) as raised:
-        gate.execute({})
+        gate.execute({"ti": ti})
     assert not isinstance(raised.value, AirflowFailException)  # retryable: nothing was judged
+    # the report can still say why the stage failed if no retry is left
+    assert ti.xcom["verdict"]["phase"] == "inconclusive"
+    assert "never promoted on missing data" in ti.xcom["verdict"]["reason"]
 
 
 def test_gate_operator_reads_a_service_spec_at_run_time_not_at_parse_time() -> None:
