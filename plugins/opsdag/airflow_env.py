@@ -16,7 +16,6 @@ from pathlib import Path
 
 from opsdag import paths
 
-
 # SQLite's default wait for a lock is 5 s; standalone's scheduler, triggerer, API server and
 # workers all write to one file, so a busy 2-core machine needs longer before "locked".
 SQLITE_CONNECT_ARGS = {"timeout": 60}
