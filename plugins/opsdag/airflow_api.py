@@ -74,7 +74,7 @@ def load_credentials() -> Credentials:
 class AirflowClient:
     """Token-authenticated calls to ``/api/v2``; one token per client."""
 
-    def __init__(self, credentials: Credentials, *, timeout: float = 10.0) -> None:
+    def __init__(self, credentials: Credentials, *, timeout: float = 30.0) -> None:
         self.credentials = credentials
         self._http = httpx.Client(base_url=credentials.url.rstrip("/"), timeout=timeout)
         self._token: str | None = None
@@ -102,11 +102,21 @@ class AirflowClient:
             self._token = response.json()["access_token"]
         return {"Authorization": f"Bearer {self._token}"}
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, f"/api/v2{path}", headers=self._authorization(), **kwargs)
-        except httpx.HTTPError as exc:
-            raise AirflowApiError(f"Airflow at {self.credentials.url} cannot be reached: {exc}") from None
+    def request(self, method: str, path: str, *, attempts: int = 3, **kwargs: Any) -> Any:
+        """One API call; reads and idempotent updates are retried when Airflow is briefly too busy."""
+        retry = method in ("GET", "PATCH")
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._http.request(
+                    method, f"/api/v2{path}", headers=self._authorization(), **kwargs
+                )
+                break
+            except httpx.HTTPError as exc:
+                if not retry or attempt == attempts:
+                    raise AirflowApiError(
+                        f"Airflow at {self.credentials.url} cannot be reached: {exc}"
+                    ) from None
+                threading.Event().wait(2.0 * attempt)
         if response.status_code >= 400:
             raise AirflowApiError(
                 f"{method} {path}: HTTP {response.status_code}: {_detail(response)}", response.status_code

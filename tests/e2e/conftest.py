@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ def e2e_env(sandbox, e2e_include: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def run_release(e2e_env: dict[str, str], sandbox) -> Callable[..., ReleaseRun]:
+def run_release(e2e_env: dict[str, str], sandbox) -> Iterator[Callable[..., ReleaseRun]]:
     """Run ``release__demo-api`` with a conf to its end and return its output and report."""
 
     def run(
@@ -92,4 +92,5 @@ def run_release(e2e_env: dict[str, str], sandbox) -> Callable[..., ReleaseRun]:
         return ReleaseRun(proc.returncode, proc.stdout + proc.stderr, report, markdown)
 
     sandbox.reset()
-    return run
+    yield run
+    sandbox.reset()

@@ -32,7 +32,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def sbx(sandbox: SandboxHandle):
-    """The session sandbox, left without a canary (and stable at 1.0.0) after each test."""
+    """The session sandbox, without a canary and with stable at 1.0.0 before and after each test
+    (other test directories share the session's sandbox)."""
+    sandbox.reset()
     yield sandbox
     sandbox.reset()
 

@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +87,9 @@ def test_a_broken_spec_is_an_import_error_naming_file_and_field(tmp_path: Path) 
     include = tmp_path / "include"
     shutil.copytree(ROOT / "include", include)
     broken = include / "services" / "demo-api.yaml"
-    broken.write_text(broken.read_text().replace("{weight: 25, bake: 30s}", "{weight: 25, bake: soon}"))
+    spec = yaml.safe_load(broken.read_text())
+    spec["canary"]["steps"][1]["bake"] = "soon"
+    broken.write_text(yaml.safe_dump(spec, sort_keys=False))
 
     result = parse([ROOT / "dags" / "releases.py"], include)[str(ROOT / "dags" / "releases.py")]
 
