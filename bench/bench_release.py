@@ -97,17 +97,21 @@ def faulty_run(env: dict[str, str], sandbox) -> dict:
     with CountsSampler(Path(sandbox.status()["loadgen"]["counts_file"])) as sampler:
         wall, report = release(env, sandbox.image(FAULTY))
         threading.Event().wait(3)  # 3 s more of samples, to see the canary's last answers
-    assert report["status"] == "rolled_back", report["status"]
+    assert report["status"] == "rolled_back", report["status"]  # a faulty version must never pass
     stage = next(s for s in report["stages"] if s["status"] == "failed")
     verdict_at = _epoch(stage["finished_at"])
-    errors = [t for t, by in sampler.samples if by.get(FAULTY, {}).get("500", 0) > 0]
-    served = [(t, sum(by.get(FAULTY, {}).values())) for t, by in sampler.samples]
+    # the counts are cumulative since the load generator started: count from this run's first sample
+    errors_before = sampler.samples[0][1].get(FAULTY, {}).get("500", 0)
+    errors = [t for t, by in sampler.samples if by.get(FAULTY, {}).get("500", 0) > errors_before]
+    served_before = sum(sampler.samples[0][1].get(FAULTY, {}).values())
+    served = [(t, sum(by.get(FAULTY, {}).values()) - served_before) for t, by in sampler.samples]
     final = served[-1][1]
     last_canary = next(t for t, n in served if n == final)
     return {
         "wall_s": round(wall, 2),
         "failed_stage": stage["name"],
-        "time_to_detect_s": round(verdict_at - errors[0], 2),
+        "time_to_detect_s": round(verdict_at - errors[0], 2) if errors else None,
+        "reason": stage["reason"],
         "time_to_rollback_s": round(max(0.0, last_canary - verdict_at), 2),
         "canary_answers": final,
     }
@@ -116,7 +120,9 @@ def faulty_run(env: dict[str, str], sandbox) -> dict:
 def healthy_run(env: dict[str, str], sandbox) -> dict:
     sandbox.reset()
     wall, report = release(env, sandbox.image(HEALTHY))
-    assert report["status"] == "promoted", report["status"]
+    if report["status"] != "promoted":
+        failed = [(st["name"], st["reason"]) for st in report["stages"] if st["status"] == "failed"]
+        return {"wall_s": round(wall, 2), "status": report["status"], "failed": failed}
     return {
         "wall_s": round(wall, 2),
         "run_duration_s": report["duration_s"],
@@ -132,7 +138,9 @@ def _epoch(value: str | float) -> float:
 
 
 def summarize(rows: list[dict], key: str) -> dict:
-    values = [r[key] for r in rows]
+    values = [r[key] for r in rows if r.get(key) is not None]
+    if not values:
+        return {"median": None, "min": None, "max": None}
     return {"median": round(statistics.median(values), 2), "min": min(values), "max": max(values)}
 
 
@@ -164,7 +172,8 @@ def main() -> None:
         "runs": RUNS,
         "time_to_detect_s": summarize(faulty, "time_to_detect_s"),
         "time_to_rollback_s": summarize(faulty, "time_to_rollback_s"),
-        "overhead_s": summarize(healthy, "overhead_s"),
+        "overhead_s": summarize([h for h in healthy if "overhead_s" in h], "overhead_s"),
+        "healthy_not_promoted": [h for h in healthy if "overhead_s" not in h],
         "faulty_runs": faulty,
         "healthy_runs": healthy,
     }
