@@ -410,3 +410,14 @@ def test_the_judge_imports_no_airflow() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_at_100_percent_ratios_are_not_checked_but_absolute_bounds_are() -> None:
+    # The canary takes all the traffic: stable has none to compare with.
+    latency = measure(LATENCY, 0.9, None, compare_with_stable=False)
+    assert latency.phase == "pass"
+    assert "no ratio check (stable receives no traffic)" in latency.reason
+    errors = measure(ERRORS, 0.05, None, compare_with_stable=False)
+    assert (errors.phase, errors.reason) == ("fail", "error-rate 0.05 > max 0.02")
+    # Before 100 %, a missing baseline stays inconclusive.
+    assert measure(LATENCY, 0.9, None).phase == "inconclusive"

@@ -93,7 +93,12 @@ def describe_limits(metric: Metric) -> str:
 
 
 def measure(
-    metric: Metric, value: float | None, baseline: float | None = None, *, at: float | None = None
+    metric: Metric,
+    value: float | None,
+    baseline: float | None = None,
+    *,
+    at: float | None = None,
+    compare_with_stable: bool = True,
 ) -> Measurement:
     """Judge one canary ``value`` (and the stable ``baseline``) against the metric's bounds.
 
@@ -101,6 +106,8 @@ def measure(
     baseline is missing. ``max_ratio`` compares with ``max(baseline, baseline_floor)``:
     the floor keeps "2 x a stable error rate of 0" from failing on the first error.
     ``None`` (an empty result or NaN) is no data, hence inconclusive, never a pass.
+    With ``compare_with_stable`` false (the canary takes all the traffic, so stable has no
+    traffic to compare with) the ratio is not checked; the stages before it checked it.
     """
     at = time.time() if at is None else at
 
@@ -119,7 +126,9 @@ def measure(
         within.append(f"max {fmt(metric.max)}")
     if metric.min is not None:
         within.append(f"min {fmt(metric.min)}")
-    if metric.max_ratio is not None:
+    if metric.max_ratio is not None and not compare_with_stable:
+        within.append("no ratio check (stable receives no traffic)")
+    elif metric.max_ratio is not None:
         if baseline is None:
             return result(
                 "inconclusive",

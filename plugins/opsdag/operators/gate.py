@@ -140,6 +140,7 @@ class HealthGateOperator(BaseOperator):
                 selectors=dict(self.selectors),
                 window_end=window_end.timestamp(),
                 window_start=(window_end - self.bake).timestamp(),
+                compare_with_stable=self.weight < 100,
                 prometheus_conn_id=self.hook.prometheus_conn_id,
                 query_timeout=self.query_timeout,
             ),

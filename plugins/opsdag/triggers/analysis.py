@@ -47,6 +47,8 @@ class AnalysisTrigger(BaseTrigger):
     :param metrics: the analysis metrics, as ``Metric.model_dump(mode="json")`` dicts.
     :param selectors: label matchers for ``$canary`` and ``$stable`` (``Platform.metric_selectors()``).
     :param window_end: when the bake window ends: epoch seconds, or an aware datetime / ISO text.
+    :param compare_with_stable: false when the canary takes all the traffic: ratios to stable are
+        not checked then (stable has no traffic to compare with).
     :param window_start: when the bake window started (epoch seconds); initial delays count from
         it, so a triggerer that picks the trigger up late does not push measurements past the end.
     :param prometheus_conn_id: the Airflow connection of the Prometheus server.
@@ -61,6 +63,7 @@ class AnalysisTrigger(BaseTrigger):
         selectors: dict[str, str],
         window_end: float | str | datetime,
         window_start: float | None = None,
+        compare_with_stable: bool = True,
         prometheus_conn_id: str = PrometheusHook.default_conn_name,
         query_timeout: float = DEFAULT_TIMEOUT,
     ):
@@ -70,6 +73,7 @@ class AnalysisTrigger(BaseTrigger):
         self.selectors = dict(selectors)
         self.window_end = _epoch(window_end)
         self.window_start = window_start
+        self.compare_with_stable = compare_with_stable
         self.prometheus_conn_id = prometheus_conn_id
         self.query_timeout = query_timeout
 
@@ -82,6 +86,7 @@ class AnalysisTrigger(BaseTrigger):
                 "selectors": self.selectors,
                 "window_end": self.window_end,
                 "window_start": self.window_start,
+                "compare_with_stable": self.compare_with_stable,
                 "prometheus_conn_id": self.prometheus_conn_id,
                 "query_timeout": self.query_timeout,
             },
@@ -133,7 +138,7 @@ class AnalysisTrigger(BaseTrigger):
         """Query the canary (and the stable baseline) and judge; a failure to query is data too."""
         try:
             promql = [render_query(metric.query, self.selectors)]
-            if metric.baseline_query:
+            if metric.baseline_query and self.compare_with_stable:
                 promql.append(render_query(metric.baseline_query, self.selectors))
             values = await asyncio.gather(*(hook.async_query(q) for q in promql))
         except PrometheusUnavailable as exc:
@@ -142,7 +147,12 @@ class AnalysisTrigger(BaseTrigger):
             return query_error(metric, str(exc))
         except Exception as exc:  # a gate must decide, not crash: an unknown failure fails it
             return query_error(metric, f"{type(exc).__name__}: {exc}")
-        return measure(metric, values[0], values[1] if len(values) > 1 else None)
+        return measure(
+            metric,
+            values[0],
+            values[1] if len(values) > 1 else None,
+            compare_with_stable=self.compare_with_stable,
+        )
 
     def _payload(
         self,
