@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import pprint
+import re
 import runpy
 import time
 from collections.abc import Iterator
@@ -220,12 +221,13 @@ def test_healthy_canary_passes_at_the_end_of_the_window(
     assert payload["phase"] == "pass", payload["reason"]
     assert payload["window_ended"] is True
     assert elapsed >= 2.5  # not before the bake window ends
-    assert payload["reason"].startswith("all 3 metrics within limits: error-rate: passed (4 pass,")
+    assert re.match(r"all 3 metrics within limits: error-rate: passed \([34] pass, 0 fail", payload["reason"])
     by_metric = {m["metric"]: m for m in payload["metrics"]}
     assert by_metric["error-rate"]["last_value"] == pytest.approx(0.004)
     assert by_metric["error-rate"]["last_baseline"] == pytest.approx(0.004)
     assert by_metric["latency-p95"]["limit"] == "2 x stable (floor 0.05)"
-    assert {m["passed"] for m in payload["metrics"]} == {4}  # measured at 0, 1, 2 and 3 s
+    # measured at 0, 1, 2 (and 3) s: the last one may fall after the window's end on a busy machine
+    assert {m["passed"] for m in payload["metrics"]} <= {3, 4}
     assert all(m["phase"] == "pass" for m in payload["measurements"])
     assert len(json.dumps(payload)) < 8000  # small enough for the metadata database
 
