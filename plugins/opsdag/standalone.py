@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from opsdag import paths
-from opsdag.airflow_api import Credentials, credentials_file
+from opsdag.airflow_api import AirflowApiError, AirflowClient, Credentials, credentials_file
 from opsdag.airflow_env import airflow_environment
 from opsdag.sandbox.processes import ProcessTable, atomic_write, free_port, log_tail, wait_until
 
@@ -35,13 +35,17 @@ def _table() -> ProcessTable:
     return ProcessTable(_home() / "run", _home() / "logs")
 
 
+def running_credentials() -> Credentials:
+    data = json.loads(credentials_file().read_text())
+    return Credentials(data["url"], data["username"], data["password"])
+
+
 def running() -> Credentials | None:
     """The credentials of a standalone Airflow already running from this state directory."""
     record = _table().read(NAME)
     if record is None or not ProcessTable.alive(record):
         return None
-    data = json.loads(credentials_file().read_text())
-    return Credentials(data["url"], data["username"], data["password"])
+    return running_credentials()
 
 
 def start(*, progress: Callable[[str], None] = print, timeout: float = 240) -> Credentials:
@@ -98,7 +102,7 @@ def _healthy(url: str, progress: Callable[[str], None]) -> bool:
     """API up, scheduler, triggerer and dag processor heartbeating, and the release DAGs parsed."""
     try:
         health = httpx.get(f"{url}/api/v2/monitor/health", timeout=3).json()
-    except (httpx.HTTPError, ValueError):
+    except (httpx.HTTPError, ValueError):  # not up yet: no client needed for an unauthenticated probe
         _say(progress, "waiting for the API server")
         return False
     waiting = [
@@ -110,18 +114,9 @@ def _healthy(url: str, progress: Callable[[str], None]) -> bool:
         _say(progress, f"waiting for {', '.join(waiting)}")
         return False
     try:
-        creds = json.loads(credentials_file().read_text())
-        token = httpx.post(
-            f"{url}/auth/token",
-            json={"username": creds["username"], "password": creds["password"]},
-            timeout=3,
-        ).json()["access_token"]
-        dags = httpx.get(
-            f"{url}/api/v2/dags",
-            params={"dag_id_pattern": "release__"},
-            headers={"Authorization": f"Bearer {token}"},
-        ).json()
-    except (httpx.HTTPError, ValueError, KeyError):
+        with AirflowClient(running_credentials(), timeout=5) as client:
+            dags = client.request("GET", "/dags", attempts=1, params={"dag_id_pattern": "release__"})
+    except (AirflowApiError, OSError, ValueError, KeyError):
         return False
     if not dags.get("dags"):
         _say(progress, "waiting for the DAGs to be parsed")

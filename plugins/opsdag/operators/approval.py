@@ -7,6 +7,8 @@ from typing import Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
+from opsdag.operators.service import release_failed
+
 
 class StageApprovalOperator(ApprovalOperator):
     """Ask for approval before a stage; skipped, without asking, once the release has failed.
@@ -19,8 +21,7 @@ class StageApprovalOperator(ApprovalOperator):
         super().__init__(fail_on_reject=True, **kwargs)
 
     def execute(self, context: Any) -> Any:
-        ti = context["ti"]
-        if ti.get_ti_count(dag_id=ti.dag_id, run_ids=[ti.run_id], states=["failed", "upstream_failed"]):
+        if release_failed(context):
             raise AirflowSkipException("an earlier step of this release failed; no approval needed")
         if context["params"].get("dry_run"):
             raise AirflowSkipException("dry run: would ask for approval")

@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from opsdag.operators.service import ServiceOperator
+from opsdag.operators.service import ServiceOperator, preflight_passed
 from opsdag.triggers.rollout import RolloutStatusTrigger
 
 
@@ -87,8 +87,7 @@ class RollbackCanaryOperator(ServiceOperator):
     """
 
     def execute(self, context: Any) -> dict[str, Any]:
-        preflight = context["ti"].xcom_pull(task_ids="preflight", key="preflight") or {}
-        if not preflight.get("checks") or not all(c.get("ok") for c in preflight["checks"]):
+        if not preflight_passed(context["ti"].xcom_pull(task_ids="preflight", key="preflight")):
             # Refused before any change: a canary now running belongs to someone else's release.
             raise AirflowSkipException("nothing to roll back: the release was refused before any change")
         started = time.time()

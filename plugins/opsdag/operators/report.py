@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from opsdag.operators.service import ServiceOperator
+from opsdag.operators.service import ServiceOperator, preflight_passed
 
 
 class ReleaseReportOperator(ServiceOperator):
@@ -87,7 +87,7 @@ class ReleaseReportOperator(ServiceOperator):
     def _status(params, request, preflight, deploy, stages, rollback, post) -> str:
         if params.get("dry_run") and request:
             return "planned"
-        if not request or not preflight or not all(c.get("ok") for c in preflight.get("checks", [])):
+        if not request or not preflight_passed(preflight):
             return "refused"
         if rollback and rollback.get("performed"):
             return "rolled_back"

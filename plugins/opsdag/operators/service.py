@@ -12,6 +12,18 @@ from opsdag.platforms import Platform, platform_for
 from opsdag.spec.service import ServiceSpec
 
 
+def release_failed(context: Any) -> bool:
+    """Whether any task of this run has failed (the release is being rolled back)."""
+    ti = context["ti"]
+    return bool(ti.get_ti_count(dag_id=ti.dag_id, run_ids=[ti.run_id], states=["failed", "upstream_failed"]))
+
+
+def preflight_passed(preflight: dict[str, Any] | None) -> bool:
+    """Whether preflight ran and every one of its checks passed (its ``preflight`` XCom)."""
+    checks = (preflight or {}).get("checks")
+    return bool(checks) and all(check.get("ok") for check in checks)
+
+
 class ServiceOperator(BaseOperator):
     """Holds the service spec; the platform driver is built on first use, never at DAG parse.
 
@@ -34,9 +46,7 @@ class ServiceOperator(BaseOperator):
         Stage tasks run with trigger rule all_done so that they can be skipped rather than
         marked upstream_failed; a skipped task's downstream tasks skip too.
         """
-        ti = context["ti"]
-        failed = ti.get_ti_count(dag_id=ti.dag_id, run_ids=[ti.run_id], states=["failed", "upstream_failed"])
-        if failed:
+        if release_failed(context):
             raise AirflowSkipException(
                 "an earlier step of this release failed; the canary is being rolled back"
             )

@@ -12,20 +12,10 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
-import httpx
+from opsdag.airflow_api import AirflowApiError, AirflowClient, Credentials
 
 CONN_ID = "airflow_api"
-
-
-def api_base_url(conn) -> str:
-    scheme = conn.schema if conn.schema in ("http", "https") else "http"
-    return f"{scheme}://{conn.host}:{conn.port or 8080}"
-
-
-def api_token(client: httpx.Client, login: str, password: str) -> str:
-    response = client.post("/auth/token", json={"username": login, "password": password})
-    response.raise_for_status()
-    return response.json()["access_token"]
+NOTE_MAX = 1000  # Airflow's note column
 
 
 def set_run_note(dag_id: str, run_id: str, note: str, *, log: logging.Logger | None = None) -> bool:
@@ -37,17 +27,19 @@ def set_run_note(dag_id: str, run_id: str, note: str, *, log: logging.Logger | N
     except Exception:
         log.info("run note not set: no %r connection to reach the Airflow API", CONN_ID)
         return False
+    scheme = conn.schema if conn.schema in ("http", "https") else "http"
+    credentials = Credentials(
+        f"{scheme}://{conn.host}:{conn.port or 8080}", conn.login or "", conn.password or ""
+    )
     try:
-        with httpx.Client(base_url=api_base_url(conn), timeout=10) as client:
-            token = api_token(client, conn.login or "", conn.password or "")
-            response = client.patch(
-                f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}",
+        with AirflowClient(credentials, timeout=10) as client:
+            client.request(
+                "PATCH",
+                f"/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}",
                 params={"update_mask": "note"},
-                json={"note": note[:1000]},
-                headers={"Authorization": f"Bearer {token}"},
+                json={"note": note[:NOTE_MAX]},
             )
-            response.raise_for_status()
-    except Exception as exc:
-        log.warning("run note not set: %s: %s", type(exc).__name__, exc)
+    except AirflowApiError as exc:
+        log.warning("run note not set: %s", exc)
         return False
     return True
