@@ -1,0 +1,62 @@
+"""What the other tasks of this run did: their states and the errors they recorded.
+
+The one place operators read their run's task states (through the Task SDK, since Airflow 3
+tasks have no database access) and the one way a failing operator records its own error
+for the report and the notifications (the XCom ``error``). A task process killed from
+outside records nothing: its state says that it failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR_KEY = "error"
+FAILED_STATES = ("failed", "upstream_failed")
+_ERROR_MAX = 2000
+
+
+def task_states(context: Any, task_ids: list[str]) -> dict[str, str]:
+    """States of ``task_ids`` in this run (``{}`` where the Task SDK cannot tell)."""
+    ti = context["ti"]
+    try:
+        states = ti.get_task_states(dag_id=ti.dag_id, task_ids=task_ids, run_ids=[ti.run_id])
+    except Exception:
+        return {}
+    run_states = states.get(ti.run_id, states) if isinstance(states, dict) else {}
+    return {k: str(v) for k, v in run_states.items() if v is not None}
+
+
+def run_has_failed(context: Any) -> bool:
+    """Whether any task of this run has failed (or could not run because one did)."""
+    ti = context["ti"]
+    return bool(ti.get_ti_count(dag_id=ti.dag_id, run_ids=[ti.run_id], states=list(FAILED_STATES)))
+
+
+def record_error(context: Any, exc: BaseException, log: Any = None) -> None:
+    """Keep ``exc`` as this task's XCom ``error``; a failure to record never hides the failure itself."""
+    message = f"{type(exc).__name__}: {exc}".strip()
+    try:
+        context["ti"].xcom_push(key=ERROR_KEY, value=message[:_ERROR_MAX])
+    except Exception:
+        if log is not None:
+            log.warning("could not record the failure in XCom")
+
+
+def first_failure(context: Any, task_ids: list[str]) -> tuple[str | None, str | None]:
+    """(task id, error) of the first of ``task_ids`` (in run order) that failed in this run.
+
+    A task's own record says why; without one (a killed process) its state says that it
+    failed, or, where states are unavailable, a missing result says it did not complete.
+    """
+    ti = context["ti"]
+    states = task_states(context, task_ids)
+    for task_id in task_ids:
+        error = ti.xcom_pull(task_ids=task_id, key=ERROR_KEY)
+        if error:
+            return task_id, error
+        if states:
+            if states.get(task_id) == "failed":
+                return task_id, "the task failed without recording an error (its process ended: see its log)"
+        elif ti.xcom_pull(task_ids=task_id) is None:
+            return task_id, "the task did not complete"
+    return None, None
