@@ -105,7 +105,7 @@ class Objectives(StrictModel):
     rpo: Duration = Field(description="oldest acceptable backup at the start of a drill")
 
 
-class Notifications(StrictModel):
+class DatabaseNotifications(StrictModel):
     """Where backup and drill results go. Failures are always sent; successes unless ``on_success: false``."""
 
     slack_conn_id: str | None = Field(
@@ -126,7 +126,7 @@ class DatabaseSpec(StrictModel):
     retention: Retention = Field(default_factory=Retention)
     drill: Drill | None = None
     objectives: Objectives
-    notifications: Notifications = Field(default_factory=Notifications)
+    notifications: DatabaseNotifications = Field(default_factory=DatabaseNotifications)
 
     @field_validator("drill")
     @classmethod

@@ -16,7 +16,7 @@ _PLACEHOLDER = re.compile(r"\$(canary|stable)\b")
 _REPOSITORY = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 
 
-class SandboxPlatform(StrictModel):
+class SandboxPlatformSpec(StrictModel):
     """The embedded demo platform: local processes behind HAProxy."""
 
     kind: Literal["sandbox"]
@@ -47,7 +47,7 @@ class GatewayApiRouter(StrictModel):
 Router = Annotated[ReplicaRatioRouter | NginxRouter | GatewayApiRouter, Field(discriminator="kind")]
 
 
-class KubernetesPlatform(StrictModel):
+class KubernetesPlatformSpec(StrictModel):
     """Deployments in a namespace, reached through an Airflow Kubernetes connection."""
 
     kind: Literal["kubernetes"]
@@ -58,7 +58,7 @@ class KubernetesPlatform(StrictModel):
     router: Router = Field(default_factory=lambda: ReplicaRatioRouter(kind="replica-ratio"))
 
 
-Platform = Annotated[SandboxPlatform | KubernetesPlatform, Field(discriminator="kind")]
+PlatformSpec = Annotated[SandboxPlatformSpec | KubernetesPlatformSpec, Field(discriminator="kind")]
 
 
 class ImageBuild(StrictModel):
@@ -211,7 +211,7 @@ class SlackNotification(StrictModel):
     connection_id: str = "slack_default"
 
 
-class Notifications(StrictModel):
+class ServiceNotifications(StrictModel):
     slack: SlackNotification | None = None
 
 
@@ -221,12 +221,12 @@ class ServiceSpec(StrictModel):
     name: DnsName
     description: str = ""
     owners: list[str] = Field(min_length=1)
-    platform: Platform
+    platform: PlatformSpec
     image: Image
     strategy: Strategy = "canary"
     canary: CanaryStrategy | None = Field(default=None, validate_default=True)
     analysis: Analysis
-    notifications: Notifications = Field(default_factory=Notifications)
+    notifications: ServiceNotifications = Field(default_factory=ServiceNotifications)
 
     @field_validator("analysis", mode="after")
     @classmethod
