@@ -8,7 +8,11 @@ outside records nothing: its state says that it failed.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
+
+from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 
 ERROR_KEY = "error"
 FAILED_STATES = ("failed", "upstream_failed")
@@ -60,3 +64,35 @@ def first_failure(context: Any, task_ids: list[str]) -> tuple[str | None, str | 
         elif ti.xcom_pull(task_ids=task_id) is None:
             return task_id, "the task did not complete"
     return None, None
+
+
+@contextlib.contextmanager
+def recording_errors(context: Any, log: Any = None) -> Iterator[None]:
+    """Record any failure raised inside as this task's error, then let it go on (skips and deferrals pass)."""
+    try:
+        yield
+    except (TaskDeferred, AirflowSkipException):
+        raise
+    except BaseException as exc:
+        record_error(context, exc, log)
+        raise
+
+
+class RecordsItsError:
+    """Mixin for operators: a failure, in ``run`` or after a deferral, is kept as the XCom ``error``.
+
+    Subclasses implement ``run(context)`` instead of ``execute``; their ``execute_complete``
+    (or any method a trigger resumes) is covered too. The report then names the failing
+    step with its own words.
+    """
+
+    def execute(self, context: Any) -> Any:
+        with recording_errors(context, getattr(self, "log", None)):
+            return self.run(context)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        with recording_errors(context, getattr(self, "log", None)):
+            return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
+
+    def run(self, context: Any) -> Any:
+        raise NotImplementedError
