@@ -25,7 +25,7 @@ def say(message: str) -> None:
 def up() -> int:
     from opsdag import standalone
     from opsdag.airflow_api import AirflowClient
-    from opsdag.cli.release import follow
+    from opsdag.cli.release_client import follow
     from opsdag.sandbox import control
     from opsdag.sandbox.versions import load_versions
 

@@ -470,14 +470,12 @@ def test_gate_operator_refuses_to_start_without_prometheus(
     assert "never promoted on missing data" in ti.xcom["verdict"]["reason"]
 
 
-def test_gate_operator_reads_a_service_spec_at_run_time_not_at_parse_time() -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+def test_gate_operator_takes_its_analysis_when_the_dag_is_built_and_refuses_a_bad_one() -> None:
+    from pydantic import ValidationError
 
     from opsdag.operators.gate import HealthGateOperator
 
-    gate = HealthGateOperator(task_id="gate", weight=50, bake="30s", service="demo-api", selectors=SELECTORS)
-    assert "resolved_analysis" not in vars(gate)  # nothing read while building the DAG
-    assert [m.name for m in gate.resolved_analysis.metrics][:1] == ["error-rate"]
-    missing = HealthGateOperator(task_id="g", weight=50, bake="30s", service="no-such", selectors=SELECTORS)
-    with pytest.raises(AirflowFailException, match=r"stage_50: service spec 'no-such': .*cannot be read"):
-        missing.resolved_analysis  # noqa: B018
+    with pytest.raises(TypeError, match="analysis"):
+        HealthGateOperator(task_id="gate", weight=50, bake="30s", selectors=SELECTORS)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError, match="metrics"):
+        HealthGateOperator(task_id="g", weight=50, bake="30s", analysis={"metrics": "x"}, selectors=SELECTORS)

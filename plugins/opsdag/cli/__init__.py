@@ -2,7 +2,7 @@
 
 Each command lives in its own module of this package and offers ``register(subparsers)``,
 which adds its sub-parser and sets ``run`` (a function of the parsed arguments returning
-the exit code) as a default. Adding a command is adding a module and its name to
+the exit code) as a default. Adding a command is adding a module and its entry in
 ``COMMANDS``.
 
 Exit codes, for every command: 0 success, 1 the command ran and found a problem (for
@@ -20,7 +20,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("validate", "release")
+# command -> the module of this package that implements it
+COMMANDS = {"validate": "validate", "release": "release_client"}
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -37,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="opsdag: releases, backups, DR drills and runbooks as Airflow DAGs.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"opsdag.cli.{name}").register(subparsers)
+    for module in COMMANDS.values():
+        importlib.import_module(f"opsdag.cli.{module}").register(subparsers)
     return parser
 
 

@@ -18,7 +18,7 @@ from opsdag.spec.loader import SpecError, load_kind
 
 def _builders(kind: str) -> list[Callable[[Any], Any]]:
     if kind == "services":
-        from opsdag.factory.release import release_dag
+        from opsdag.factory.release_dag import release_dag
 
         return [release_dag]
     if kind == "databases":
@@ -27,7 +27,7 @@ def _builders(kind: str) -> list[Callable[[Any], Any]]:
 
         return [backup_dag, drill_dag]
     if kind == "runbooks":
-        from opsdag.factory.runbook import runbook_dag
+        from opsdag.factory.runbook_dag import runbook_dag
 
         return [runbook_dag]
     raise ValueError(f"unknown spec kind {kind!r}; expected services, databases or runbooks")

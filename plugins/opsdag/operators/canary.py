@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from opsdag.operators.service import ServiceOperator, preflight_passed
+from opsdag.operators.service_base import ServiceOperator, preflight_passed
 from opsdag.triggers.rollout import RolloutStatusTrigger
 
 
@@ -30,7 +30,7 @@ class DeployCanaryOperator(ServiceOperator):
         self.image = image
         self.ready_timeout = ready_timeout
 
-    def execute(self, context: Any) -> None:
+    def run(self, context: Any) -> None:
         self.skip_if_dry_run(context, f"deploy canary {self.image} at 0 %")
         self.platform.deploy_canary(self.image)
         context["ti"].xcom_push(key="selectors", value=self.platform.metric_selectors())
@@ -59,7 +59,7 @@ class SetCanaryWeightOperator(ServiceOperator):
         super().__init__(**kwargs)
         self.weight = weight
 
-    def execute(self, context: Any) -> int:
+    def run(self, context: Any) -> int:
         self.skip_if_release_failed(context)
         self.skip_if_dry_run(context, f"send {self.weight} % of traffic to the canary")
         self.platform.set_canary_weight(self.weight)
@@ -70,7 +70,7 @@ class SetCanaryWeightOperator(ServiceOperator):
 class PromoteCanaryOperator(ServiceOperator):
     """Make the canary's version the stable one at 100 %."""
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run(self, context: Any) -> dict[str, Any]:
         self.skip_if_release_failed(context)
         self.skip_if_dry_run(context, "promote the canary to stable")
         self.platform.promote()
@@ -86,7 +86,7 @@ class RollbackCanaryOperator(ServiceOperator):
     while its report still shows what happened.
     """
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run(self, context: Any) -> dict[str, Any]:
         if not preflight_passed(context["ti"].xcom_pull(task_ids="preflight", key="preflight")):
             # Refused before any change: a canary now running belongs to someone else's release.
             raise AirflowSkipException("nothing to roll back: the release was refused before any change")
@@ -123,7 +123,7 @@ class PostPromotionCheckOperator(ServiceOperator):
         super().__init__(**kwargs)
         self.image = image
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run(self, context: Any) -> dict[str, Any]:
         status = self.platform.status()
         ok = status.stable_image == self.image and status.stable_healthy and status.canary_image is None
         detail = (

@@ -22,6 +22,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from opsdag.analysis.query import render_query
 from opsdag.analysis.summary import MetricSummary, summary_text
 from opsdag.hooks.prometheus import DEFAULT_TIMEOUT, PrometheusHook
+from opsdag.operators.run_state import RecordsItsError
 from opsdag.spec.common import parse_duration
 from opsdag.spec.service import Analysis
 from opsdag.triggers.analysis import AnalysisTrigger
@@ -31,7 +32,7 @@ from opsdag.triggers.analysis import AnalysisTrigger
 DEFER_MARGIN = timedelta(minutes=2)
 
 
-class HealthGateOperator(BaseOperator):
+class HealthGateOperator(RecordsItsError, BaseOperator):
     """Judge a canary stage on its service's analysis metrics for a bake window.
 
     The verdict is pushed as the XCom ``verdict``: ``{"gate", "phase", "reason",
@@ -41,14 +42,13 @@ class HealthGateOperator(BaseOperator):
     :param weight: the canary's share of traffic during this stage, in percent (for names and logs).
     :param bake: how long to judge the canary: ``30s``, ``5m``, seconds, or a timedelta.
     :param selectors: label matchers for ``$canary``/``$stable``, from ``Platform.metric_selectors()``.
-    :param analysis: the service's analysis (an ``Analysis`` or its dict); or give ``service``.
-    :param service: name of a service spec in include/services/ whose analysis to use (read at run time).
+    :param analysis: the service's analysis (an ``Analysis`` or its dict), checked when the DAG is built.
     :param gate_name: the gate's name in messages; ``stage_<weight>`` by default.
     :param prometheus_conn_id: overrides the analysis' ``prometheus_conn_id``.
     :param query_timeout: seconds for one Prometheus query.
     """
 
-    template_fields: Sequence[str] = ("service", "selectors", "gate_name")
+    template_fields: Sequence[str] = ("selectors", "gate_name")
     template_fields_renderers = {"selectors": "json"}
     ui_color = "#fbe9c8"
 
@@ -58,49 +58,32 @@ class HealthGateOperator(BaseOperator):
         weight: int,
         bake: timedelta | str | float,
         selectors: dict[str, str],
-        analysis: Analysis | dict[str, Any] | None = None,
-        service: str | None = None,
+        analysis: Analysis | dict[str, Any],
         gate_name: str | None = None,
         prometheus_conn_id: str | None = None,
         query_timeout: float = DEFAULT_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (analysis is None) == (service is None):
-            raise ValueError(f"{self.task_id}: give either analysis or service, not both or neither")
         self.weight = weight
         self.bake = parse_duration(bake)
         self.selectors = selectors
         # Validated now (pure, no I/O) so that a bad analysis breaks the DAG at parse, not mid-release.
-        self.analysis = (
-            Analysis.model_validate(analysis).model_dump(mode="json") if analysis is not None else None
-        )
-        self.service = service
+        self.analysis = Analysis.model_validate(analysis).model_dump(mode="json")
         self.gate_name = gate_name or f"stage_{weight}"
         self.prometheus_conn_id = prometheus_conn_id
         self.query_timeout = query_timeout
 
     @cached_property
     def resolved_analysis(self) -> Analysis:
-        """The analysis this gate judges by (a service spec is read at run time, not at parse time)."""
-        if self.analysis is not None:
-            return Analysis.model_validate(self.analysis)
-        from opsdag.paths import include_dir
-        from opsdag.spec.loader import load_file
-        from opsdag.spec.service import ServiceSpec
-
-        spec, errors = load_file(include_dir() / "services" / f"{self.service}.yaml", ServiceSpec)
-        if spec is None:
-            problems = "; ".join(str(e) for e in errors) or "not found"
-            raise AirflowFailException(f"gate {self.gate_name}: service spec {self.service!r}: {problems}")
-        return spec.analysis
+        return Analysis.model_validate(self.analysis)
 
     @cached_property
     def hook(self) -> PrometheusHook:
         conn_id = self.prometheus_conn_id or self.resolved_analysis.prometheus_conn_id
         return PrometheusHook(conn_id, timeout=self.query_timeout)
 
-    def execute(self, context: Any) -> None:
+    def run(self, context: Any) -> None:
         analysis = self.resolved_analysis
         for metric in analysis.metrics:
             for query in filter(None, (metric.query, metric.baseline_query)):

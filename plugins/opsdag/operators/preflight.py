@@ -6,7 +6,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from opsdag.operators.service import ServiceOperator
+from opsdag.operators.service_base import ServiceOperator
 
 
 class ReleasePreflightOperator(ServiceOperator):
@@ -25,7 +25,7 @@ class ReleasePreflightOperator(ServiceOperator):
         super().__init__(**kwargs)
         self.image = image
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run(self, context: Any) -> dict[str, Any]:
         checks: list[dict[str, Any]] = []
         status = None
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from opsdag.operators.service import ServiceOperator, preflight_passed
+from opsdag.operators.service_base import ServiceOperator, preflight_passed
 
 
 class ReleaseReportOperator(ServiceOperator):

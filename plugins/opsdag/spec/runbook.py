@@ -106,3 +106,16 @@ class RunbookSpec(StrictModel):
             if step.name is not None:
                 seen.add(step.name)
         return steps
+
+    def plan(self, *, dry_run: bool) -> list[dict[str, object]]:
+        """The steps a run would take, each marked destructive or not, for the report and the guards."""
+        return [
+            {
+                "step": step.name or f"{i + 1}-{step.action}",
+                "action": step.action,
+                "destructive": step.destructive,
+                "needs_approval": step.destructive and self.guards.approval_for_destructive,
+                "dry_run": dry_run,
+            }
+            for i, step in enumerate(self.steps)
+        ]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk import DAG, Param
 
+from opsdag.operators.runbook_plan import RunbookPlanOperator
 from opsdag.spec.runbook import RunbookSpec
 
 
@@ -33,21 +34,5 @@ def runbook_dag(spec: RunbookSpec) -> DAG:
         doc_md=f"### Runbook `{spec.name}`\n\n{spec.description}\n\nStarted by: {', '.join(spec.alerts)}",
         default_args={"owner": ",".join(spec.owners) or "opsdag", "retries": 0},
     ) as dag:
-
-        @task(task_id="plan")
-        def plan() -> list[dict]:
-            """The steps this run would take, each marked destructive or not, for the report and guards."""
-            params = get_current_context()["params"]
-            return [
-                {
-                    "step": step.name or f"{i + 1}-{step.action}",
-                    "action": step.action,
-                    "destructive": step.destructive,
-                    "needs_approval": step.destructive and spec.guards.approval_for_destructive,
-                    "dry_run": bool(params["dry_run"]),
-                }
-                for i, step in enumerate(spec.steps)
-            ]
-
-        plan()
+        RunbookPlanOperator(task_id="plan", runbook=spec)
     return dag

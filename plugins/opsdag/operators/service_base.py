@@ -8,14 +8,9 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
+from opsdag.operators.run_state import RecordsItsError, run_has_failed
 from opsdag.platforms import Platform, platform_for
 from opsdag.spec.service import ServiceSpec
-
-
-def release_failed(context: Any) -> bool:
-    """Whether any task of this run has failed (the release is being rolled back)."""
-    ti = context["ti"]
-    return bool(ti.get_ti_count(dag_id=ti.dag_id, run_ids=[ti.run_id], states=["failed", "upstream_failed"]))
 
 
 def preflight_passed(preflight: dict[str, Any] | None) -> bool:
@@ -24,8 +19,11 @@ def preflight_passed(preflight: dict[str, Any] | None) -> bool:
     return bool(checks) and all(check.get("ok") for check in checks)
 
 
-class ServiceOperator(BaseOperator):
+class ServiceOperator(RecordsItsError, BaseOperator):
     """Holds the service spec; the platform driver is built on first use, never at DAG parse.
+
+    Subclasses implement ``run(context)``; a failure is recorded as the task's XCom
+    ``error`` so that the report names the failing step with its own error.
 
     :param service: the service's spec.
     """
@@ -46,7 +44,7 @@ class ServiceOperator(BaseOperator):
         Stage tasks run with trigger rule all_done so that they can be skipped rather than
         marked upstream_failed; a skipped task's downstream tasks skip too.
         """
-        if release_failed(context):
+        if run_has_failed(context):
             raise AirflowSkipException(
                 "an earlier step of this release failed; the canary is being rolled back"
             )

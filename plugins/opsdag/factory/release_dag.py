@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, BaseOperator, Param, TaskGroup, TriggerRule, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup, TriggerRule
 
-from opsdag.notify.stage import StageVerdictNotifier
-from opsdag.operators.approval import StageApprovalOperator
+from opsdag.notify.notifiers import ReleaseStartedNotifier, StageVerdictNotifier
 from opsdag.operators.canary import (
     DeployCanaryOperator,
     PostPromotionCheckOperator,
@@ -19,7 +17,9 @@ from opsdag.operators.canary import (
 )
 from opsdag.operators.gate import HealthGateOperator
 from opsdag.operators.preflight import ReleasePreflightOperator
-from opsdag.operators.report import ReleaseReportOperator
+from opsdag.operators.release_report import ReleaseReportOperator
+from opsdag.operators.request import ReleaseOutcomeOperator, ValidateRequestOperator
+from opsdag.operators.stage_approval import StageApprovalOperator
 from opsdag.spec.request import image_pattern
 from opsdag.spec.service import ServiceSpec
 
@@ -102,7 +102,9 @@ def release_dag(spec: ServiceSpec) -> DAG:
         default_args={"owner": ",".join(spec.owners), "retries": 0},
         render_template_as_native_obj=True,  # selectors render as a dict, not its text
     ) as dag:
-        request = validate_request_task(spec)
+        request = ValidateRequestOperator(
+            task_id="validate_request", service=spec, on_success_callback=ReleaseStartedNotifier(service=spec)
+        )
         preflight = ReleasePreflightOperator(task_id="preflight", service=spec, image=IMAGE)
         deploy = DeployCanaryOperator(task_id="deploy_canary", service=spec, image=IMAGE)
         request >> preflight >> deploy
@@ -117,6 +119,7 @@ def release_dag(spec: ServiceSpec) -> DAG:
                 if step.approval:
                     first = StageApprovalOperator(
                         task_id="approval",
+                        service=spec,
                         subject=f"Release {spec.name}: send {step.weight} % of traffic to {IMAGE}?",
                         body="Approve to continue the canary; reject to roll it back.",
                         response_timeout=APPROVAL_TIMEOUT,
@@ -148,49 +151,5 @@ def release_dag(spec: ServiceSpec) -> DAG:
         [*moving, promote] >> rollback
         report = ReleaseReportOperator(task_id="report", service=spec, trigger_rule=TriggerRule.ALL_DONE)
         [check, rollback] >> report
-        report >> release_outcome_task()
+        report >> ReleaseOutcomeOperator(task_id="outcome", trigger_rule=TriggerRule.ALL_DONE)
     return dag
-
-
-def validate_request_task(spec: ServiceSpec):
-    @task(task_id="validate_request")
-    def validate_request() -> dict:
-        """Refuse a bad run conf (unknown keys, another repository's image) before anything changes."""
-        from opsdag.notify.release import notify_release_started
-        from opsdag.spec.request import RequestRefused
-        from opsdag.spec.request import validate_request as check
-
-        context = get_current_context()
-        conf = dict(context["dag_run"].conf or {})
-        try:
-            request = check({**dict(context["params"]), **conf}, spec)
-        except RequestRefused as exc:
-            raise AirflowFailException(str(exc)) from None
-        notify_release_started(
-            spec,
-            image=request.image,
-            strategy=request.strategy or spec.strategy,
-            reason=request.reason,
-            dry_run=request.dry_run,
-            stages=[
-                {"name": f"stage_{s.weight}", "weight": s.weight, "bake_s": s.bake.total_seconds()}
-                for s in (spec.canary.steps if spec.canary else [])
-            ],
-            run_id=context["run_id"],
-        )
-        return request.model_dump()
-
-    return validate_request()
-
-
-def release_outcome_task():
-    @task(task_id="outcome", trigger_rule=TriggerRule.ALL_DONE)
-    def outcome(ti=None) -> str:
-        """End the run failed unless the new version was promoted (or it was a dry run)."""
-        summary = ti.xcom_pull(task_ids="report", key="summary") or {}
-        status = summary.get("status", "failed")
-        if status not in ("promoted", "planned"):
-            raise AirflowFailException(f"release {status}: {summary.get('text', 'see the report')}")
-        return status
-
-    return outcome()

@@ -1,0 +1,73 @@
+"""Ask people on Slack to approve a canary stage, with a link to Airflow's approval page.
+
+Given to the HITL operator as ``notifiers=``: Airflow calls it once the approval request
+is recorded, just before the task waits. A dead Slack never fails the release (the
+request still waits in Airflow's "Required actions").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseNotifier
+
+from opsdag.notify.slack import send_slack
+from opsdag.spec.service import ServiceSpec
+
+
+def approval_message(
+    *, service_name: str, subject: str, body: str, link: str | None, timeout: str
+) -> tuple[str, list[dict[str, Any]]]:
+    """``(fallback text, Block Kit blocks)`` of an approval request; pure, for tests."""
+    action = (
+        f"<{link}|Approve or reject in Airflow>"
+        if link
+        else "Approve or reject in Airflow (Required actions)"
+    )
+    text = f"Approval needed: {subject}"
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": f"Approval needed: {service_name}"[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{subject}*\n{body}"[:3000]}},
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": f"{action}. Without an answer in {timeout} the stage fails "
+                "and the canary is rolled back.",
+            },
+        },
+    ]
+    return text, blocks
+
+
+class ApprovalRequestNotifier(BaseNotifier):
+    """Post the approval request to the service's Slack channel.
+
+    :param service: the service's spec (its ``notifications.slack`` says where; none: nothing is sent).
+    """
+
+    template_fields = ()
+
+    def __init__(self, *, service: ServiceSpec) -> None:
+        super().__init__()
+        self.service = service
+
+    def notify(self, context: Any) -> None:
+        slack = self.service.notifications.slack
+        if slack is None:
+            return
+        task = context["task"]
+        try:
+            link = task.generate_link_to_ui_from_context(context=context)
+        except Exception as exc:  # no [api] base_url: the message still goes, without the link
+            self.log.info("no link to the approval page: %s", exc)
+            link = None
+        timeout = task.response_timeout
+        text, blocks = approval_message(
+            service_name=self.service.name,
+            subject=task.subject,
+            body=task.body or "",
+            link=link,
+            timeout=f"{int(timeout.total_seconds() // 60)} min" if timeout else "no limit",
+        )
+        send_slack(slack.connection_id, text, blocks=blocks, channel=slack.channel)
