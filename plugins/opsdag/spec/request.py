@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from opsdag.spec.common import StrictModel
-from opsdag.spec.loader import field_path
+from opsdag.spec.field_errors import field_path
 from opsdag.spec.service import ServiceSpec
 
 TAG = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}"
