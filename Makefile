@@ -9,10 +9,10 @@ setup:
 # Installs what is missing, starts the sandbox and Airflow, releases a healthy and a faulty
 # version through the REST API, and leaves everything running.
 demo: setup
-	PYTHONPATH=plugins $(VENV)/python -m opsdag.demo up
+	PYTHONPATH=plugins $(VENV)/python -m opsdag.dev.demo up
 
 demo-down:
-	PYTHONPATH=plugins $(VENV)/python -m opsdag.demo down
+	PYTHONPATH=plugins $(VENV)/python -m opsdag.dev.demo down
 
 lint:
 	$(VENV)/ruff check .

@@ -29,8 +29,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from opsdag.sandbox.testing import running_sandbox  # noqa: E402
+from support.sandbox import running_sandbox  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 STEPS = [{"weight": w, "bake": "5s"} for w in (10, 25, 50, 100)]

@@ -80,7 +80,7 @@ def prepare(args: argparse.Namespace) -> tuple[Any, int, Path]:
 
 def pgbench_server(workdir: Path, scale: int):
     """A server in ``workdir/server`` holding database ``bench`` at pgbench ``scale`` (made once)."""
-    from opsdag.sandbox.postgres import PostgresServer
+    from opsdag.dev.sandbox.postgres import PostgresServer
 
     settings = {"max_wal_size": "4GB", "shared_buffers": "256MB", "maintenance_work_mem": "256MB"}
     server = PostgresServer(workdir / "server", settings=settings).start()

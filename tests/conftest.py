@@ -10,5 +10,5 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 os.environ.setdefault("OPSDAG_HOME", str(ROOT))
 
-# ``sandbox``: a running sandbox for the whole session (opsdag.sandbox.testing).
-from opsdag.sandbox.testing import sandbox  # noqa: E402, F401
+# ``sandbox``: a running sandbox for the whole session (tests/support/sandbox.py).
+from support.sandbox import sandbox  # noqa: E402, F401

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from support.slack_server import SlackRecorder, dead_connection_json
-
-from opsdag.sandbox.testing import wait_for
+from support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

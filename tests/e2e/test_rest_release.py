@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.waiting import wait_for
 
 from opsdag.airflow_api import AirflowApiError, AirflowClient, Credentials
-from opsdag.sandbox.testing import wait_for
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ def rest_env(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def airflow(rest_env: dict[str, str], sandbox) -> Iterator[Credentials]:
     """``airflow standalone`` on free ports, with its own state directory and short-bake specs."""
-    from opsdag import standalone
+    from opsdag.dev import standalone
 
     keys = ("OPSDAG_STATE_DIR", "OPSDAG_INCLUDE_DIR", "OPSDAG_SANDBOX_DIR", "OPSDAG_REPORTS_DIR")
     saved = {k: os.environ.get(k) for k in keys}

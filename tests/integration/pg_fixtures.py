@@ -4,7 +4,7 @@ Import the fixtures into a test module (``from tests.integration.pg_fixtures imp
 is not needed: ``pytest_plugins`` can't be used below the root conftest, so modules do
 ``from pg_fixtures import pg_server, ...`` with this directory on sys.path, see below).
 
-- ``pg_server`` (session): one ``opsdag.sandbox.postgres.PostgresServer`` in a temporary
+- ``pg_server`` (session): one ``opsdag.dev.sandbox.postgres.PostgresServer`` in a temporary
   directory on a free port, stopped at the end of the session.
 - ``make_db(name)``: a fresh database filled by ``fill_demo`` (several tables: keys, text,
   numbers, time zones, json, bytea, arrays, a partitioned table, an awkward name).
@@ -26,7 +26,7 @@ from support.airflow_home import postgres_connection
 
 from opsdag.backups.pg import PgTarget, qualified
 from opsdag.backups.stats import list_tables
-from opsdag.sandbox.postgres import PostgresServer
+from opsdag.dev.sandbox.postgres import PostgresServer
 
 DEMO_SQL = """
 CREATE TABLE customers (id bigserial PRIMARY KEY, name text NOT NULL, email text UNIQUE,

@@ -16,14 +16,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support.sandbox import SandboxHandle
+from support.waiting import wait_for
 
+from opsdag.dev.sandbox.demo_app import DemoApp, make_server
+from opsdag.dev.sandbox.processes import group_members, pid_alive
+from opsdag.dev.sandbox.state import SandboxError
+from opsdag.dev.sandbox.versions import load_versions, parse_versions
 from opsdag.platforms.base import Platform
 from opsdag.platforms.sandbox import SandboxPlatform
-from opsdag.sandbox.demo_app import DemoApp, make_server
-from opsdag.sandbox.processes import group_members, pid_alive
-from opsdag.sandbox.state import SandboxError
-from opsdag.sandbox.testing import SandboxHandle, wait_for
-from opsdag.sandbox.versions import load_versions, parse_versions
 
 pytestmark = pytest.mark.timeout(120)
 

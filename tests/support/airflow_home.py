@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from opsdag.sandbox.postgres import PostgresServer
+    from opsdag.dev.sandbox.postgres import PostgresServer
 
 AIRFLOW = Path(sys.executable).with_name("airflow")
 
@@ -94,7 +94,7 @@ def airflow_home(home: Path, template_db: Path, dags: Mapping[str, str] | None =
 
 def postgres_connection(server: PostgresServer, dbname: str, extra: dict[str, Any] | None = None) -> str:
     """The JSON of an Airflow connection (``AIRFLOW_CONN_<ID>``) to database ``dbname`` of an
-    ``opsdag.sandbox.postgres.PostgresServer``, as its superuser (``extra`` as given)."""
+    ``opsdag.dev.sandbox.postgres.PostgresServer``, as its superuser (``extra`` as given)."""
     conn: dict[str, Any] = {
         "conn_type": "postgres",
         "host": server.host,

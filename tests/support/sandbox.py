@@ -5,11 +5,8 @@
 Airflow tasks find it), yields a ``SandboxHandle`` and tears everything down afterwards,
 failing loudly if any process survives.
 
-To use the session fixture from a test directory, import it into its conftest.py::
-
-    from opsdag.sandbox.testing import sandbox  # noqa: F401  (registers the fixture)
-
-Only tests import this module (it imports pytest).
+tests/conftest.py registers the session fixture for every test directory; the
+benchmarks use ``running_sandbox`` (with tests/ on sys.path, as ``support.sandbox``).
 """
 
 from __future__ import annotations
@@ -18,39 +15,22 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
+from opsdag.dev.sandbox import control
+from opsdag.dev.sandbox.fleet import DEFAULT_INSTANCES, FleetController
+from opsdag.dev.sandbox.postgres import PostgresServer
+from opsdag.dev.sandbox.processes import group_members, pid_alive
+from opsdag.dev.sandbox.prometheus_server import PrometheusClient
+from opsdag.dev.sandbox.state import Layout, load_state, locked
+from opsdag.dev.sandbox.versions import load_versions
 from opsdag.platforms.sandbox import SandboxPlatform
-from opsdag.sandbox import control
-from opsdag.sandbox.fleet import DEFAULT_INSTANCES, FleetController
-from opsdag.sandbox.postgres import PostgresServer
-from opsdag.sandbox.processes import group_members, pid_alive
-from opsdag.sandbox.prometheus import PrometheusClient
-from opsdag.sandbox.state import Layout, load_state, locked
-from opsdag.sandbox.versions import load_versions
-
-T = TypeVar("T")
-
-
-def wait_for(
-    predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.1, what: str = "condition"
-) -> T:
-    """Poll ``predicate`` until it returns something truthy; raise TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last value: {last!r})")
-        time.sleep(interval)
+from support.waiting import wait_for
 
 
 @dataclass

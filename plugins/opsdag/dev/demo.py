@@ -1,10 +1,10 @@
 """``make demo``: the sandbox, Airflow standalone, and two releases of demo-api through the REST API.
 
-``python -m opsdag.demo up`` starts what is not running yet (sandbox, ``airflow
+``python -m opsdag.dev.demo up`` starts what is not running yet (sandbox, ``airflow
 standalone``), releases a healthy version and then a faulty one exactly as a CI system
 would (``POST /api/v2/dags/release__demo-api/dagRuns`` with a token from
 ``/auth/token``), follows both runs printing each stage's verdict, and leaves everything
-running for a person to look around. ``python -m opsdag.demo down`` stops it all.
+running for a person to look around. ``python -m opsdag.dev.demo down`` stops it all.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ def say(message: str) -> None:
 
 
 def up() -> int:
-    from opsdag import standalone
     from opsdag.airflow_api import AirflowClient
     from opsdag.cli.release_client import follow
-    from opsdag.sandbox import control
-    from opsdag.sandbox.versions import load_versions
+    from opsdag.dev import standalone
+    from opsdag.dev.sandbox import control
+    from opsdag.dev.sandbox.versions import load_versions
 
     started = time.monotonic()
     say("starting the sandbox (PostgreSQL, demo-app fleet, HAProxy, Prometheus, load generator)")
@@ -56,8 +56,8 @@ def up() -> int:
 
 
 def down() -> int:
-    from opsdag import standalone
-    from opsdag.sandbox import control
+    from opsdag.dev import standalone
+    from opsdag.dev.sandbox import control
 
     standalone.stop(progress=say)
     control.down(progress=say)
@@ -65,7 +65,7 @@ def down() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m opsdag.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m opsdag.dev.demo", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["up", "down"])
     args = parser.parse_args(argv)
     return up() if args.action == "up" else down()

@@ -1,6 +1,6 @@
 """Run ``airflow standalone`` for the demo and the REST tests: start, wait until healthy, stop.
 
-Every setting it needs is set here, from :mod:`opsdag.airflow_env`: a free API port with
+Every setting it needs is set here, from :mod:`opsdag.dev.airflow_env`: a free API port with
 the execution API URL on that same port (without it, tasks never start), the simple auth
 manager with an ``admin`` user whose generated password is kept in a 0600 file, DAGs
 unpaused at creation, and an ``airflow_api`` connection so release reports can set the
@@ -20,8 +20,8 @@ import httpx
 
 from opsdag import paths
 from opsdag.airflow_api import AirflowApiError, AirflowClient, Credentials, credentials_file
-from opsdag.airflow_env import airflow_environment
-from opsdag.sandbox.processes import ProcessTable, atomic_write, free_port, log_tail, wait_until
+from opsdag.dev.airflow_env import airflow_environment
+from opsdag.dev.sandbox.processes import ProcessTable, atomic_write, free_port, log_tail, wait_until
 
 NAME = "airflow-standalone"
 USER = "admin"

@@ -1,6 +1,6 @@
 """The sandbox platform: demo-app processes behind HAProxy on this machine.
 
-The driver is a thin adapter over ``opsdag.sandbox.fleet.FleetController``: all state
+The driver is a thin adapter over ``opsdag.dev.sandbox.fleet.FleetController``: all state
 (ports, admin socket, which processes serve which track) lives in the sandbox state
 directory, so an Airflow task that deploys a canary and a later task (another process)
 that promotes it see the same fleet. Processes it starts are detached (own session,
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from opsdag.dev.sandbox.control import status as sandbox_status
+from opsdag.dev.sandbox.fleet import CANARY, STABLE, FleetController
+from opsdag.dev.sandbox.state import Layout, SandboxError, SandboxNotRunning
 from opsdag.platforms.base import CanaryReadiness, Platform, PlatformStatus
-from opsdag.sandbox.control import status as sandbox_status
-from opsdag.sandbox.fleet import CANARY, STABLE, FleetController
-from opsdag.sandbox.state import Layout, SandboxError, SandboxNotRunning
 
 __all__ = ["SandboxError", "SandboxNotRunning", "SandboxPlatform"]
 

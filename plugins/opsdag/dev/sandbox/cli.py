@@ -8,9 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-from opsdag.sandbox import control
-from opsdag.sandbox.state import Layout, SandboxError
-from opsdag.sandbox.versions import VersionsFileError
+from opsdag.dev.sandbox import control
+from opsdag.dev.sandbox.state import Layout, SandboxError
+from opsdag.dev.sandbox.versions import VersionsFileError
 
 
 def main(argv: list[str] | None = None) -> int:

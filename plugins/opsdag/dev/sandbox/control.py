@@ -18,13 +18,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from opsdag.sandbox import haproxy as hap
-from opsdag.sandbox import prometheus as prom
-from opsdag.sandbox.fleet import DEFAULT_INSTANCES, STABLE, Fleet, app_env, new_deployment_id, new_fleet
-from opsdag.sandbox.postgres import PostgresServer
-from opsdag.sandbox.processes import ProcessTable, atomic_write, free_port, log_tail, port_free, wait_until
-from opsdag.sandbox.state import STATE_VERSION, Layout, SandboxError, load_state, locked, save_state
-from opsdag.sandbox.versions import load_versions
+from opsdag.dev.sandbox import haproxy as hap
+from opsdag.dev.sandbox import prometheus_server as prom
+from opsdag.dev.sandbox.fleet import DEFAULT_INSTANCES, STABLE, Fleet, app_env, new_deployment_id, new_fleet
+from opsdag.dev.sandbox.postgres import PostgresServer
+from opsdag.dev.sandbox.processes import (
+    ProcessTable,
+    atomic_write,
+    free_port,
+    log_tail,
+    port_free,
+    wait_until,
+)
+from opsdag.dev.sandbox.state import STATE_VERSION, Layout, SandboxError, load_state, locked, save_state
+from opsdag.dev.sandbox.versions import load_versions
 
 HAPROXY_BIN = "/usr/sbin/haproxy"
 PROMETHEUS_BIN = "/usr/bin/prometheus"
@@ -292,7 +299,7 @@ def _up_loadgen(
     argv = [
         sys.executable,
         "-m",
-        "opsdag.sandbox.loadgen",
+        "opsdag.dev.sandbox.loadgen",
         "--url",
         url,
         "--counts-file",
@@ -315,7 +322,7 @@ def _up_loadgen(
 def write_connections(layout: Layout, state: dict[str, Any]) -> None:
     """Publish Airflow connections to the sandbox's servers in ``connections.json`` (0600).
 
-    ``opsdag.airflow_env`` exports them as ``AIRFLOW_CONN_*`` variables: Prometheus
+    ``opsdag.dev.airflow_env`` exports them as ``AIRFLOW_CONN_*`` variables: Prometheus
     (``prometheus_default``), the demo database (``postgres_demo``) and the same server as
     the DR-drill target (``postgres_drill``, marked ``opsdag_drill_target``). The file
     holds the PostgreSQL password, like ``postgres/password``; ``down`` removes it.

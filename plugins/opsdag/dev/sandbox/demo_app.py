@@ -1,6 +1,6 @@
 """The sandbox's demo service: a tiny HTTP app whose versions can carry faults.
 
-Run as ``python -m opsdag.sandbox.demo_app --port N --version TAG [faults]``. It answers
+Run as ``python -m opsdag.dev.sandbox.demo_app --port N --version TAG [faults]``. It answers
 ``/`` with its version (``X-Version`` header and a small JSON body), ``/healthz`` for
 HAProxy's checks and ``/metrics`` for Prometheus. Faults (``--error-rate``,
 ``--extra-latency-ms``, ``--crash-on-start``, ``--fault-after-s``) make bad releases
@@ -160,7 +160,7 @@ def serve(app: DemoApp, host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m opsdag.sandbox.demo_app", description=__doc__.splitlines()[0]
+        prog="python -m opsdag.dev.sandbox.demo_app", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import opsdag
-from opsdag.sandbox import haproxy as hap
-from opsdag.sandbox.processes import free_port, log_tail
-from opsdag.sandbox.prometheus import AppTarget, write_targets
-from opsdag.sandbox.state import Layout, SandboxError, locked, require_state, save_state
-from opsdag.sandbox.versions import AppVersion, VersionCatalog, load_versions
+from opsdag.dev.sandbox import haproxy as hap
+from opsdag.dev.sandbox.processes import free_port, log_tail
+from opsdag.dev.sandbox.prometheus_server import AppTarget, write_targets
+from opsdag.dev.sandbox.state import Layout, SandboxError, locked, require_state, save_state
+from opsdag.dev.sandbox.versions import AppVersion, VersionCatalog, load_versions
 
 STABLE = "stable"
 CANARY = "canary"
@@ -120,7 +120,7 @@ class Fleet:
     ) -> dict[str, Any]:
         name = f"app-{deployment}-{index}"
         port = free_port()
-        argv = [sys.executable, "-m", "opsdag.sandbox.demo_app", "--port", str(port), "--instance", name]
+        argv = [sys.executable, "-m", "opsdag.dev.sandbox.demo_app", "--port", str(port), "--instance", name]
         record = self.procs.spawn(name, argv + version.app_args(), env=app_env(), record_exit=True)
         return {"name": name, "port": port, "slot": slot, "version": version.tag, "pid": record.pid}
 

@@ -203,7 +203,7 @@ class LoadGenerator:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m opsdag.sandbox.loadgen", description=__doc__.splitlines()[0]
+        prog="python -m opsdag.dev.sandbox.loadgen", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--url", required=True)
     parser.add_argument("--counts-file", type=Path, required=True)

@@ -38,7 +38,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from opsdag.sandbox.processes import atomic_write, free_port, group_members, log_tail, pid_alive, port_free
+from opsdag.dev.sandbox.processes import (
+    atomic_write,
+    free_port,
+    group_members,
+    log_tail,
+    pid_alive,
+    port_free,
+)
 
 DEFAULT_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
 
@@ -408,7 +415,7 @@ class PostgresServer:
     def _write_conf(self) -> None:
         """Settings appended to postgresql.conf's include: loopback only, socket in run/."""
         lines = [
-            "# Written by opsdag.sandbox.postgres on every start.",
+            "# Written by opsdag.dev.sandbox.postgres on every start.",
             f"listen_addresses = '{self.host}'",
             f"unix_socket_directories = '{self.run_dir.resolve()}'",
             "logging_collector = off",

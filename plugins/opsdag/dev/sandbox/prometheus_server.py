@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opsdag.sandbox.processes import atomic_write
+from opsdag.dev.sandbox.processes import atomic_write
 
 SCRAPE_INTERVAL = "1s"
 SCRAPE_TIMEOUT = "900ms"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from opsdag import paths
-from opsdag.sandbox.processes import ProcessTable, atomic_write
+from opsdag.dev.sandbox.processes import ProcessTable, atomic_write
 
 STATE_VERSION = 1
 
