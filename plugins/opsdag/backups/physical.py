@@ -23,7 +23,8 @@ from typing import Any
 
 from opsdag.backups import stats as table_stats
 from opsdag.backups.pg import PgTarget, ToolError, pg_tool, run_tool, server_info, tool_major
-from opsdag.backups.tempserver import TempServer, hand_over, server_user
+from opsdag.backups.pg_server import hand_over, server_user
+from opsdag.backups.tempserver import TempServer
 
 log = logging.getLogger(__name__)
 

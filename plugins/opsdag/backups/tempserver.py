@@ -6,7 +6,7 @@ with its own minimal configuration (the backed-up cluster's postgresql.conf may 
 connections: only the owner of that directory can reach it, and it lives for minutes.
 
 PostgreSQL refuses to run as root: as root, the data directory is handed to the
-``postgres`` OS user and the server binaries run as that user (``setpriv``).
+``postgres`` OS user and the server binaries run as that user (``pg_server``).
 """
 
 from __future__ import annotations
@@ -14,17 +14,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pwd
 import shutil
-import signal
 import socket
-import stat
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from opsdag.backups.pg import PgTarget, ToolError, pg_tool
+from opsdag.backups.pg import PgTarget, ToolError
+from opsdag.backups.pg_server import PgServerError, PgServerProcess, hand_over
 
 log = logging.getLogger(__name__)
 
@@ -33,38 +29,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def server_user(name: str = "postgres") -> pwd.struct_passwd | None:
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam(name)
-    except KeyError as exc:
-        raise ToolError(f"running as root, PostgreSQL needs the unprivileged OS user {name!r}") from exc
-
-
-def hand_over(path: Path, user: pwd.struct_passwd | None) -> None:
-    """Give ``path`` (recursively) to the server's OS user; make its parents traversable."""
-    if user is None:
-        return
-    for root, dirs, files in os.walk(path):
-        os.chown(root, user.pw_uid, user.pw_gid)
-        for name in dirs + files:
-            with contextlib.suppress(FileNotFoundError):
-                os.lchown(os.path.join(root, name), user.pw_uid, user.pw_gid)
-    for parent in path.resolve().parents:
-        st = parent.stat()
-        if not st.st_mode & stat.S_IXOTH and st.st_uid == os.geteuid():
-            os.chmod(parent, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
-
-
-def as_user(argv: list[str], user: pwd.struct_passwd | None) -> list[str]:
-    if user is None:
-        return argv
-    if shutil.which("setpriv"):
-        return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", *argv]
-    return ["runuser", "-u", user.pw_name, "--", *argv]
 
 
 class TempServer:
@@ -77,7 +41,8 @@ class TempServer:
         self.run_dir = Path(run_dir).absolute()
         self.port = port or free_port()
         self.major = major
-        self.user = server_user()
+        self.process = PgServerProcess(self.data_dir, major=major)
+        self.user = self.process.user
 
     @property
     def log_file(self) -> Path:
@@ -145,24 +110,12 @@ class TempServer:
         os.chmod(self.data_dir, 0o700)
         hand_over(self.data_dir, self.user)
         hand_over(self.run_dir, self.user)
-        pg_ctl = pg_tool("pg_ctl", self.major)
-        argv = [pg_ctl, "-D", str(self.data_dir), "-l", str(self.log_file), "-o", f"-c config_file={conf}"]
-        argv += ["-w", "-t", str(int(timeout)), "start"]
-        proc = subprocess.run(
-            as_user(argv, self.user),
-            cwd=self.run_dir,
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8"},
-            capture_output=True,
-            text=True,
-            timeout=timeout + 30,
-            start_new_session=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            tail = self.log_tail()
-            raise ToolError(
-                f"the restored server did not start (exit {proc.returncode}): {proc.stderr.strip()}\n{tail}"
+        try:
+            self.process.start(
+                log_file=self.log_file, options=f"-c config_file={conf}", timeout=timeout, cwd=self.run_dir
             )
+        except PgServerError as exc:
+            raise PgServerError(f"the restored server did not start: {exc}\n{self.log_tail()}") from None
         return self
 
     def log_tail(self, lines: int = 30) -> str:
@@ -172,42 +125,15 @@ class TempServer:
             return ""
 
     def pid(self) -> int | None:
-        try:
-            first = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0].strip()
-        except OSError:
-            return None
-        if not first.isdigit():
-            return None
-        pid = int(first)
-        return pid if _alive(pid) else None
+        return self.process.pid()
 
     def running(self) -> bool:
-        return self.pid() is not None
+        return self.process.running()
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop fast; kill if it does not go. A stopped or absent server is fine (retry-safe)."""
-        pid = self.pid()
-        if pid is None:
-            return
-        pg_ctl = pg_tool("pg_ctl", self.major)
-        argv = [pg_ctl, "-D", str(self.data_dir), "-m", "fast", "-w", "-t", str(int(timeout)), "stop"]
-        try:
-            proc = subprocess.run(
-                as_user(argv, self.user), capture_output=True, text=True, timeout=timeout + 10, check=False
-            )
-            if proc.returncode != 0:
-                log.warning("pg_ctl stop of %s: %s", self.data_dir, (proc.stderr or proc.stdout).strip())
-        except (subprocess.SubprocessError, OSError) as exc:
-            log.warning("pg_ctl stop of %s: %s", self.data_dir, exc)
-        # pg_ctl did not manage: immediate shutdown (SIGQUIT), then SIGKILL as a last resort.
-        for sig in (signal.SIGQUIT, signal.SIGKILL):
-            if _wait_gone(pid, 10.0):
-                break
-            log.warning("PostgreSQL %s in %s still runs: sending %s", pid, self.data_dir, sig.name)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        if _wait_gone(pid, 10.0):
-            (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
+        if not self.process.stop(mode="fast", timeout=timeout):
+            log.warning("PostgreSQL in %s survived SIGKILL", self.data_dir)
         self.remove_socket_dir()
 
     def remove_socket_dir(self) -> None:
@@ -219,22 +145,3 @@ class TempServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _alive(pid: int) -> bool:
-    """``pid`` runs (a zombie, never reaped by a PID 1 that does not reap, counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _wait_gone(pid: int, seconds: float) -> bool:
-    """Wait until process ``pid`` is gone; False on timeout."""
-    deadline = time.monotonic() + seconds
-    while _alive(pid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True

@@ -6,12 +6,9 @@ Clients authenticate with scram-sha-256 through a libpq *passfile* (``dsn()`` an
 ``env()`` name it), so the password never appears in a DSN, a log or a process list.
 
 PostgreSQL refuses to run as root. When the caller is root, the server binaries run as
-the ``postgres`` OS user (via ``setpriv``, which needs no PAM session, falling back to
-``runuser``) and ``data/`` and ``run/`` are owned by that user. That user must be able
-to traverse every directory above them. Where it cannot - typically pytest's
-``/tmp/pytest-of-root``, which is 0700 and which every new pytest session resets to 0700
-- ``data/`` and ``run/`` are symlinks to a directory under ``<tmp>/opsdag-postgres/``
-and the server is given the real paths. ``destroy()`` removes that directory too.
+the ``postgres`` OS user (``opsdag.backups.pg_server``, shared with the backups' temporary
+server) and ``data/`` and ``run/`` are owned by that user; where that user cannot reach
+``directory``, they live elsewhere (``pg_relocation``). ``destroy()`` removes them too.
 
 Layout of ``directory``::
 
@@ -24,54 +21,18 @@ Layout of ``directory``::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import pwd
 import secrets
 import shutil
-import stat
 import subprocess
-import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from opsdag.dev.sandbox.processes import (
-    atomic_write,
-    free_port,
-    group_members,
-    log_tail,
-    pid_alive,
-    port_free,
-)
-
-DEFAULT_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
-
-
-RELOCATION_ROOT = "opsdag-postgres"
-
-
-class PostgresServerError(RuntimeError):
-    """The server could not be initialised, started, stopped or queried; says which and why."""
-
-
-def find_bin_dir() -> Path:
-    """Directory holding initdb/pg_ctl/psql: ``$OPSDAG_PG_BIN``, Debian's versioned dirs, or $PATH."""
-    env = os.environ.get("OPSDAG_PG_BIN")
-    candidates = [env] if env else []
-    candidates += list(DEFAULT_BIN_DIRS)
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "pg_ctl").exists():
-            return Path(candidate)
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).parent
-    raise PostgresServerError(
-        "PostgreSQL server binaries (pg_ctl, initdb) not found: install postgresql "
-        "or set OPSDAG_PG_BIN to their directory"
-    )
+from opsdag.backups.pg_server import PgServerError, PgServerProcess
+from opsdag.dev.sandbox import pg_relocation
+from opsdag.dev.sandbox.processes import atomic_write, free_port, log_tail, port_free
 
 
 class PostgresServer:
@@ -89,7 +50,6 @@ class PostgresServer:
         superuser: str = "postgres",
         host: str = "127.0.0.1",
         settings: Mapping[str, str | int] | None = None,
-        bin_dir: str | Path | None = None,
         os_user: str = "postgres",
     ) -> None:
         self.directory = Path(directory).absolute()
@@ -97,7 +57,6 @@ class PostgresServer:
         self.superuser = superuser
         self.host = host
         self.settings = dict(settings or {})
-        self._bin_dir = Path(bin_dir) if bin_dir else None
         self._os_user = os_user
 
     # -- paths and connection details ------------------------------------------------
@@ -128,14 +87,14 @@ class PostgresServer:
         try:
             return self.password_file.read_text().strip()
         except FileNotFoundError as exc:
-            raise PostgresServerError(f"no password yet: {self.directory} is not initialised") from exc
+            raise PgServerError(f"no password yet: {self.directory} is not initialised") from exc
 
     @property
     def port(self) -> int:
         if self._port is None:
             saved = self._saved().get("port")
             if saved is None:
-                raise PostgresServerError(f"the server in {self.directory} has no port yet: start() it first")
+                raise PgServerError(f"the server in {self.directory} has no port yet: start() it first")
             self._port = int(saved)
         return self._port
 
@@ -145,10 +104,6 @@ class PostgresServer:
             f"host={self.host} port={self.port} user={self.superuser} dbname={dbname} "
             f"passfile={self.passfile} sslmode=disable"
         )
-
-    def uri(self, dbname: str = "postgres") -> str:
-        """``postgresql://user@host:port/db`` (no password; use ``password`` or the passfile)."""
-        return f"postgresql://{self.superuser}@{self.host}:{self.port}/{dbname}"
 
     def env(self, dbname: str | None = None) -> dict[str, str]:
         """Environment for libpq clients (psql, pg_dump, pg_restore): PGHOST, PGPORT, PGUSER, PGPASSFILE."""
@@ -177,9 +132,11 @@ class PostgresServer:
         }
 
     def bin(self, name: str) -> str:
-        if self._bin_dir is None:
-            self._bin_dir = find_bin_dir()
-        return str(self._bin_dir / name)
+        return self._process().tool(name)
+
+    def _process(self) -> PgServerProcess:
+        """The server binaries of the real data directory (``data/`` may be a symlink)."""
+        return PgServerProcess(self.data_dir.resolve(), os_user=self._os_user)
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -193,32 +150,26 @@ class PostgresServer:
             return
         self._prepare_dirs()
         if any(self.data_dir.iterdir()):
-            raise PostgresServerError(
+            raise PgServerError(
                 f"{self.data_dir} is not empty but holds no complete cluster; remove it to re-initialise"
             )
         password = secrets.token_urlsafe(24)
         tmp_pw = self.run_dir.resolve() / ".initdb-pw"
         atomic_write(tmp_pw, password + "\n", mode=0o600)
-        self._chown(tmp_pw)
+        server = self._process()
+        server.chown(tmp_pw)
         try:
-            self._run(
-                [
-                    self.bin("initdb"),
-                    "-D",
-                    str(self.data_dir.resolve()),
-                    "-U",
-                    self.superuser,
-                    f"--pwfile={tmp_pw}",
-                    "--auth-local=scram-sha-256",
-                    "--auth-host=scram-sha-256",
-                    "--encoding=UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                ],
-                as_server_user=True,
-                what="initdb",
-                timeout=120,
-            )
+            initdb = [
+                self.bin("initdb"),
+                "-D",
+                str(server.data_dir),
+                "-U",
+                self.superuser,
+                f"--pwfile={tmp_pw}",
+            ]
+            initdb += ["--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--encoding=UTF8"]
+            initdb += ["--locale=C", "--no-sync"]
+            server.run(initdb, what="initdb", timeout=120, cwd=server.data_dir.parent)
         finally:
             tmp_pw.unlink(missing_ok=True)
         atomic_write(self.password_file, password + "\n", mode=0o600)
@@ -238,61 +189,22 @@ class PostgresServer:
         self._write_conf()
         self._save({"port": self._port})
         self.log_file.unlink(missing_ok=True)
+        server = self._process()
         try:
-            self._run(
-                [
-                    self.bin("pg_ctl"),
-                    "-D",
-                    str(self.data_dir.resolve()),
-                    "-l",
-                    str(self.log_file.resolve()),
-                    "-o",
-                    f"-p {self._port}",
-                    "-w",
-                    "-t",
-                    str(int(timeout)),
-                    "start",
-                ],
-                as_server_user=True,
-                what="pg_ctl start",
-                timeout=timeout + 10,
+            server.start(
+                log_file=self.log_file.resolve(),
+                options=f"-p {self._port}",
+                timeout=timeout,
+                cwd=server.data_dir.parent,
             )
-        except PostgresServerError as exc:
-            raise PostgresServerError(f"{exc}\n--- {self.log_file} ---\n{log_tail(self.log_file)}") from None
+        except PgServerError as exc:
+            raise PgServerError(f"{exc}\n--- {self.log_file} ---\n{log_tail(self.log_file)}") from None
         return self
 
     def stop(self, mode: str = "fast", timeout: float = 60.0) -> None:
-        """``pg_ctl stop`` and make sure no server process of this directory is left."""
-        pid = self.pid()
-        if pid is None:
-            return
-        try:
-            self._run(
-                [
-                    self.bin("pg_ctl"),
-                    "-D",
-                    str(self.data_dir.resolve()),
-                    "-m",
-                    mode,
-                    "-w",
-                    "-t",
-                    str(int(timeout)),
-                    "stop",
-                ],
-                as_server_user=True,
-                what="pg_ctl stop",
-                timeout=timeout + 10,
-            )
-        except PostgresServerError:
-            if pid_alive(pid):
-                os.killpg(pid, 9)
-        deadline = time.monotonic() + 10
-        while group_members(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if group_members(pid):
-            raise PostgresServerError(
-                f"PostgreSQL in {self.data_dir} did not stop: PIDs {group_members(pid)} remain"
-            )
+        """``pg_ctl stop`` (then SIGQUIT, SIGKILL) and make sure the server is gone."""
+        if not self._process().stop(mode=mode, timeout=timeout):
+            raise PgServerError(f"PostgreSQL in {self.data_dir} did not stop, not even on SIGKILL")
 
     def destroy(self) -> None:
         """Stop and delete everything: the directory and, if relocated, the real cluster."""
@@ -303,22 +215,12 @@ class PostgresServer:
     def remove_relocated(self) -> None:
         """Delete the relocated cluster (if any) of a stopped server, keeping ``directory``."""
         if self.running():
-            raise PostgresServerError(f"PostgreSQL in {self.directory} still runs: stop() it first")
-        if self.data_dir.is_symlink():
-            shutil.rmtree(self.data_dir.resolve().parent, ignore_errors=True)
-            for link in (self.data_dir, self.run_dir):
-                link.unlink(missing_ok=True)
+            raise PgServerError(f"PostgreSQL in {self.directory} still runs: stop() it first")
+        pg_relocation.remove_relocated(self.directory)
 
     def pid(self) -> int | None:
         """PID of the running postmaster (also its process group), or None."""
-        try:
-            first = (self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0]
-        except (FileNotFoundError, PermissionError):
-            return None
-        pid = int(first) if first.strip().isdigit() else None
-        if pid is None or not pid_alive(pid):
-            return None
-        return pid
+        return self._process().pid()
 
     def running(self) -> bool:
         return self.pid() is not None
@@ -344,9 +246,7 @@ class PostgresServer:
             check=False,
         )
         if proc.returncode != 0:
-            raise PostgresServerError(
-                f"psql on {self.host}:{self.port}/{dbname} failed: {proc.stderr.strip()}"
-            )
+            raise PgServerError(f"psql on {self.host}:{self.port}/{dbname} failed: {proc.stderr.strip()}")
         return proc.stdout
 
     def create_database(self, name: str) -> bool:
@@ -361,56 +261,11 @@ class PostgresServer:
 
     # -- internals ------------------------------------------------------------------
 
-    def _server_user(self) -> pwd.struct_passwd | None:
-        """The OS user the server binaries run as, or None to run them as ourselves."""
-        if os.geteuid() != 0:
-            return None
-        try:
-            return pwd.getpwnam(self._os_user)
-        except KeyError as exc:
-            raise PostgresServerError(
-                f"as root, PostgreSQL needs an unprivileged OS user, but {self._os_user!r} does not exist"
-            ) from exc
-
     def _chown(self, path: Path) -> None:
-        user = self._server_user()
-        if user is not None:
-            os.chown(path, user.pw_uid, user.pw_gid)
-
-    def _server_root(self) -> Path:
-        """Where data/ and run/ really live: ``directory``, or a relocated one (see module doc)."""
-        user = self._server_user()
-        if user is None:
-            return self.directory
-        if self.data_dir.is_symlink():  # relocated before: stay there
-            return self.data_dir.resolve().parent
-        if self.data_dir.is_dir() or _blocking_parent(self.directory, user) is None:
-            return self.directory
-        digest = hashlib.sha256(str(self.directory).encode()).hexdigest()[:16]
-        return Path(tempfile.gettempdir()) / RELOCATION_ROOT / digest
+        self._process().chown(path)
 
     def _prepare_dirs(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        user = self._server_user()
-        root = self._server_root()
-        if user is not None:
-            for path in (root.parent, root) if root != self.directory else (root,):
-                path.mkdir(mode=0o711, exist_ok=True)
-                os.chmod(path, 0o711)
-            blocker = _blocking_parent(root, user)
-            if blocker is not None:
-                raise PostgresServerError(
-                    f"PostgreSQL runs as OS user {user.pw_name!r}, which cannot enter {blocker}; "
-                    f"put {self.directory} under a directory it can traverse"
-                )
-        for link in (self.data_dir, self.run_dir):
-            target = root / link.name
-            target.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(target, 0o700)
-            self._chown(target)
-            if root != self.directory and not (link.is_symlink() and link.resolve() == target):
-                link.unlink(missing_ok=True)
-                link.symlink_to(target, target_is_directory=True)
+        pg_relocation.prepare_dirs(self.directory, self._process().user, self._chown)
 
     def _write_conf(self) -> None:
         """Settings appended to postgresql.conf's include: loopback only, socket in run/."""
@@ -432,44 +287,6 @@ class PostgresServer:
             with open(main_conf, "a") as fh:
                 fh.write("\ninclude_if_exists = 'opsdag.conf'\n")
 
-    def _run(self, argv: list[str], *, as_server_user: bool, what: str, timeout: float) -> str:
-        command = list(argv)
-        user = self._server_user() if as_server_user else None
-        if user is not None:
-            if shutil.which("setpriv"):
-                command = [
-                    "setpriv",
-                    f"--reuid={user.pw_uid}",
-                    f"--regid={user.pw_gid}",
-                    "--init-groups",
-                    *command,
-                ]
-            else:
-                command = ["runuser", "-u", user.pw_name, "--", *command]
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8",
-            "HOME": str(self.directory),
-        }
-        try:
-            proc = subprocess.run(
-                command,
-                cwd=self.data_dir.resolve().parent,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise PostgresServerError(f"{what} in {self.directory} timed out after {timeout:.0f} s") from exc
-        if proc.returncode != 0:
-            output = (proc.stderr.strip() or proc.stdout.strip())[-2000:]
-            raise PostgresServerError(f"{what} in {self.directory} failed (exit {proc.returncode}): {output}")
-        return proc.stdout
-
     def _saved(self) -> dict[str, Any]:
         try:
             return json.loads((self.directory / "server.json").read_text())
@@ -478,19 +295,3 @@ class PostgresServer:
 
     def _save(self, data: dict[str, Any]) -> None:
         atomic_write(self.directory / "server.json", json.dumps(data) + "\n")
-
-
-def _blocking_parent(path: Path, user: pwd.struct_passwd) -> Path | None:
-    """The first directory above ``path`` that ``user`` may not traverse, or None."""
-    groups = {user.pw_gid, *os.getgrouplist(user.pw_name, user.pw_gid)}
-    for parent in reversed(path.resolve().parents):
-        st = parent.stat()
-        if st.st_uid == user.pw_uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid in groups:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
-            return parent
-    return None
