@@ -38,8 +38,8 @@ from support.airflow_home import (  # noqa: E402
 )
 
 DAG_FILE = '''"""Airflow DAGs of the benchmark: backup__/drill__ of the specs in $OPSDAG_INCLUDE_DIR."""
-from opsdag.factory.backup import backup_dag
-from opsdag.factory.drill import drill_dag
+from opsdag.factory.backup_dag import backup_dag
+from opsdag.factory.drill_dag import drill_dag
 from opsdag.paths import include_dir
 from opsdag.spec.loader import load_kind
 

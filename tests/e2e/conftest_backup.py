@@ -37,8 +37,8 @@ DAG_FILE = '''
 
 (Airflow parses only files that mention both "airflow" and "dag".)
 """
-from opsdag.factory.backup import backup_dag
-from opsdag.factory.drill import drill_dag
+from opsdag.factory.backup_dag import backup_dag
+from opsdag.factory.drill_dag import drill_dag
 from opsdag.paths import include_dir
 from opsdag.spec.loader import load_kind
 

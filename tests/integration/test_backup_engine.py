@@ -18,7 +18,7 @@ import pytest
 from pg_fixtures import database_exists, make_db, pg_server, table_rows, target_for  # noqa: F401
 
 from opsdag.backups import engine, logical
-from opsdag.backups.drill import check_files
+from opsdag.backups.drill_engine import check_files
 from opsdag.backups.pg import ToolError
 from opsdag.backups.retention import RetentionPolicy
 from opsdag.backups.stats import capture_like, compare, pin_session
@@ -303,7 +303,7 @@ def test_preflight_reports_the_server_and_refuses_an_unreachable_one(pg_server, 
 
 
 def test_a_physical_backup_is_verified_and_boots_with_the_same_rows(pg_server, make_db, tmp_path):
-    from opsdag.backups import drill, physical
+    from opsdag.backups import drill_verification, physical
 
     dbname = make_db(orders=2000)
     store = BackupStore(tmp_path / "backups")
@@ -332,7 +332,9 @@ def test_a_physical_backup_is_verified_and_boots_with_the_same_rows(pg_server, m
         copy = server.target(dbname, pg_server.superuser)
         assert table_rows(copy) == table_rows(target_for(pg_server, dbname))
         with copy.connect() as conn:
-            verdict = drill.verify_restored(conn, manifest, [{"name": "n", "sql": "select 1", "expect": 1}])
+            verdict = drill_verification.verify_restored(
+                conn, manifest, [{"name": "n", "sql": "select 1", "expect": 1}]
+            )
         assert verdict["ok"], verdict
     finally:
         server.stop()

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from pg_fixtures import database_exists, make_db, pg_server, target_for  # noqa: F401
 
-from opsdag.backups import drill, engine
+from opsdag.backups import drill_engine as drill
+from opsdag.backups import drill_verification, engine
+from opsdag.backups.drill_pick import pick_backup
 from opsdag.backups.storage import BackupStore
 
 pytestmark = pytest.mark.integration
@@ -31,8 +33,8 @@ def verified_backup(pg_server, dbname: str, store: BackupStore) -> str:
 def test_a_retried_restore_and_a_retried_teardown_converge(pg_server, make_db, tmp_path):
     store = BackupStore(tmp_path / "backups")
     backup_id = verified_backup(pg_server, make_db(orders=500), store)
-    picked = drill.pick_backup(store, "db")
-    assert picked.id == backup_id and drill.pick_backup(store, "db", backup_id).id == backup_id
+    picked = pick_backup(store, "db")
+    assert picked.backup.id == backup_id and pick_backup(store, "db", backup_id).backup.id == backup_id
     manifest = store.read_manifest("db", backup_id)
     names = drill.drill_names("drill__db", "manual__retry", "db")
     server = target_for(pg_server, "postgres")
@@ -42,7 +44,7 @@ def test_a_retried_restore_and_a_retried_teardown_converge(pg_server, make_db, t
     for _ in range(2):  # the second restore finds a full database and starts afresh
         drill.restore(store, "db", manifest, names, target=server, jobs=2)
     with server.with_db(names.scratch_db).connect() as conn:
-        assert drill.verify_restored(conn, manifest, [])["ok"]
+        assert drill_verification.verify_restored(conn, manifest, [])["ok"]
 
     first = drill.teardown(server, names)
     assert first["clean"] and first["actions"][0] == f"dropped database {names.scratch_db}"
@@ -68,10 +70,10 @@ def test_teardown_never_drops_a_database_it_did_not_create(pg_server, make_db, t
 def test_pick_refuses_what_is_not_verified(pg_server, make_db, tmp_path):
     store = BackupStore(tmp_path / "backups")
     with pytest.raises(drill.DrillError, match="no verified backup"):
-        drill.pick_backup(store, "db")
+        pick_backup(store, "db")
     backup_id = verified_backup(pg_server, make_db(orders=10), store)
     (tmp_path / "backups" / "db" / backup_id / "verification.json").write_text('{"status": "bad"}')
     with pytest.raises(drill.DrillError, match="is bad, not verified"):
-        drill.pick_backup(store, "db", backup_id)
+        pick_backup(store, "db", backup_id)
     with pytest.raises(drill.DrillError, match="does not exist"):
-        drill.pick_backup(store, "db", "20200101T000000Z-000000")
+        pick_backup(store, "db", "20200101T000000Z-000000")

@@ -8,14 +8,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from opsdag.backups.drill import DrillRefused, check_matches, check_target, drill_names, measure
+from opsdag.backups.drill_engine import DrillRefused, check_target, drill_names
+from opsdag.backups.drill_verification import check_matches, measure
 from opsdag.backups.engine import backup_id_for
 from opsdag.backups.logical import compression_args, dump_argv, missing_table_data, restore_argv
 from opsdag.backups.pg import PgTarget
 from opsdag.backups.stats import TableStats, compare
 from opsdag.backups.storage import backup_id_time, is_backup_id
-from opsdag.reports.backup import backup_message, backup_outcome, human_bytes, human_seconds
-from opsdag.reports.drill import build_report, render_markdown, write_report
+from opsdag.format import duration, size
+from opsdag.notify.backup_messages import backup_message
+from opsdag.reports.backup_report import build_backup_report
+from opsdag.reports.drill_report import build_drill_report, render_markdown, write_drill_report
 from opsdag.spec.database import DatabaseSpec
 from opsdag.spec.loader import parse_spec
 
@@ -181,8 +184,8 @@ def test_rto_and_rpo_against_objectives():
     )
     assert late["ok"] is False and late["rto_ok"] is False and late["rpo_ok"] is False
     assert late["problems"] == [
-        "RTO 42.0 s exceeds the objective of 30 s",
-        "RPO 172800 s exceeds the objective of 93600 s",
+        "RTO 42 s exceeds the objective of 30 s",
+        "RPO 48 h exceeds the objective of 26 h",
     ]
     none = measure(
         provision_started=t0,
@@ -270,15 +273,17 @@ def report_data(result_ok: bool = True, **overrides):
 
 
 def test_a_passed_drill_report_and_its_trend(tmp_path):
-    first = build_report(**report_data())
-    assert first["result"] == "passed" and first["problems"] == []
-    assert first["summary"] == (
+    first = build_drill_report(**report_data())
+    assert first.result == "passed" and first.problems == []
+    assert first.summary == (
         "Drill of demo-db PASSED, backup 20260101T020000Z-abc123, RTO 4.2 s (objective 15 min), "
         "RPO 22 h (objective 26 h), 1/1 tables and 1/1 checks match"
     )
-    write_report(first, tmp_path)
-    second = build_report(**report_data(run_id="manual__2026-01-09", started_at="2026-01-09T00:00:00+00:00"))
-    written = write_report(second, tmp_path)
+    write_drill_report(first, tmp_path)
+    second = build_drill_report(
+        **report_data(run_id="manual__2026-01-09", started_at="2026-01-09T00:00:00+00:00")
+    )
+    written = write_drill_report(second, tmp_path)
     assert written.json.name == "manual__2026-01-09.json"
     markdown = written.markdown.read_text()
     assert markdown.startswith("# DR drill of `demo-db`: PASSED")
@@ -288,16 +293,16 @@ def test_a_passed_drill_report_and_its_trend(tmp_path):
 
 
 def test_a_failed_drill_report_leads_with_the_cause():
-    report = build_report(**report_data(result_ok=False))
-    assert report["result"] == "failed"
-    assert report["problems"] == [
+    report = build_drill_report(**report_data(result_ok=False))
+    assert report.result == "failed"
+    assert report.problems == [
         "verify: AirflowFailException: verification failed",
         "table public.orders: checksum differs",
     ]
     markdown = render_markdown(report, [])
     assert "| `public.orders` | 5 | 5 | differs | **NO** | checksum differs |" in markdown
     assert "Not measured" in markdown
-    refused = build_report(
+    refused = build_drill_report(
         **report_data(
             result_ok=False,
             provision=None,
@@ -307,12 +312,12 @@ def test_a_failed_drill_report_leads_with_the_cause():
             errors={"provision": "AirflowFailException: refused: not marked"},
         )
     )
-    assert refused["result"] == "refused" and refused["summary"].startswith("Drill of demo-db REFUSED")
+    assert refused.result == "refused" and refused.summary.startswith("Drill of demo-db REFUSED")
     assert "did not run (nothing was provisioned)" in render_markdown(refused, [])
 
 
 def test_backup_messages_give_size_time_throughput_or_the_failure():
-    outcome = backup_outcome(
+    outcome = build_backup_report(
         database="demo-db",
         backup={
             "backup_id": "b1",
@@ -333,7 +338,7 @@ def test_backup_messages_give_size_time_throughput_or_the_failure():
         "(263.5 MB/s), verified in 0.4 s; 2 old backup(s) pruned"
     )
     assert blocks[0]["text"]["text"] == text
-    failed = backup_outcome(
+    failed = build_backup_report(
         database="demo-db",
         backup=None,
         manifest=None,
@@ -346,10 +351,10 @@ def test_backup_messages_give_size_time_throughput_or_the_failure():
     assert backup_message(failed)[0] == (
         ":red_circle: Backup of *demo-db* FAILED at `preflight`: AirflowFailException: server down (run `r`)"
     )
-    assert (human_bytes(999), human_seconds(125), human_seconds(7300)) == (
+    assert (size(999), duration(125), duration(7300)) == (
         "999 B",
-        "2 min 05 s",
-        "2 h 01 min",
+        "2 min 5 s",
+        "2 h 1 min",
     )
 
 

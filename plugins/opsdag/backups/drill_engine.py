@@ -1,9 +1,7 @@
-"""The steps of a DR drill as plain functions: pick, guard, provision, restore, verify, measure, teardown.
+"""The steps of a DR drill that change things: guard, provision, restore, teardown (no Airflow here).
 
-A drill restores the newest verified backup somewhere isolated and proves it usable:
-every table of the manifest has the same rows and checksum, the spec's checks return
-what they should, and the time it took (RTO) and the age of the data (RPO) meet the
-objectives.
+Which backup is restored is ``drill_pick``'s decision; what proves the restored copy
+usable (tables, checks, RTO and RPO) is ``drill_verification``'s.
 
 Isolation and safety: a logical drill restores into a new scratch database on the drill
 server (``drill.target_conn_id``), named ``opsdag_drill_<database>_<hash of the run>``
@@ -26,16 +24,14 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from opsdag.backups import logical, physical
-from opsdag.backups import stats as table_stats
 from opsdag.backups.engine import scratch_dir
 from opsdag.backups.manifest import Manifest
 from opsdag.backups.pg import PgTarget, quote_ident
-from opsdag.backups.storage import DATA_DIR, BackupStore, StoredBackup
+from opsdag.backups.storage import DATA_DIR, BackupStore
 from opsdag.backups.tempserver import TempServer
 
 log = logging.getLogger(__name__)
@@ -71,25 +67,6 @@ def drill_names(dag_id: str, run_id: str, database: str) -> DrillNames:
         workdir=scratch_dir("drills") / f"{slug}-{digest}",
         marker=f"{MARKER_PREFIX}{dag_id} {run_id}",
     )
-
-
-# -- pick -----------------------------------------------------------------------------
-
-
-def pick_backup(store: BackupStore, database: str, backup_id: str | None = None) -> StoredBackup:
-    """The newest verified backup, or the one asked for (which must be verified too)."""
-    backups = store.list_backups(database)
-    if backup_id:
-        for backup in backups:
-            if backup.id == backup_id:
-                if backup.state != "verified":
-                    raise DrillError(f"backup {backup_id} of {database} is {backup.state}, not verified")
-                return backup
-        raise DrillError(f"backup {backup_id} of {database} does not exist at {store.url}")
-    verified = [b for b in backups if b.state == "verified"]
-    if not verified:
-        raise DrillError(f"no verified backup of {database} at {store.url}")
-    return verified[-1]
 
 
 # -- guard ----------------------------------------------------------------------------
@@ -267,102 +244,6 @@ def restored_target(manifest: Manifest, names: DrillNames, target: PgTarget | No
     return server.target(manifest.dbname, role)
 
 
-# -- verify ---------------------------------------------------------------------------
-
-
-def check_matches(expect: Any, got: Any) -> bool:
-    """Does a check's single value equal what the spec expects (bool, number or text)?"""
-    if isinstance(expect, bool):
-        if isinstance(got, bool):
-            return got is expect
-        return str(got).strip().lower() in (
-            ("t", "true", "1", "yes", "on") if expect else ("f", "false", "0", "no", "off")
-        )
-    if isinstance(expect, int | float):
-        try:
-            return float(got) == float(expect)
-        except (TypeError, ValueError):
-            return False
-    return str(got) == str(expect)
-
-
-def run_checks(conn: Any, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each check's SQL in a READ ONLY transaction; its first value against ``expect``."""
-    results = []
-    for check in checks:
-        entry = {"name": check["name"], "sql": check["sql"], "expect": check["expect"]}
-        try:
-            with conn.transaction():
-                conn.execute("SET TRANSACTION READ ONLY")
-                row = conn.execute(check["sql"]).fetchone()
-            got = row[0] if row else None
-            entry["got"] = got if isinstance(got, bool | int | float | str | None) else str(got)
-            entry["ok"] = row is not None and check_matches(check["expect"], got)
-            entry["problem"] = (
-                "" if entry["ok"] else f"returned {entry['got']!r}, expected {check['expect']!r}"
-            )
-        except Exception as exc:
-            entry.update(got=None, ok=False, problem=f"failed: {str(exc).strip().splitlines()[0]}")
-        results.append(entry)
-    return results
-
-
-def verify_restored(conn: Any, manifest: Manifest, checks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Table by table against the manifest, then the spec's checks. ``ok`` only if all pass."""
-    t0 = time.monotonic()
-    table_stats.pin_session(conn)
-    expected = manifest.table_stats()
-    found = table_stats.capture_like(conn, expected)
-    tables = [c.to_dict() for c in table_stats.compare(expected, found)]
-    check_results = run_checks(conn, checks)
-    bad_tables = [t["table"] for t in tables if not t["ok"]]
-    bad_checks = [c["name"] for c in check_results if not c["ok"]]
-    return {
-        "ok": not bad_tables and not bad_checks,
-        "tables": tables,
-        "checks": check_results,
-        "failed_tables": bad_tables,
-        "failed_checks": bad_checks,
-        "seconds": round(time.monotonic() - t0, 3),
-    }
-
-
-# -- measure --------------------------------------------------------------------------
-
-
-def measure(
-    *,
-    provision_started: datetime | None,
-    verified_at: datetime | None,
-    drill_started: datetime,
-    consistent_at: datetime,
-    rto_objective: timedelta,
-    rpo_objective: timedelta,
-) -> dict[str, Any]:
-    """RTO (provision start -> verified copy) and RPO (backup age at drill start) against objectives."""
-    rto = (verified_at - provision_started).total_seconds() if provision_started and verified_at else None
-    rpo = (drill_started - consistent_at).total_seconds()
-    rto_ok = rto is not None and rto <= rto_objective.total_seconds()
-    rpo_ok = rpo <= rpo_objective.total_seconds()
-    problems = []
-    if rto is None:
-        problems.append("RTO not measured: no verified copy was reached")
-    elif not rto_ok:
-        problems.append(f"RTO {rto:.1f} s exceeds the objective of {rto_objective.total_seconds():.0f} s")
-    if not rpo_ok:
-        problems.append(f"RPO {rpo:.0f} s exceeds the objective of {rpo_objective.total_seconds():.0f} s")
-    return {
-        "rto_seconds": None if rto is None else round(rto, 3),
-        "rpo_seconds": round(rpo, 3),
-        "rto_objective_seconds": rto_objective.total_seconds(),
-        "rpo_objective_seconds": rpo_objective.total_seconds(),
-        "rto_ok": rto_ok,
-        "rpo_ok": rpo_ok,
-        "ok": rto_ok and rpo_ok,
-        "problems": problems,
-    }
-
-
 # -- teardown -------------------------------------------------------------------------
 
 
@@ -404,4 +285,5 @@ def teardown(
 
 
 def physical_role(manifest: Manifest, fallback: str) -> str:
+    """The role that owns the restored cluster of a physical backup (it was taken as that role)."""
     return str(manifest.model_extra.get("role") or fallback) if manifest.model_extra else fallback

@@ -22,8 +22,8 @@ def _builders(kind: str) -> list[Callable[[Any], Any]]:
 
         return [release_dag]
     if kind == "databases":
-        from opsdag.factory.backup import backup_dag
-        from opsdag.factory.drill import drill_dag
+        from opsdag.factory.backup_dag import backup_dag
+        from opsdag.factory.drill_dag import drill_dag
 
         return [backup_dag, drill_dag]
     if kind == "runbooks":

@@ -18,7 +18,8 @@ def backup_doc(spec: DatabaseSpec) -> str:
         f"### Backup of `{spec.name}`\n\n{spec.description}\n\n"
         "`preflight` (server, version, free space) -> `backup` -> `manifest` (written last: the backup "
         "exists from then on) -> `verify` (checksums re-read from storage, archive contents) -> "
-        "`retention` -> `publish` (Asset event for the drill) -> `notify`.\n\n"
+        "`retention` -> `publish` (Asset event naming the backup, for the drill) -> `report` (always) -> "
+        "`notify`.\n\n"
         f"- connection `{spec.connection_id}`, database `{spec.database or '(the connection schema)'}`\n"
         f"- method `{b.method}` with {b.jobs} job(s), compression {compression}, "
         f"table checksums {'on' if b.table_checksums else 'off'}\n"
@@ -29,7 +30,8 @@ def backup_doc(spec: DatabaseSpec) -> str:
         f"RPO {format_duration(spec.objectives.rpo)}\n"
         f"- owners: {', '.join(spec.owners) or '-'}\n\n"
         "Trigger by hand (or through the REST API) with `dry_run_retention: true` to see what retention "
-        "would prune without deleting anything."
+        "would prune without deleting anything.\n\n"
+        "Reports: `<reports root>/backup__<database>/<run_id>.md|.json`."
     )
 
 
@@ -38,6 +40,7 @@ def backup_dag(spec: DatabaseSpec) -> DAG:
         BackupManifestOperator,
         BackupNotifyOperator,
         BackupPreflightOperator,
+        BackupReportOperator,
         BackupRetentionOperator,
         PgBackupOperator,
         PublishBackupOperator,
@@ -74,6 +77,7 @@ def backup_dag(spec: DatabaseSpec) -> DAG:
         verify = VerifyBackupOperator(task_id="verify", **common)
         retention = BackupRetentionOperator(task_id="retention", retries=1, **common)
         publish = PublishBackupOperator(task_id="publish", retries=1, **common)
+        report = BackupReportOperator(task_id="report", **common)
         notify = BackupNotifyOperator(task_id="notify", **common)
-        preflight >> backup >> manifest >> verify >> retention >> publish >> notify
+        preflight >> backup >> manifest >> verify >> retention >> publish >> report >> notify
     return dag

@@ -1,4 +1,8 @@
-"""``drill__<database>``: prove the newest verified backup restorable, within the RTO and RPO."""
+"""``drill__<database>``: prove a verified backup restorable, within the RTO and RPO.
+
+The backup restored is the ``backup_id`` param's, else the one the triggering backup
+run announced (its Asset event), else the newest verified (``opsdag.backups.drill_pick``).
+"""
 
 from __future__ import annotations
 
@@ -40,7 +44,8 @@ def drill_doc(spec: DatabaseSpec) -> str:
     checks = "".join(f"  - `{c.name}`: `{c.sql}` = `{c.expect}`\n" for c in d.checks) or "  - (none)\n"
     return (
         f"### DR drill of `{spec.name}`\n\n{spec.description}\n\n"
-        "`pick_backup` (newest verified, or the `backup_id` param) -> `provision` (a scratch database on "
+        "`pick_backup` (the `backup_id` param, else the backup named by the backup run that triggered "
+        "this drill, else the newest verified) -> `provision` (a scratch database on "
         "the drill server; refuses the source or an unmarked target) -> `restore` -> `verify` (every "
         "table's rows and checksum, the checks below) -> `measure` (RTO/RPO) -> `teardown` (always) -> "
         "`report` -> `notify`.\n\n"
@@ -83,7 +88,10 @@ def drill_dag(spec: DatabaseSpec) -> DAG | None:
                 None,
                 type=["null", "string"],
                 title="Backup id",
-                description="Restore this backup (it must be verified) instead of the newest verified one.",
+                description=(
+                    "Restore this backup (it must be verified) instead of the one the triggering backup "
+                    "run announced, or the newest verified one."
+                ),
             ),
         },
         default_args={"owner": ",".join(spec.owners) or "opsdag", "retries": 0},

@@ -1,9 +1,13 @@
-"""Operators of the backup DAG: preflight -> backup -> manifest -> verify -> retention -> publish -> notify.
+"""Operators of the backup DAG: preflight -> backup -> manifest -> verify -> retention -> publish
+-> report -> notify.
 
 Each is idempotent for its run (the backup id comes from the run, see
 ``DatabaseOperator.backup_id``): a retried backup replaces its own partial dump, a
 published backup is never dumped again, the manifest is written once, retention
-converges, and publishing twice announces the same backup.
+converges, and publishing twice announces the same backup (its id in the event's extra,
+which tells the drill what to restore). ``report`` and ``notify`` run whatever happened
+before them; only ``notify`` fails, and only when the backup did, so that the run's state
+is the backup's.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from opsdag.backups import engine
 from opsdag.backups.retention import RetentionPolicy
-from opsdag.operators.backup_base import DatabaseOperator, first_failure, slack_conn_id
-
-BACKUP_TASKS = ["preflight", "backup", "manifest", "verify", "retention", "publish"]
+from opsdag.operators.database_base import DatabaseOperator, slack_conn_id
+from opsdag.operators.run_state import ERROR_KEY, first_failure, task_states
+from opsdag.reports.backup_record import BackupReport
+from opsdag.reports.backup_report import BACKUP_STEPS as BACKUP_TASKS
+from opsdag.reports.backup_report import build_backup_report
 
 
 def backup_asset(database: str) -> Asset:
@@ -140,11 +146,65 @@ class PublishBackupOperator(DatabaseOperator):
         return extra
 
 
+def backup_report_of(context: Any, database: str, backup_id: str) -> BackupReport:
+    """The run's backup record, from what its tasks recorded (their results, errors and states)."""
+    ti, dag_run = context["ti"], context["dag_run"]
+    failed_task, error = first_failure(context, BACKUP_TASKS)
+    return build_backup_report(
+        database=database,
+        dag_id=dag_run.dag_id,
+        run_id=dag_run.run_id,
+        started_at=(dag_run.start_date or datetime.now(UTC)).isoformat(),
+        finished_at=datetime.now(UTC).isoformat(),
+        states=task_states(context, BACKUP_TASKS),
+        errors={t: e for t in BACKUP_TASKS if (e := ti.xcom_pull(task_ids=t, key=ERROR_KEY))},
+        preflight=ti.xcom_pull(task_ids="preflight"),
+        backup=ti.xcom_pull(task_ids="backup"),
+        manifest=ti.xcom_pull(task_ids="manifest"),
+        verification=ti.xcom_pull(task_ids="verify") or ti.xcom_pull(task_ids="verify", key="verification"),
+        retention=ti.xcom_pull(task_ids="retention"),
+        published=ti.xcom_pull(task_ids="publish"),
+        failed_task=failed_task,
+        error=error,
+        backup_id=backup_id,
+    )
+
+
+class BackupReportOperator(DatabaseOperator):
+    """Write the run's Markdown + JSON report and make its summary the run's note.
+
+    Runs whatever happened upstream (trigger rule ``all_done``); its own failure never
+    changes the backup's outcome (``notify`` decides the run's state).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+
+    def run(self, context: Any) -> dict[str, Any]:
+        from opsdag.reports.backup_report import write_backup_report
+        from opsdag.reports.run_note import set_run_note
+
+        dag_run = context["dag_run"]
+        report = backup_report_of(context, self.database.name, self.backup_id(context))
+        written = write_backup_report(report)
+        self.log.info("%s", report.summary)
+        self.log.info("report written to %s and %s", written.markdown, written.json)
+        note = set_run_note(dag_run.dag_id, dag_run.run_id, report.summary, log=self.log)
+        return {
+            **report.to_json(),
+            "markdown": str(written.markdown),
+            "json": str(written.json),
+            "note_set": note,
+        }
+
+
 class BackupNotifyOperator(DatabaseOperator):
     """Tell Slack how the run went (failures always, successes unless turned off).
 
-    Runs whatever happened upstream (trigger rule ``all_done``) and then fails itself if
-    the backup failed, so that the DAG run's state is the backup's.
+    Says what the report says (its record, or the same record built again when the
+    report task failed). Runs whatever happened upstream (trigger rule ``all_done``) and
+    then fails itself if the backup failed, so that the DAG run's state is the backup's.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -152,26 +212,20 @@ class BackupNotifyOperator(DatabaseOperator):
         super().__init__(**kwargs)
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from opsdag.notify.backup_messages import backup_message
         from opsdag.notify.slack import send_slack
-        from opsdag.reports.backup import backup_message, backup_outcome
 
-        ti = context["ti"]
-        failed_task, error = first_failure(context, BACKUP_TASKS)
-        outcome = backup_outcome(
-            database=self.database.name,
-            backup=ti.xcom_pull(task_ids="backup"),
-            manifest=ti.xcom_pull(task_ids="manifest"),
-            verification=ti.xcom_pull(task_ids="verify")
-            or ti.xcom_pull(task_ids="verify", key="verification"),
-            retention=ti.xcom_pull(task_ids="retention"),
-            failed_task=failed_task,
-            error=error,
-            run_id=context["dag_run"].run_id,
-        )
-        text, blocks = backup_message(outcome)
+        written = context["ti"].xcom_pull(task_ids="report")
+        if written:
+            report = BackupReport.model_validate(written)
+        else:
+            report = backup_report_of(context, self.database.name, self.backup_id(context))
+            self.log.warning("the report task left no report: notifying from the tasks' results")
+        text, blocks = backup_message(report, report_file=(written or {}).get("markdown"))
         self.log.info("%s", text)
-        if not outcome["ok"] or self.database.notifications.on_success:
-            outcome["notified"] = send_slack(slack_conn_id(self.database), text, blocks=blocks)
-        if not outcome["ok"]:
-            raise AirflowFailException(f"the backup failed at {failed_task}: {error}")
-        return outcome
+        notified = False
+        if not report.ok or self.database.notifications.on_success:
+            notified = send_slack(slack_conn_id(self.database), text, blocks=blocks)
+        if not report.ok:
+            raise AirflowFailException(f"the backup failed at {report.failed_task}: {report.error}")
+        return {"result": report.result, "summary": report.summary, "notified": notified}

@@ -4,7 +4,7 @@ pick -> provision -> restore -> verify -> measure -> teardown -> report -> notif
 
 ``provision`` and ``teardown`` are an Airflow setup/teardown pair: teardown runs whenever
 provisioning succeeded, also when the restore or the verification failed. Every name a
-drill creates comes from ``(dag_id, run_id)`` (``opsdag.backups.drill.drill_names``), so
+drill creates comes from ``(dag_id, run_id)`` (``opsdag.backups.drill_engine.drill_names``), so
 each task and each retry finds them without another task's XCom, and teardown is safe
 to run again when nothing is left.
 
@@ -23,12 +23,16 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException
 
-from opsdag.backups import drill
+from opsdag.backups import drill_engine as drill
+from opsdag.backups.drill_pick import announced_backup, pick_backup
+from opsdag.backups.drill_verification import measure, verification_failure, verify_restored
 from opsdag.backups.manifest import Manifest
 from opsdag.backups.pg import PgTarget, target_from_connection
-from opsdag.operators.backup_base import DatabaseOperator, slack_conn_id, task_states
-
-DRILL_TASKS = ["pick_backup", "provision", "restore", "verify", "measure", "teardown"]
+from opsdag.format import duration
+from opsdag.operators.backup import backup_asset
+from opsdag.operators.database_base import DatabaseOperator, slack_conn_id
+from opsdag.operators.run_state import task_states
+from opsdag.reports.drill_report import PHASES as DRILL_TASKS
 
 
 def _now() -> str:
@@ -62,20 +66,19 @@ class DrillOperator(DatabaseOperator):
         conn = BaseHook.get_connection(self.database.drill.target_conn_id)
         return target_from_connection(conn, conn.schema or "postgres"), dict(conn.extra_dejson or {})
 
-    def timed(self, context: Any, result: dict[str, Any], started: float, started_at: str) -> dict[str, Any]:
-        result.setdefault("started_at", started_at)
-        result["finished_at"] = _now()
-        result["task_seconds"] = round(time.monotonic() - started, 3)
-        return result
-
     def execute(self, context: Any) -> Any:
+        """``run``, with when it started and ended and how long it took added to its result."""
         started, started_at = time.monotonic(), _now()
         result = super().execute(context)
-        return self.timed(context, result, started, started_at) if isinstance(result, dict) else result
+        if isinstance(result, dict):
+            result.setdefault("started_at", started_at)
+            result.update(finished_at=_now(), task_seconds=round(time.monotonic() - started, 3))
+        return result
 
 
 class PickBackupOperator(DrillOperator):
-    """The newest verified backup, or the one named by ``backup_id`` (templated)."""
+    """The backup to restore: the ``backup_id`` param (templated), else the one the triggering
+    backup's Asset event names, else the newest verified (``opsdag.backups.drill_pick``)."""
 
     template_fields: Sequence[str] = ("backup_id",)
 
@@ -83,26 +86,38 @@ class PickBackupOperator(DrillOperator):
         super().__init__(**kwargs)
         self.backup_id = backup_id
 
+    def triggering_events(self, context: Any) -> list[Any]:
+        """The events of this database's backup Asset that started this run (none for cron or manual runs)."""
+        events = context.get("triggering_asset_events") or {}
+        try:
+            return list(events[backup_asset(self.database.name)])
+        except (KeyError, TypeError):
+            return []
+
     def run(self, context: Any) -> dict[str, Any]:
         store = self.store()
+        announcement = announced_backup(self.triggering_events(context))
         try:
-            chosen = drill.pick_backup(store, self.database.name, (self.backup_id or "").strip() or None)
+            choice = pick_backup(store, self.database.name, self.backup_id, announcement=announcement)
         except drill.DrillError as exc:
             raise AirflowFailException(str(exc)) from exc
-        manifest = chosen.manifest
+        manifest = choice.backup.manifest
         assert manifest is not None
         drill_started = context["dag_run"].start_date or datetime.now(UTC)
         result = {
-            "backup_id": chosen.id,
+            "backup_id": choice.backup.id,
+            "chosen_because": choice.reason,
             "method": manifest.method,
             "consistent_at": manifest.consistent_at.isoformat(),
             "bytes": manifest.bytes,
             "tables": len(manifest.tables),
             "server_version": manifest.server_version,
-            "location": store.location(self.database.name, chosen.id),
+            "location": store.location(self.database.name, choice.backup.id),
             "drill_started": drill_started.isoformat(),
         }
-        self.log.info("drill of %s uses backup %s", self.database.name, result)
+        self.log.info(
+            "drill of %s uses backup %s (%s): %s", self.database.name, choice.backup.id, choice.reason, result
+        )
         return result
 
 
@@ -165,23 +180,15 @@ class VerifyDrillOperator(DrillOperator):
         manifest = self.manifest(context)
         assert self.database.drill is not None
         target = self.target()[0] if manifest.method == "logical" else None
-        role = str((manifest.model_extra or {}).get("role") or self.source().user)
+        role = drill.physical_role(manifest, self.source().user)
         restored = drill.restored_target(manifest, self.names(context), target, role)
         checks = [c.model_dump(mode="json") for c in self.database.drill.checks]
         with restored.connect() as conn:
-            result = drill.verify_restored(conn, manifest, checks)
+            result = verify_restored(conn, manifest, checks)
         result["verified_at"] = _now() if result["ok"] else None
         context["ti"].xcom_push(key="verification", value=result)
         if not result["ok"]:
-            failed = [f"table {t}" for t in result["failed_tables"]] + [
-                f"check {c}" for c in result["failed_checks"]
-            ]
-            details = [t["problem"] for t in result["tables"] if not t["ok"]]
-            details += [c["problem"] for c in result["checks"] if not c["ok"]]
-            raise AirflowFailException(
-                "verification failed: "
-                + "; ".join(f"{f}: {d}" for f, d in zip(failed, details, strict=False))
-            )
+            raise AirflowFailException(verification_failure(result))
         self.log.info(
             "restored copy verified: %d tables, %d checks", len(result["tables"]), len(result["checks"])
         )
@@ -196,7 +203,7 @@ class MeasureDrillOperator(DrillOperator):
         pick = self.picked(context)
         provision = ti.xcom_pull(task_ids="provision") or {}
         verification = ti.xcom_pull(task_ids="verify") or {}
-        result = drill.measure(
+        result = measure(
             provision_started=_parse(provision.get("started_at")),
             verified_at=_parse(verification.get("verified_at")),
             drill_started=_parse(pick["drill_started"]) or datetime.now(UTC),
@@ -207,7 +214,9 @@ class MeasureDrillOperator(DrillOperator):
         ti.xcom_push(key="measure", value=result)
         if not result["ok"]:
             raise AirflowFailException("; ".join(result["problems"]))
-        self.log.info("RTO %.1f s, RPO %.0f s: objectives met", result["rto_seconds"], result["rpo_seconds"])
+        self.log.info(
+            "RTO %s, RPO %s: objectives met", duration(result["rto_seconds"]), duration(result["rpo_seconds"])
+        )
         return result
 
 
@@ -215,9 +224,7 @@ class TeardownDrillOperator(DrillOperator):
     """Drop the scratch database / stop the temporary server, remove the workdir; check nothing is left."""
 
     def run(self, context: Any) -> dict[str, Any]:
-        target = None
-        if self.database.drill is not None:
-            target = self.target()[0]
+        target = self.target()[0] if self.database.drill is not None else None
         result = drill.teardown(target, self.names(context), logger=self.log)
         context["ti"].xcom_push(key="teardown", value=result)
         if not result["clean"]:
@@ -237,39 +244,35 @@ class DrillReportOperator(DrillOperator):
         super().__init__(**kwargs)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from opsdag import paths
-        from opsdag.reports.drill import build_report, write_report
+        from opsdag.reports.drill_report import build_drill_report, write_drill_report
         from opsdag.reports.run_note import set_run_note
 
-        ti = context["ti"]
-        dag_run = context["dag_run"]
-        errors = {t: e for t in DRILL_TASKS if (e := ti.xcom_pull(task_ids=t, key="error"))}
-        report = build_report(
+        ti, dag_run = context["ti"], context["dag_run"]
+
+        def result_of(task_id: str, key: str) -> Any:  # a failed step's result is under its own key
+            return ti.xcom_pull(task_ids=task_id) or ti.xcom_pull(task_ids=task_id, key=key)
+
+        report = build_drill_report(
             dag_id=dag_run.dag_id,
             run_id=dag_run.run_id,
             database=self.database.name,
             started_at=(dag_run.start_date or datetime.now(UTC)).isoformat(),
             finished_at=_now(),
             states=task_states(context, DRILL_TASKS),
-            errors=errors,
+            errors={t: e for t in DRILL_TASKS if (e := ti.xcom_pull(task_ids=t, key="error"))},
             pick=ti.xcom_pull(task_ids="pick_backup"),
             provision=ti.xcom_pull(task_ids="provision"),
             restore=ti.xcom_pull(task_ids="restore"),
-            verification=ti.xcom_pull(task_ids="verify")
-            or ti.xcom_pull(task_ids="verify", key="verification"),
-            measure=ti.xcom_pull(task_ids="measure") or ti.xcom_pull(task_ids="measure", key="measure"),
-            teardown=ti.xcom_pull(task_ids="teardown") or ti.xcom_pull(task_ids="teardown", key="teardown"),
+            verification=result_of("verify", "verification"),
+            measure=result_of("measure", "measure"),
+            teardown=result_of("teardown", "teardown"),
         )
-        written = write_report(report, paths.reports_root())
-        self.log.info("%s", report["summary"])
+        written = write_drill_report(report)
+        self.log.info("%s", report.summary)
         self.log.info("report written to %s and %s", written.markdown, written.json)
-        note = set_run_note(dag_run.dag_id, dag_run.run_id, report["summary"], log=self.log)
+        note = set_run_note(dag_run.dag_id, dag_run.run_id, report.summary, log=self.log)
         return {
-            "result": report["result"],
-            "summary": report["summary"],
-            "problems": report["problems"],
-            "rto_seconds": (report["measure"] or {}).get("rto_seconds"),
-            "rpo_seconds": (report["measure"] or {}).get("rpo_seconds"),
+            **report.to_json(),
             "markdown": str(written.markdown),
             "json": str(written.json),
             "note_set": note,
@@ -284,25 +287,20 @@ class DrillNotifyOperator(DrillOperator):
         super().__init__(**kwargs)
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from opsdag.notify.backup_messages import drill_message
         from opsdag.notify.slack import send_slack
+        from opsdag.reports.drill_record import DrillReport, unwritten_report
 
-        report = context["ti"].xcom_pull(task_ids="report") or {
-            "result": "failed",
-            "summary": f"Drill of {self.database.name} FAILED: the report could not be written",
-            "problems": ["the report task failed"],
-        }
-        passed = report["result"] == "passed"
-        if passed:
-            text = f":white_check_mark: {report['summary']}"
+        dag_run = context["dag_run"]
+        written = context["ti"].xcom_pull(task_ids="report")
+        if written:
+            report = DrillReport.model_validate(written)
         else:
-            text = f":rotating_light: <!here> DR drill FAILED: {report['summary']}"
-        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
-        if not passed and len(report.get("problems", [])) > 1:
-            listing = "\n".join(f"• {p}" for p in report["problems"][:10])
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": listing}})
+            report = unwritten_report(dag_run.dag_id, dag_run.run_id, self.database.name)
+        text, blocks = drill_message(report, report_file=(written or {}).get("markdown"))
         notified = False
-        if not passed or self.database.notifications.on_success:
+        if report.result != "passed" or self.database.notifications.on_success:
             notified = send_slack(slack_conn_id(self.database), text, blocks=blocks)
-        if not passed:
-            raise AirflowFailException(report["summary"])
-        return {"result": report["result"], "notified": notified}
+        if report.result != "passed":
+            raise AirflowFailException(report.summary)
+        return {"result": report.result, "notified": notified}

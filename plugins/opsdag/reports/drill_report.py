@@ -1,31 +1,34 @@
-"""The report of a DR drill: Markdown for people, JSON for tools, one summary line for notes and Slack.
+"""The report of a DR drill: its record built from the tasks' results, one summary line, and Markdown.
 
-Written to ``<reports root>/<dag_id>/<run_id>.md`` and ``.json``. The Markdown ends with
-the trend of the drill's RTO over its last runs, read from the JSON reports next to it.
-Pure functions (no Airflow import): the operator gathers the run's XComs into
-``build_report``'s arguments.
+Written through ``reports.store`` to ``<reports root>/<dag_id>/<run_id>.md`` and ``.json``.
+The Markdown ends with the trend of the drill's RTO over its last runs, read from the
+JSON reports next to it (``drill_record.drill_history``). Pure functions (no Airflow
+import): the operator gathers the run's XComs into ``build_drill_report``'s arguments.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from opsdag.reports.backup import human_bytes, human_seconds
+from opsdag.format import duration, plain_text, size
+from opsdag.reports.drill_record import DrillReport, drill_history
+from opsdag.reports.store import ReportPaths, write_report
 
 PHASES = ["pick_backup", "provision", "restore", "verify", "measure", "teardown"]
 TREND_LENGTH = 10
+_TIMINGS = {
+    "fetch_seconds": "files checked and fetched",
+    "prepare_seconds": "prepare",
+    "pg_restore_seconds": "pg_restore",
+    "start_seconds": "server start",
+    "seconds": "restore",
+    "task_seconds": "task",
+}
 
 
-def _seconds(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def build_report(
+def build_drill_report(
     *,
     dag_id: str,
     run_id: str,
@@ -40,8 +43,8 @@ def build_report(
     verification: dict[str, Any] | None,
     measure: dict[str, Any] | None,
     teardown: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """The drill's outcome as one JSON-able dict; ``result`` is passed, failed or refused."""
+) -> DrillReport:
+    """The drill's record; ``result`` is passed, failed or refused, ``problems`` lead with the cause."""
     phase_data = {
         "pick_backup": pick,
         "provision": provision,
@@ -56,28 +59,25 @@ def build_report(
         status = states.get(name) or ("success" if phase_data[name] else "not run")
         if name == "verify" and verification is not None and not verification.get("ok"):
             status = "failed"
+        seconds = data.get("task_seconds")
         phases.append(
             {
                 "name": name,
                 "status": status,
                 "started_at": data.get("started_at"),
                 "finished_at": data.get("finished_at"),
-                "seconds": _seconds(data.get("task_seconds")),
+                "seconds": None if seconds is None else float(seconds),
                 "error": errors.get(name),
             }
         )
-    problems: list[str] = []
-    refused = any("refused" in (errors.get(n) or "") for n in ("provision",))
-    for name in PHASES:
-        if errors.get(name):
-            problems.append(f"{name}: {errors[name]}")
+    problems = [f"{name}: {errors[name]}" for name in PHASES if errors.get(name)]
     if verification is not None:
-        for table in verification.get("tables", []):
-            if not table["ok"]:
-                problems.append(f"table {table['table']}: {table['problem']}")
-        for check in verification.get("checks", []):
-            if not check["ok"]:
-                problems.append(f"check {check['name']}: {check['problem']}")
+        problems += [
+            f"table {t['table']}: {t['problem']}" for t in verification.get("tables", []) if not t["ok"]
+        ]
+        problems += [
+            f"check {c['name']}: {c['problem']}" for c in verification.get("checks", []) if not c["ok"]
+        ]
     if measure is not None:
         problems.extend(measure.get("problems", []))
     if teardown is not None and teardown.get("left_behind"):
@@ -86,115 +86,70 @@ def build_report(
         problems.append("teardown did not run")
     problems = list(dict.fromkeys(problems))  # one line per problem, first cause first
 
+    refused = "refused" in (errors.get("provision") or "")
     passed = (
         not problems
-        and verification is not None
-        and verification.get("ok")
-        and measure is not None
-        and measure.get("ok")
-        and teardown is not None
-        and teardown.get("clean")
+        and bool((verification or {}).get("ok"))
+        and bool((measure or {}).get("ok"))
+        and bool((teardown or {}).get("clean"))
     )
-    result = "refused" if refused else "passed" if passed else "failed"
-    report = {
-        "kind": "opsdag-drill-report/1",
-        "dag_id": dag_id,
-        "run_id": run_id,
-        "database": database,
-        "result": result,
-        "started_at": started_at,
-        "finished_at": finished_at,
-        "backup": pick,
-        "target": provision,
-        "restore": restore,
-        "phases": phases,
-        "measure": measure,
-        "verification": verification,
-        "teardown": teardown,
-        "problems": problems,
-    }
-    report["summary"] = summary(report)
+    report = DrillReport.model_validate(
+        {
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "database": database,
+            "result": "refused" if refused else "passed" if passed else "failed",
+            "started_at": started_at,
+            "finished_at": finished_at,
+            "backup": pick,
+            "target": provision,
+            "restore": restore,
+            "phases": phases,
+            "measure": measure,
+            "verification": verification,
+            "teardown": teardown,
+            "problems": problems,
+        }
+    )
+    report.summary = drill_summary(report)
     return report
 
 
-def summary(report: dict[str, Any]) -> str:
+def drill_summary(report: DrillReport) -> str:
     """One or two lines: result, backup, RTO/RPO against objectives, verification, first problem."""
-    db = report["database"]
-    result = report["result"].upper()
-    parts = [f"Drill of {db} {result}"]
-    backup = report.get("backup") or {}
-    if backup.get("backup_id"):
-        parts.append(f"backup {backup['backup_id']}")
-    measure = report.get("measure") or {}
-    if measure:
-        rto = measure.get("rto_seconds")
+    parts = [f"Drill of {report.database} {report.result.upper()}"]
+    if report.backup is not None:
+        parts.append(f"backup {report.backup.backup_id}")
+    measure = report.measure
+    if measure is not None:
         parts.append(
-            f"RTO {human_seconds(rto)} (objective {human_seconds(measure['rto_objective_seconds'])})"
-            if rto is not None
+            f"RTO {duration(measure.rto_seconds)} (objective {duration(measure.rto_objective_seconds)})"
+            if measure.rto_seconds is not None
             else "RTO not reached"
         )
         parts.append(
-            f"RPO {human_seconds(measure['rpo_seconds'])} "
-            f"(objective {human_seconds(measure['rpo_objective_seconds'])})"
+            f"RPO {duration(measure.rpo_seconds)} (objective {duration(measure.rpo_objective_seconds)})"
         )
-    verification = report.get("verification") or {}
-    if verification.get("tables") is not None:
-        tables = verification["tables"]
-        checks = verification.get("checks", [])
+    verification = report.verification
+    if verification is not None:
+        tables, checks = verification.tables, verification.checks
         parts.append(
-            f"{sum(t['ok'] for t in tables)}/{len(tables)} tables and "
-            f"{sum(c['ok'] for c in checks)}/{len(checks)} checks match"
+            f"{sum(t.ok for t in tables)}/{len(tables)} tables and "
+            f"{sum(c.ok for c in checks)}/{len(checks)} checks match"
         )
     text = ", ".join(parts)
-    if report["problems"]:
-        text += f". {report['problems'][0]}"
-        if len(report["problems"]) > 1:
-            text += f" (+{len(report['problems']) - 1} more)"
+    if report.problems:
+        text += f". {report.problems[0]}"
+        if len(report.problems) > 1:
+            text += f" (+{len(report.problems) - 1} more)"
     return text
 
 
-# -- files ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WrittenReport:
-    markdown: Path
-    json: Path
-
-
-def safe_name(run_id: str) -> str:
-    """The run id as a file name (only ``/`` and control characters are replaced)."""
-    return re.sub(r"[/\x00-\x1f]", "_", run_id)
-
-
-def load_history(root: Path, dag_id: str, *, exclude_run_id: str | None = None) -> list[dict[str, Any]]:
-    """Earlier drill reports of ``dag_id``, oldest first."""
-    reports = []
-    for path in (root / dag_id).glob("*.json"):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if data.get("kind") == "opsdag-drill-report/1" and data.get("run_id") != exclude_run_id:
-            reports.append(data)
-    return sorted(reports, key=lambda r: r.get("started_at") or "")
-
-
-def write_report(report: dict[str, Any], root: Path) -> WrittenReport:
-    directory = root / report["dag_id"]
-    directory.mkdir(parents=True, exist_ok=True)
-    history = load_history(root, report["dag_id"], exclude_run_id=report["run_id"])
-    base = directory / safe_name(report["run_id"])
-    md = base.with_name(base.name + ".md")
-    js = base.with_name(base.name + ".json")
-    for path, text in (
-        (js, json.dumps(report, indent=2, default=str) + "\n"),
-        (md, render_markdown(report, history)),
-    ):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return WrittenReport(md, js)
+def write_drill_report(report: DrillReport, root: Path | str | None = None) -> ReportPaths:
+    """Write the JSON and the Markdown (with the trend of the earlier drills) atomically."""
+    history = drill_history(report.dag_id, root, exclude_run_id=report.run_id)
+    markdown = render_markdown(report, history)
+    return write_report(report.to_json(), markdown, dag_id=report.dag_id, run_id=report.run_id, root=root)
 
 
 # -- Markdown -------------------------------------------------------------------------
@@ -206,7 +161,7 @@ def _when(value: str | None) -> str:
     try:
         return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%S UTC")
     except ValueError:
-        return value
+        return plain_text(value)
 
 
 def _ok(flag: bool | None) -> str:
@@ -214,113 +169,119 @@ def _ok(flag: bool | None) -> str:
 
 
 def _cell(value: Any) -> str:
-    return str(value if value is not None else "-").replace("|", "\\|").replace("\n", " ")
+    """A table cell: one line, control characters dropped, ``|`` escaped."""
+    return plain_text(str(value if value is not None else "-")).replace("|", "\\|") or "-"
 
 
-def trend(history: list[dict[str, Any]], current: dict[str, Any], length: int = TREND_LENGTH) -> list[str]:
-    """Markdown lines: the last drills' RTO as a table with a bar per run."""
-    runs = [*history, current][-length:]
-    values = [((r.get("measure") or {}).get("rto_seconds")) for r in runs]
+def trend(history: list[dict[str, Any]], current: DrillReport, length: int = TREND_LENGTH) -> list[str]:
+    """Markdown lines: the last drills' RTO as a table with a bar per run (the current one last)."""
+    now = current.to_json()
+    runs = [*history, now][-length:]
+    values = [(r.get("measure") or {}).get("rto_seconds") for r in runs]
     top = max([v for v in values if v is not None] or [1.0]) or 1.0
-    objective = (current.get("measure") or {}).get("rto_objective_seconds")
     lines = ["| run | started | result | RTO | |", "|---|---|---|---:|---|"]
     for run, value in zip(runs, values, strict=True):
         bar = "█" * max(1, round(20 * value / top)) if value is not None else ""
-        marker = " ← this drill" if run is current else ""
+        marker = " ← this drill" if run is now else ""
         lines.append(
-            f"| `{_cell(run.get('run_id'))}` | {_when(run.get('started_at'))} | {run.get('result')} | "
-            f"{human_seconds(value) if value is not None else '-'} | `{bar}`{marker} |"
+            f"| `{_cell(run.get('run_id'))}` | {_when(run.get('started_at'))} | {_cell(run.get('result'))} | "
+            f"{duration(value) if value is not None else '-'} | `{bar}`{marker} |"
         )
-    if objective is not None:
-        lines.append("")
-        lines.append(f"RTO objective: {human_seconds(objective)}.")
+    if current.measure is not None:
+        lines += ["", f"RTO objective: {duration(current.measure.rto_objective_seconds)}."]
     return lines
 
 
-def render_markdown(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
-    backup = report.get("backup") or {}
-    measure = report.get("measure") or {}
-    verification = report.get("verification") or {}
-    teardown = report.get("teardown") or {}
-    target = report.get("target") or {}
+def _backup_lines(report: DrillReport) -> list[str]:
+    backup, target = report.backup, report.target
+    if backup is None:
+        out = ["- none: no backup could be picked"]
+    else:
+        out = [
+            f"- id `{backup.backup_id}` ({backup.method}), {size(backup.bytes)}",
+            f"- consistent at {_when(backup.consistent_at)}; PostgreSQL {backup.server_version}",
+            f"- location `{backup.location}`",
+        ]
+        if backup.chosen_because:
+            out.append(f"- chosen: {backup.chosen_because}")
+    if target is not None:
+        out += ["", f"Restored into `{target.scratch_db or target.workdir}` on `{target.server}`."]
+    return out
+
+
+def _verification_lines(report: DrillReport) -> list[str]:
+    verification = report.verification
+    if verification is None:
+        return ["Not verified: no restored copy."]
     out = [
-        f"# DR drill of `{report['database']}`: {report['result'].upper()}",
+        "| table | rows (backup) | rows (restored) | checksum | ok | problem |",
+        "|---|---:|---:|---|---|---|",
+    ]
+    for t in verification.tables:
+        if not t.expected_checksum:
+            same = "-"
+        else:
+            same = "same" if t.expected_checksum == t.actual_checksum else "differs"
+        out.append(
+            f"| `{_cell(t.table)}` | {_cell(t.expected_rows)} | {_cell(t.actual_rows)} | {same} | "
+            f"{_ok(t.ok)} | {_cell(t.problem or None)} |"
+        )
+    if verification.checks:
+        out += ["", "| check | expected | got | ok |", "|---|---|---|---|"]
+        for c in verification.checks:
+            out.append(f"| {_cell(c.name)} | {_cell(c.expect)} | {_cell(c.got)} | {_ok(c.ok)} |")
+    return out
+
+
+def render_markdown(report: DrillReport, history: list[dict[str, Any]]) -> str:
+    """The drill's Markdown report; ``history`` is the earlier reports' JSON, oldest first."""
+    out = [
+        f"# DR drill of `{report.database}`: {report.result.upper()}",
         "",
-        f"> {report['summary']}",
+        f"> {plain_text(report.summary)}",
         "",
-        f"- DAG run: `{report['dag_id']}` / `{report['run_id']}`",
-        f"- started {_when(report['started_at'])}, finished {_when(report['finished_at'])}",
+        f"- DAG run: `{report.dag_id}` / `{report.run_id}`",
+        f"- started {_when(report.started_at)}, finished {_when(report.finished_at)}",
         "",
         "## Backup used",
         "",
+        *_backup_lines(report),
+        "",
+        "## Phases",
+        "",
+        "| phase | status | started | time | error |",
+        "|---|---|---|---:|---|",
     ]
-    if backup:
-        out += [
-            f"- id `{backup.get('backup_id')}` ({backup.get('method')}), {human_bytes(backup.get('bytes'))}",
-            f"- consistent at {_when(backup.get('consistent_at'))}; "
-            f"PostgreSQL {backup.get('server_version')}",
-            f"- location `{backup.get('location')}`",
-        ]
-    else:
-        out.append("- none: no backup could be picked")
-    if target:
-        where = target.get("scratch_db") or target.get("workdir")
-        out += ["", f"Restored into `{where}` on `{target.get('server')}`."]
-    out += ["", "## Phases", "", "| phase | status | started | seconds | error |", "|---|---|---|---:|---|"]
-    for phase in report["phases"]:
-        seconds = f"{phase['seconds']:.1f}" if phase["seconds"] is not None else "-"
-        out.append(
-            f"| {phase['name']} | {phase['status']} | {_when(phase['started_at'])} | {seconds} | "
-            f"{_cell(phase['error'])} |"
-        )
-    restore = report.get("restore") or {}
-    if restore:
-        detail = ", ".join(f"{k} {v}" for k, v in restore.items() if k.endswith("seconds"))
-        out += ["", f"Restore timings: {detail}."]
+    for phase in report.phases:
+        took = duration(phase.seconds) if phase.seconds is not None else "-"
+        started = _when(phase.started_at)
+        out.append(f"| {phase.name} | {phase.status} | {started} | {took} | {_cell(phase.error)} |")
+    timings = [(_TIMINGS.get(k, k), v) for k, v in (report.restore or {}).items() if k.endswith("seconds")]
+    if timings:
+        out += ["", "Restore timings: " + ", ".join(f"{name} {duration(v)}" for name, v in timings) + "."]
     out += ["", "## Objectives", ""]
-    if measure:
-        rto = measure.get("rto_seconds")
+    measure = report.measure
+    if measure is not None:
+        rto = duration(measure.rto_seconds) if measure.rto_seconds is not None else "-"
         out += [
             "| | measured | objective | met |",
             "|---|---:|---:|---|",
-            f"| RTO (provisioning -> verified copy) | {human_seconds(rto) if rto is not None else '-'} | "
-            f"{human_seconds(measure['rto_objective_seconds'])} | {_ok(measure['rto_ok'])} |",
-            f"| RPO (backup age at drill start) | {human_seconds(measure['rpo_seconds'])} | "
-            f"{human_seconds(measure['rpo_objective_seconds'])} | {_ok(measure['rpo_ok'])} |",
+            f"| RTO (provisioning -> verified copy) | {rto} | "
+            f"{duration(measure.rto_objective_seconds)} | {_ok(measure.rto_ok)} |",
+            f"| RPO (backup age at drill start) | {duration(measure.rpo_seconds)} | "
+            f"{duration(measure.rpo_objective_seconds)} | {_ok(measure.rpo_ok)} |",
         ]
     else:
         out.append("Not measured: the drill did not reach a verified copy.")
-    out += ["", "## Verification", ""]
-    if verification.get("tables") is not None:
-        out += [
-            "| table | rows (backup) | rows (restored) | checksum | ok | problem |",
-            "|---|---:|---:|---|---|---|",
-        ]
-        for t in verification["tables"]:
-            same = (
-                "same"
-                if t["expected_checksum"] and t["expected_checksum"] == t["actual_checksum"]
-                else ("-" if not t["expected_checksum"] else "differs")
-            )
-            out.append(
-                f"| `{_cell(t['table'])}` | {t['expected_rows']} | {_cell(t['actual_rows'])} | {same} | "
-                f"{_ok(t['ok'])} | {_cell(t['problem'])} |"
-            )
-        if verification.get("checks"):
-            out += ["", "| check | expected | got | ok |", "|---|---|---|---|"]
-            for c in verification["checks"]:
-                out.append(
-                    f"| {_cell(c['name'])} | {_cell(c['expect'])} | {_cell(c.get('got'))} | {_ok(c['ok'])} |"
-                )
+    out += ["", "## Verification", "", *_verification_lines(report), "", "## Teardown", ""]
+    if report.teardown is not None:
+        out += [f"- {_cell(action)}" for action in report.teardown.actions]
+        out += [f"- **left behind**: {_cell(item)}" for item in report.teardown.left_behind]
     else:
-        out.append("Not verified: no restored copy.")
-    out += ["", "## Teardown", ""]
-    if teardown:
-        out += [f"- {action}" for action in teardown.get("actions", [])]
-        out += [f"- **left behind**: {item}" for item in teardown.get("left_behind", [])]
-    else:
-        out.append("- did not run (nothing was provisioned)" if not target else "- **did not run**")
-    if report["problems"]:
-        out += ["", "## Problems", ""] + [f"- {p}" for p in report["problems"]]
+        out.append(
+            "- did not run (nothing was provisioned)" if report.target is None else "- **did not run**"
+        )
+    if report.problems:
+        out += ["", "## Problems", "", *[f"- {_cell(p)}" for p in report.problems]]
     out += ["", "## Trend (RTO of the last drills)", "", *trend(history, report), ""]
     return "\n".join(out)
