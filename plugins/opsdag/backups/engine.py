@@ -1,5 +1,7 @@
 """The steps of a backup, as plain functions the operators call (no Airflow import here).
 
+Whole (~350 lines): the six steps of one backup in run order, sharing its ids and directories.
+
 Every step is idempotent, keyed by ``(database, backup_id)``: the backup id is derived
 from the DAG run (``backup_id_for``), so a retried task finds the same names. A retried
 backup step throws away its own half-written partial directory and starts again; a
@@ -25,6 +27,7 @@ from opsdag.backups.manifest import Manifest, build_manifest
 from opsdag.backups.pg import PgTarget, ToolError, pg_tool, server_info, tool_major
 from opsdag.backups.retention import RetentionPolicy, plan_retention
 from opsdag.backups.storage import DATA_DIR, VERIFICATION, BackupStore
+from opsdag.format import size
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +114,7 @@ def preflight(source: PgTarget, store: BackupStore, database: str, options: Back
     }
     if free is not None and free < expected:
         raise BackupError(
-            f"not enough space at {store.url}: {free / 1e6:.0f} MB free, "
-            f"about {expected / 1e6:.0f} MB needed ({basis})"
+            f"not enough space at {store.url}: {size(free)} free, about {size(expected)} needed ({basis})"
         )
     return result
 

@@ -1,5 +1,7 @@
 """Logical backups: ``pg_dump`` in directory format, and stats taken in the dump's snapshot.
 
+Whole (~310 lines): dump and restore of one on-disk layout, kept together so that they agree.
+
 One REPEATABLE READ, READ ONLY transaction exports its snapshot (``pg_export_snapshot()``);
 ``pg_dump --snapshot`` dumps exactly that snapshot with its parallel workers while the
 same transaction counts and checksums every table. The manifest's row counts and
