@@ -23,11 +23,14 @@ from typing import Any
 import pytest
 
 from opsdag.dev.sandbox import control
-from opsdag.dev.sandbox.fleet import DEFAULT_INSTANCES, FleetController
+from opsdag.dev.sandbox.controller import FleetController
+from opsdag.dev.sandbox.demo_database import postgres_server
+from opsdag.dev.sandbox.fleet import DEFAULT_INSTANCES
 from opsdag.dev.sandbox.postgres import PostgresServer
 from opsdag.dev.sandbox.processes import group_members, pid_alive
 from opsdag.dev.sandbox.prometheus_server import PrometheusClient
 from opsdag.dev.sandbox.state import Layout, load_state, locked
+from opsdag.dev.sandbox.status import read_counts, status
 from opsdag.dev.sandbox.versions import load_versions
 from opsdag.platforms.sandbox import SandboxPlatform
 from support.waiting import wait_for
@@ -47,14 +50,14 @@ class SandboxHandle:
         return load_state(self.layout) or {}
 
     def status(self) -> dict[str, Any]:
-        return control.status(layout=self.layout)
+        return status(layout=self.layout)
 
     def platform(self, **kwargs: Any) -> SandboxPlatform:
         return SandboxPlatform(sandbox_dir=self.layout.root, **kwargs)
 
     def counts(self) -> dict[str, Any] | None:
         """The load generator's counts file (cumulative answers per version and status)."""
-        return control.read_counts(self.layout)
+        return read_counts(self.layout)
 
     @property
     def frontend_url(self) -> str:
@@ -66,7 +69,7 @@ class SandboxHandle:
 
     @property
     def postgres(self) -> PostgresServer:
-        return control.postgres_server(self.layout)
+        return postgres_server(self.layout)
 
     def image(self, tag: str) -> str:
         return load_versions().image_for(tag)

@@ -20,7 +20,7 @@ def platform_for(spec: ServiceSpec | dict[str, Any]) -> Platform:
     if kind == "sandbox":
         from opsdag.platforms.sandbox import SandboxPlatform
 
-        return SandboxPlatform(service=spec.name, canary_instances=spec.platform.instances)
+        return SandboxPlatform(service_name=spec.name, instances=spec.platform.instances)
     raise NotImplementedError(
         f"service {spec.name}: platform kind {kind!r} has no driver in this version of opsdag"
     )

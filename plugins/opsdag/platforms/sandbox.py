@@ -1,6 +1,7 @@
 """The sandbox platform: demo-app processes behind HAProxy on this machine.
 
-The driver is a thin adapter over ``opsdag.dev.sandbox.fleet.FleetController``: all state
+The driver is a thin adapter over ``opsdag.dev.sandbox.controller.FleetController`` (the
+only runtime module that imports ``opsdag.dev``), reading its typed ``FleetStatus``: all state
 (ports, admin socket, which processes serve which track) lives in the sandbox state
 directory, so an Airflow task that deploys a canary and a later task (another process)
 that promotes it see the same fleet. Processes it starts are detached (own session,
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from opsdag.dev.sandbox.control import status as sandbox_status
-from opsdag.dev.sandbox.fleet import CANARY, STABLE, FleetController
+from opsdag.dev.sandbox.controller import FleetController
+from opsdag.dev.sandbox.fleet import CANARY, STABLE
 from opsdag.dev.sandbox.state import Layout, SandboxError, SandboxNotRunning
 from opsdag.platforms.base import CanaryReadiness, Platform, PlatformStatus
 
@@ -26,26 +27,24 @@ __all__ = ["SandboxError", "SandboxNotRunning", "SandboxPlatform"]
 class SandboxPlatform(Platform):
     """Platform driver for the embedded sandbox.
 
-    :param service: name of the service; must be the one the sandbox hosts
+    :param service_name: name of the service; must be the one the sandbox hosts
         (``service`` in versions.yaml, ``demo-api``).
     :param sandbox_dir: state directory of a running sandbox (default: ``paths.sandbox_dir()``,
         i.e. ``$OPSDAG_SANDBOX_DIR``), read on every call, never in ``__init__``.
     :param instances: processes per version (the service spec's ``platform.instances``):
         a canary starts this many, and after promotion they are the stable fleet
         (default: as many as the stable version runs; at most 8).
-    :param canary_instances: alias of ``instances``.
     """
 
     def __init__(
         self,
-        service: str = "demo-api",
+        service_name: str = "demo-api",
         sandbox_dir: str | Path | None = None,
         instances: int | None = None,
-        canary_instances: int | None = None,
     ) -> None:
-        self.service = service
+        self.service_name = service_name
         self.sandbox_dir = Path(sandbox_dir) if sandbox_dir is not None else None
-        self.instances = instances if instances is not None else canary_instances
+        self.instances = instances
 
     def _controller(self, check_service: bool = True) -> FleetController:
         layout = Layout(self.sandbox_dir.resolve()) if self.sandbox_dir is not None else Layout.default()
@@ -53,36 +52,32 @@ class SandboxPlatform(Platform):
         if not check_service:
             return controller
         hosted = controller.hosted_service()
-        if hosted != self.service:
-            raise SandboxError(f"the sandbox in {layout.root} hosts service {hosted!r}, not {self.service!r}")
+        if hosted != self.service_name:
+            raise SandboxError(
+                f"the sandbox in {layout.root} hosts service {hosted!r}, not {self.service_name!r}"
+            )
         return controller
 
     def status(self) -> PlatformStatus:
-        controller = self._controller()
-        st = sandbox_status(layout=controller.layout)
-        stable = st.get("stable") or {}
-        canary = st.get("canary")
-        instances = stable.get("instances", [])
-        traffic = st.get("traffic") or {}
-        servers = traffic.get("haproxy_servers") or {}
-        stable_up = all((servers.get(i["slot"], {}).get("status") or "").startswith("UP") for i in instances)
+        fleet = self._controller().status()
+        stable, canary, traffic = fleet.stable, fleet.canary, fleet.traffic
         return PlatformStatus(
-            stable_image=stable.get("image"),
-            canary_image=canary["image"] if canary else None,
-            canary_weight=int(st.get("canary_weight") or 0),
-            stable_healthy=bool(instances) and all(i["running"] for i in instances) and stable_up,
+            stable_image=stable.image if stable else None,
+            canary_image=canary.image if canary else None,
+            canary_weight=fleet.canary_weight,
+            stable_healthy=fleet.stable_healthy,
             details={
                 "platform": "sandbox",
-                "sandbox_dir": st["sandbox_dir"],
-                "stable_version": stable.get("version"),
-                "canary_version": canary.get("version") if canary else None,
-                "canary_failed": canary.get("failed") if canary else None,
+                "sandbox_dir": fleet.sandbox_dir,
+                "stable_version": stable.version if stable else None,
+                "canary_version": canary.version if canary else None,
+                "canary_failed": canary.failed if canary else None,
                 "traffic": {
-                    "configured": traffic.get("configured"),
-                    "measured": traffic.get("measured"),
+                    "configured": traffic.configured if traffic else None,
+                    "measured": traffic.measured.to_dict() if traffic and traffic.measured else None,
                 },
-                "haproxy_frontend": (st.get("haproxy") or {}).get("frontend_url"),
-                "prometheus_url": (st.get("prometheus") or {}).get("url"),
+                "haproxy_frontend": fleet.frontend_url,
+                "prometheus_url": fleet.prometheus_url,
             },
         )
 

@@ -1,4 +1,4 @@
-"""``python -m opsdag.sandbox up|down|status [--json]``: the embedded demo platform."""
+"""The command line of the sandbox, run as ``python -m opsdag.sandbox up|down|status [--json]``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from opsdag.dev.sandbox import control
 from opsdag.dev.sandbox.state import Layout, SandboxError
+from opsdag.dev.sandbox.status import format_status, sandbox_status
 from opsdag.dev.sandbox.versions import VersionsFileError
 
 
@@ -50,14 +51,14 @@ def main(argv: list[str] | None = None) -> int:
                 max_duration=args.max_duration,
                 instances=args.instances,
             )
-            print(json.dumps(st, indent=2) if json_out else control.format_status(st))
+            print(json.dumps(st.to_dict(), indent=2) if json_out else format_status(st))
             return 0
         if args.command == "down":
             control.down(layout=layout, progress=progress, purge=args.purge)
             return 0
-        st = control.status(layout=layout)
-        print(json.dumps(st, indent=2) if json_out else control.format_status(st))
-        return 0 if st["up"] else 1
+        st = sandbox_status(layout)
+        print(json.dumps(st.to_dict(), indent=2) if json_out else format_status(st))
+        return 0 if st.up else 1
     except (SandboxError, VersionsFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         if args.command == "up":

@@ -1,0 +1,35 @@
+"""The Airflow connections to the sandbox's servers, published in ``connections.json``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from opsdag.dev.sandbox.demo_database import DEMO_DATABASE, postgres_server
+from opsdag.dev.sandbox.processes import atomic_write
+from opsdag.dev.sandbox.state import Layout
+
+
+def write_connections(layout: Layout, state: dict[str, Any]) -> None:
+    """Publish Airflow connections to the sandbox's servers in ``connections.json`` (0600).
+
+    ``opsdag.dev.airflow_env`` exports them as ``AIRFLOW_CONN_*`` variables: Prometheus
+    (``prometheus_default``), the demo database (``postgres_demo``) and the same server as
+    the DR-drill target (``postgres_drill``, marked ``opsdag_drill_target``). The file
+    holds the PostgreSQL password, like ``postgres/password``; ``down`` removes it.
+    """
+    pg = state["postgres"]
+    server = postgres_server(layout)
+    postgres = {
+        "conn_type": "postgres",
+        "host": pg["host"],
+        "port": pg["port"],
+        "login": pg["user"],
+        "password": server.password,
+    }
+    connections = {
+        "prometheus_default": {"conn_type": "http", "host": "127.0.0.1", "port": state["prometheus"]["port"]},
+        "postgres_demo": {**postgres, "schema": DEMO_DATABASE},
+        "postgres_drill": {**postgres, "schema": "postgres", "extra": {"opsdag_drill_target": True}},
+    }
+    atomic_write(layout.connections_file, json.dumps(connections, indent=2) + "\n", mode=0o600)
