@@ -14,10 +14,10 @@ import pytest
 import yaml
 from support.slack_server import WEBHOOK_TOKEN, SlackRecorder, dead_connection_json
 
-from opsdag.notify.release import notify_release_outcome, notify_release_started, notify_stage_verdict
+from opsdag.notify.notifiers import notify_release_outcome, notify_release_started, notify_stage_verdict
 from opsdag.notify.slack import send_slack
 from opsdag.paths import include_dir
-from opsdag.reports.release import summary
+from opsdag.reports.release_wording import summary
 from opsdag.spec.service import ServiceSpec
 
 pytestmark = pytest.mark.integration
@@ -32,26 +32,28 @@ STAGE_10 = {
     "bake_s": 30,
     "status": "failed",
     "metrics": [
-        {
-            "name": "error-rate",
-            "phase": "failed",
+        {  # the gate's MetricSummary, as a dict
+            "metric": "error-rate",
+            "phase": "fail",
             "last_value": 0.081,
-            "baseline": 0.004,
+            "last_baseline": 0.004,
             "limit": "max 0.02",
-            "passes": 0,
-            "failures": 3,
+            "passed": 0,
+            "failed": 3,
             "inconclusive": 0,
+            "errors": 0,
             "reason": "error-rate 0.081 > max 0.02",
         },
         {
-            "name": "latency-p95",
-            "phase": "passed",
+            "metric": "latency-p95",
+            "phase": "pass",
             "last_value": 0.042,
-            "baseline": 0.038,
+            "last_baseline": 0.038,
             "limit": "max 0.3",
-            "passes": 3,
-            "failures": 0,
+            "passed": 3,
+            "failed": 0,
             "inconclusive": 0,
+            "errors": 0,
             "reason": "latency-p95 passed",
         },
     ],
@@ -120,7 +122,7 @@ def test_the_connection_points_the_providers_hook_at_the_recorder(slack):
 def test_release_started_arrives(slack):
     assert notify_release_started(
         CONN_ID,
-        service="demo-api",
+        service_name="demo-api",
         image=IMAGE,
         strategy="canary",
         previous_image=STABLE,
@@ -142,7 +144,7 @@ def test_release_started_arrives(slack):
 
 
 def test_stage_verdict_arrives_with_the_measured_values(slack):
-    assert notify_stage_verdict(CONN_ID, STAGE_10, service="demo-api", image=IMAGE)
+    assert notify_stage_verdict(CONN_ID, STAGE_10, service_name="demo-api", image=IMAGE)
     (message,) = slack.messages
     assert message["text"] == "demo-api 1.2.0-errors stage_10 (10 %) FAILED: error-rate 0.081 &gt; max 0.02"
     fields = [f["text"] for f in message["blocks"][1]["fields"]]
@@ -185,7 +187,7 @@ def test_a_service_spec_without_slack_sends_nothing(slack):
 
 def test_messages_carry_no_secret(slack):
     notify_release_outcome(CONN_ID, RECORD)
-    notify_stage_verdict(CONN_ID, STAGE_10, service="demo-api", image=IMAGE)
+    notify_stage_verdict(CONN_ID, STAGE_10, service_name="demo-api", image=IMAGE)
     for post in slack.posts:
         assert WEBHOOK_TOKEN.encode() not in post.body
         assert str(slack.port).encode() not in post.body
@@ -202,7 +204,7 @@ def test_slack_answering_500_returns_false_and_logs(slack, warnings_of_send_slac
 
 def test_a_dead_endpoint_returns_false_and_logs(monkeypatch, warnings_of_send_slack):
     monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", dead_connection_json())
-    assert notify_stage_verdict(CONN_ID, STAGE_10, service="demo-api", image=IMAGE) is False
+    assert notify_stage_verdict(CONN_ID, STAGE_10, service_name="demo-api", image=IMAGE) is False
     (warning,) = warnings_of_send_slack
     assert "Connection refused" in warning.getMessage()
     assert WEBHOOK_TOKEN not in warning.getMessage()

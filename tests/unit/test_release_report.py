@@ -11,16 +11,13 @@ from pathlib import Path
 import pytest
 
 from opsdag.analysis.summary import MetricSummary
-from opsdag.notify.release import release_outcome, release_started, stage_verdict
-from opsdag.reports.release import (
-    next_actions,
-    render_markdown,
-    report_paths,
-    safe_file_name,
-    summary,
-    write_report,
-)
+from opsdag.notify.release_messages import release_outcome, release_started, stage_verdict
+from opsdag.reports.release_facts import stage_from_verdict
+from opsdag.reports.release_files import write_release_report as write_report
+from opsdag.reports.release_markdown import render_markdown
 from opsdag.reports.release_record import RecordError, ReleaseRecord
+from opsdag.reports.release_wording import next_actions, summary
+from opsdag.reports.store import report_paths, safe_file_name
 
 RUN_ID = "manual__2026-11-24T05:00:00+00:00"
 STABLE = "registry.opsdag.local/demo-api:1.0.0"
@@ -58,29 +55,32 @@ def base_record(**changes) -> dict:
     return copy.deepcopy(record)  # tests change their records freely
 
 
+# Per-metric results are the gate's own MetricSummary (opsdag.analysis.summary), as dicts.
 ERROR_RATE_FAILED = {
-    "name": "error-rate",
-    "phase": "failed",
+    "metric": "error-rate",
+    "phase": "fail",
     "last_value": 0.081,
-    "baseline": 0.004,
+    "last_baseline": 0.004,
     "limit": "max 0.02",
-    "passes": 0,
-    "failures": 3,
+    "passed": 0,
+    "failed": 3,
     "inconclusive": 0,
+    "errors": 0,
     "reason": "error-rate 0.081 > max 0.02",
 }
 
 
 def passing(name: str, value: float, baseline: float, limit: str) -> dict:
     return {
-        "name": name,
-        "phase": "passed",
+        "metric": name,
+        "phase": "pass",
         "last_value": value,
-        "baseline": baseline,
+        "last_baseline": baseline,
         "limit": limit,
-        "passes": 3,
-        "failures": 0,
+        "passed": 3,
+        "failed": 0,
         "inconclusive": 0,
+        "errors": 0,
         "reason": f"{name} passed (3 pass, 0 fail, 0 inconclusive)",
     }
 
@@ -207,14 +207,14 @@ def test_rolled_back_report_reads_top_down(rolled_back):
     ]
     assert (
         "| error-rate | FAILED | 0.081 | 0.004 | max 0.02 | 0 pass, 3 fail, 0 inconclusive | "
-        "error-rate 0.081 > max 0.02 |" in md
+        "error-rate 0.081 &gt; max 0.02 |" in md  # text in the Markdown is HTML-escaped
     )
     assert "Not run: stage_25 (25 %), stage_50 (50 %), stage_100 (100 %)." in md
     assert (
         "- Impact: 1.2.0-errors took up to 10 % of traffic for 37 s; rolled back, stable 1.0.0 serves 100 %"
         in md
     )
-    assert "- Rollback: performed in 4 s" in md
+    assert "- Rollback: performed in 4.0 s" in md  # opsdag.format.duration: tenths under 10 s
     assert "Not run (the release was rolled back before promotion)." in md
     assert "| Latency p99 | no data |" in md
     assert "| Error rate | 0.0081 (0.81 %) |" in md
@@ -265,7 +265,7 @@ def test_promoted(promoted):
 def test_refused(refused):
     assert summary(refused) == (
         "demo-api 9.9.9 refused before any change: pre-deployment check image-available failed: "
-        "tag 9.9.9 is not declared in versions.yaml; stable 1.0.0 serves 100 %. 2 s."
+        "tag 9.9.9 is not declared in versions.yaml; stable 1.0.0 serves 100 %. 2.4 s."  # tenths under 10 s
     )
     md = render_markdown(refused)
     assert md.startswith("# Release of demo-api: REFUSED\n")
@@ -318,14 +318,15 @@ def test_summary_is_one_line_that_fits_a_dag_run_note(rolled_back, promoted, ref
 def test_missing_data_reads_no_data_never_zero(rolled_back):
     rolled_back["stages"][0]["metrics"] = [
         {
-            "name": "error-rate",
-            "phase": "failed",
+            "metric": "error-rate",
+            "phase": "fail",
             "last_value": None,
-            "baseline": float("nan"),  # NaN is no data too
+            "last_baseline": float("nan"),  # NaN is no data too
             "limit": "max 0.02",
-            "passes": 0,
-            "failures": 0,
+            "passed": 0,
+            "failed": 0,
             "inconclusive": 3,
+            "errors": 0,
             "reason": "error-rate: inconclusive (3) > inconclusive_limit (2); never promoted on missing data",
         }
     ]
@@ -357,16 +358,17 @@ def test_gate_summary_shape_is_accepted():
         base_record(status="rolled_back", stages=[stage("stage_10", 10, "failed", metrics=[gate.to_dict()])])
     )
     metric = record.stages[0].metrics[0]
-    assert (metric.name, metric.phase, metric.last_value, metric.failures, metric.inconclusive) == (
+    assert metric == gate  # one per-metric type: the record holds the gate's summary itself
+    assert (metric.metric, metric.phase, metric.last_value, metric.failed, metric.inconclusive) == (
         "error-rate",
-        "failed",
+        "fail",
         0.081,
         3,
         1,
     )
-    assert metric.baseline == float("inf")
+    assert metric.last_baseline == float("inf")
     assert (
-        json.loads(json.dumps(record.to_dict(), allow_nan=False))["stages"][0]["metrics"][0]["baseline"]
+        json.loads(json.dumps(record.to_dict(), allow_nan=False))["stages"][0]["metrics"][0]["last_baseline"]
         == "inf"
     )
 
@@ -506,7 +508,7 @@ def test_outcome_message_is_the_summary_with_figures(rolled_back):
 
 def test_stage_message_lists_each_metric_with_value_baseline_and_limit(rolled_back):
     text, blocks = stage_verdict(
-        service="demo-api", image=rolled_back["image"], stage=rolled_back["stages"][0]
+        service_name="demo-api", image=rolled_back["image"], stage=rolled_back["stages"][0]
     )
     assert text == "demo-api 1.2.0-errors stage_10 (10 %) FAILED: error-rate 0.081 &gt; max 0.02"
     fields = [f["text"] for f in blocks[1]["fields"]]
@@ -530,16 +532,17 @@ def test_stage_message_takes_a_gate_verdict_as_the_gate_pushes_it():
             ).to_dict()
         ],
     }
-    text, blocks = stage_verdict(service="demo-api", image=None, stage=verdict)
+    text, blocks = stage_verdict(service_name="demo-api", image=None, stage=verdict)
     assert text == "demo-api stage_25 (25 %) passed: error-rate 0.003 (max 0.02)"
     assert blocks[1]["fields"][0]["text"] == "error-rate passed: 0.003, limit max 0.02; 3 pass, 0 fail"
-    record = ReleaseRecord.from_dict(base_record(status="promoted", stages=[verdict]))
+    stage_25 = stage_from_verdict(verdict).model_dump()
+    record = ReleaseRecord.from_dict(base_record(status="promoted", stages=[stage_25]))
     assert record.stages[0].started_at == "2026-11-24T05:00:00+00:00"
 
 
 def test_people_text_is_escaped_and_block_kit_limits_hold():
     text, blocks = release_started(
-        service="demo-api",
+        service_name="demo-api",
         image="registry.opsdag.local/demo-api:1.2.0",
         strategy="canary",
         stages=[{"name": f"stage_{w}", "weight": w, "bake_s": 30} for w in (10, 25, 50, 100)],

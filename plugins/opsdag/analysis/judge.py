@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from opsdag.format import number
 from opsdag.spec.service import Metric
 
 MeasurementPhase = Literal["pass", "fail", "inconclusive", "error"]
@@ -34,13 +35,6 @@ Phase = Literal["running", "pass", "fail", "error"]
 # Worst last, as Argo's IsWorse: a gate is as bad as its worst metric.
 _SEVERITY: dict[str, int] = {"pass": 0, "running": 1, "error": 2, "fail": 3}
 NEVER_ON_MISSING_DATA = "never promoted on missing data"
-
-
-def fmt(value: float | None) -> str:
-    """A number as people read it in a reason: ``0.081``, ``2``, ``1.2e-05``, ``none``."""
-    if value is None:
-        return "none"
-    return f"{value:.4g}"
 
 
 @dataclass(frozen=True)
@@ -81,13 +75,13 @@ def describe_limits(metric: Metric) -> str:
     """The bounds of a metric in words: ``max 0.02, 2 x stable (floor 0.005)``."""
     parts = []
     if metric.max is not None:
-        parts.append(f"max {fmt(metric.max)}")
+        parts.append(f"max {number(metric.max)}")
     if metric.min is not None:
-        parts.append(f"min {fmt(metric.min)}")
+        parts.append(f"min {number(metric.min)}")
     if metric.max_ratio is not None:
-        ratio = f"{fmt(metric.max_ratio)} x stable"
+        ratio = f"{number(metric.max_ratio)} x stable"
         if metric.baseline_floor:
-            ratio += f" (floor {fmt(metric.baseline_floor)})"
+            ratio += f" (floor {number(metric.baseline_floor)})"
         parts.append(ratio)
     return ", ".join(parts)
 
@@ -116,16 +110,16 @@ def measure(
 
     if value is None:
         return result("inconclusive", "no data: canary query returned an empty result or NaN")
-    name, shown = metric.name, fmt(value)
+    name, shown = metric.name, number(value)
     if metric.max is not None and value > metric.max:
-        return result("fail", f"{name} {shown} > max {fmt(metric.max)}")
+        return result("fail", f"{name} {shown} > max {number(metric.max)}")
     if metric.min is not None and value < metric.min:
-        return result("fail", f"{name} {shown} < min {fmt(metric.min)}")
+        return result("fail", f"{name} {shown} < min {number(metric.min)}")
     within = []
     if metric.max is not None:
-        within.append(f"max {fmt(metric.max)}")
+        within.append(f"max {number(metric.max)}")
     if metric.min is not None:
-        within.append(f"min {fmt(metric.min)}")
+        within.append(f"min {number(metric.min)}")
     if metric.max_ratio is not None and not compare_with_stable:
         within.append("no ratio check (stable receives no traffic)")
     elif metric.max_ratio is not None:
@@ -134,17 +128,18 @@ def measure(
                 "inconclusive",
                 f"no data: stable baseline query returned an empty result or NaN (canary {shown})",
             )
-        ratio = fmt(metric.max_ratio)
+        ratio = number(metric.max_ratio)
         if baseline < metric.baseline_floor:
-            reference = f"floor {fmt(metric.baseline_floor)} (stable {fmt(baseline)} is below baseline_floor)"
+            floor = number(metric.baseline_floor)
+            reference = f"floor {floor} (stable {number(baseline)} is below baseline_floor)"
             effective = metric.baseline_floor
         else:
-            reference = f"stable {fmt(baseline)}"
+            reference = f"stable {number(baseline)}"
             effective = baseline
         limit = metric.max_ratio * effective
         if value > limit:
-            return result("fail", f"{name} {shown} > {ratio} x {reference} = {fmt(limit)} (ratio limit)")
-        within.append(f"{ratio} x {reference} = {fmt(limit)}")
+            return result("fail", f"{name} {shown} > {ratio} x {reference} = {number(limit)} (ratio limit)")
+        within.append(f"{ratio} x {reference} = {number(limit)}")
     return result("pass", f"{name} {shown} within {', '.join(within)}")
 
 

@@ -1,59 +1,102 @@
-"""A gate's measurements folded into one small record per metric, for XComs, reports and Slack.
+"""A gate's measurements folded into one small record per metric: THE per-metric result.
 
-The trigger's event, the gate's XCom and the release report all carry this summary
-instead of every measurement: it stays small however long the bake window, and still
-says for each metric its last value, the stable baseline, the limit and the counts.
+The trigger's event, the gate's XCom, the release record (its stages), the report and
+the Slack messages all carry :class:`MetricSummary` instead of every measurement: it
+stays small however long the bake window, and still says for each metric its last
+value, the stable baseline, the limit and the counts. There is no other per-metric type.
+
+JSON has no infinity: a non-finite figure is written as its text (``"inf"``, as
+``Measurement.to_dict`` does) and read back as a float; NaN, like null, is no data.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Annotated, Any
 
-from opsdag.analysis.judge import Measurement, Phase, describe_limits, fmt, metric_phase
+from pydantic import BeforeValidator, ConfigDict, NonNegativeInt, PlainSerializer, TypeAdapter
+from pydantic.dataclasses import dataclass
+
+from opsdag.analysis.judge import Measurement, Phase, describe_limits, metric_phase
+from opsdag.format import number
 from opsdag.spec.service import Metric
 
 
-@dataclass(frozen=True)
+def read_figure(value: Any) -> float | None:
+    """A float, or None for no data (null, NaN, empty text); ``"inf"`` is infinity."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number or null, got {value!r}")
+    try:
+        figure = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number or null, got {value!r}") from None
+    return None if math.isnan(figure) else figure
+
+
+def write_figure(value: float | None) -> float | str | None:
+    """The figure as JSON can hold it: a non-finite number becomes its text."""
+    if value is not None and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+# A measured number that may be missing: validated by read_figure, serialised by write_figure.
+Figure = Annotated[
+    float | None, BeforeValidator(read_figure), PlainSerializer(write_figure, when_used="always")
+]
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class MetricSummary:
-    """One metric of a gate: its phase and reason, last numbers, limit and counts."""
+    """One metric of a gate: its phase and reason, last numbers, limit and counts.
+
+    ``phase`` is the judge's (running, pass, fail, error); ``last_value`` and
+    ``last_baseline`` are None when there was no data, never 0.
+    """
 
     metric: str
     phase: Phase
     reason: str
     limit: str
-    last_value: float | None
-    last_baseline: float | None
-    passed: int
-    failed: int
-    inconclusive: int
-    errors: int
+    last_value: Figure
+    last_baseline: Figure
+    passed: NonNegativeInt
+    failed: NonNegativeInt
+    inconclusive: NonNegativeInt
+    errors: NonNegativeInt
 
     def line(self) -> str:
         """One line for people: ``error-rate fail: last 0.081 (stable 0.004), limit max 0.02; ...``."""
-        baseline = f" (stable {fmt(self.last_baseline)})" if self.last_baseline is not None else ""
+        baseline = f" (stable {number(self.last_baseline)})" if self.last_baseline is not None else ""
         counts = f"{self.passed} pass, {self.failed} fail, {self.inconclusive} inconclusive"
         if self.errors:
             counts += f", {self.errors} error"
-        last = f"last {fmt(self.last_value)}{baseline}"
+        last = f"last {number(self.last_value)}{baseline}"
         return f"{self.metric} {self.phase}: {last}, limit {self.limit}; {counts}"
 
+    @property
+    def lacks_data(self) -> bool:
+        """It did not pass and nothing was measured against it: no data, not a bad canary.
+
+        True when no measurement failed and none was a query error: the metric failed on
+        missing data (inconclusive past its limit, or never measured in the window).
+        """
+        return self.phase == "fail" and not self.failed and not self.errors
+
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("last_value", "last_baseline"):
-            if data[key] is not None and not math.isfinite(data[key]):
-                data[key] = str(data[key])
-        return data
+        """JSON-safe (a non-finite figure becomes its text, e.g. ``"inf"``)."""
+        return _ADAPTER.dump_python(self, mode="json")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MetricSummary:
-        fields = dict(data)
-        for key in ("last_value", "last_baseline"):
-            if fields.get(key) is not None:
-                fields[key] = float(fields[key])
-        return cls(**fields)
+    def from_dict(cls, data: Mapping[str, Any]) -> MetricSummary:
+        """Read :meth:`to_dict`'s output back; a malformed dict raises pydantic's ValidationError."""
+        return _ADAPTER.validate_python(dict(data))
+
+
+_ADAPTER = TypeAdapter(MetricSummary)
 
 
 def summarize(

@@ -21,6 +21,7 @@ opens nothing; in a trigger, :meth:`async_query` resolves it with the async-safe
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -129,6 +130,23 @@ class PrometheusHook(BaseHook):
         except httpx.HTTPError as exc:
             raise _unavailable(ep, exc) from exc
         return _single_value(ep, response, promql)
+
+    def query_figures(self, queries: Mapping[str, str]) -> dict[str, float | None]:
+        """Each named query's value; a figure that cannot be had is None (no data, never 0), and logged.
+
+        Once Prometheus cannot be reached (or its connection is missing) the remaining
+        figures are not asked for: they would only wait for the same timeout.
+        """
+        figures: dict[str, float | None] = dict.fromkeys(queries)
+        for i, (name, promql) in enumerate(queries.items()):
+            try:
+                figures[name] = self.query(promql)
+            except PrometheusQueryError as exc:
+                self.log.warning("figure %s: no data: %s", name, exc)
+            except Exception as exc:  # unreachable, no connection: a report never fails for a figure
+                self.log.warning("figures %s: no data: %s", ", ".join(list(queries)[i:]), exc)
+                break
+        return figures
 
     def test_connection(self) -> tuple[bool, str]:
         """Whether Prometheus answers a query (the UI's Test button, and gates before they defer)."""

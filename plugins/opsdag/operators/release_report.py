@@ -1,9 +1,11 @@
 """Write the release report from what the run's tasks recorded, and tell people the outcome.
 
-The report task always runs (trigger rule all_done). It changes nothing on the platform:
-it gathers XComs into a release record, adds monitoring figures read from Prometheus,
-writes ``<reports root>/<dag_id>/<run_id>.md|.json``, makes its summary the run's note
-where the Airflow API is reachable, and sends the outcome to Slack.
+The report task always runs (trigger rule all_done) and changes nothing on the platform.
+It gathers the run's XComs and task states, reads the monitoring figures from Prometheus,
+and leaves every decision (status, stages, rollback reason, incidents, wording) to the
+pure functions of :mod:`opsdag.reports`; then it writes
+``<reports root>/<dag_id>/<run_id>.md|.json``, makes the summary the run's note where the
+Airflow API is reachable, and sends the outcome to Slack.
 """
 
 from __future__ import annotations
@@ -11,25 +13,31 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from opsdag.operators.service_base import ServiceOperator, preflight_passed
+from opsdag.operators.run_state import ERROR_KEY, first_failure, task_states
+from opsdag.operators.service_base import ServiceOperator
 
 
 class ReleaseReportOperator(ServiceOperator):
-    """Gather the release record, write the report, set the run note, notify."""
+    """Gather the release record, write the report, set the run note, notify.
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        from opsdag import paths
-        from opsdag.notify.release import notify_release_outcome
-        from opsdag.reports.release import summary, write_report
-        from opsdag.reports.release_record import ReleaseRecord
+    :param service: the service's spec.
+    """
+
+    def run(self, context: Any) -> dict[str, Any]:
+        from opsdag.notify.notifiers import notify_release_outcome
+        from opsdag.reports.release_facts import build_record
+        from opsdag.reports.release_files import write_release_report
+        from opsdag.reports.release_markdown import markdown_text
+        from opsdag.reports.release_wording import summary
         from opsdag.reports.run_note import set_run_note
 
-        record = ReleaseRecord.from_dict(self.gather(context))
-        written = write_report(record, paths.reports_root())
+        record = build_record(self.gather(context))
+        written = write_release_report(record)
         text = summary(record)
         self.log.info("release %s: %s", record.status, text)
         self.log.info("report written to %s and %s", written.markdown, written.json)
-        set_run_note(context["dag"].dag_id, context["run_id"], text, log=self.log)
+        # Airflow's UI renders a note as Markdown: the summary quotes errors and image references.
+        set_run_note(record.dag_id, record.run_id, markdown_text(text), log=self.log)
         notify_release_outcome(self.service, record)
         result = {
             "status": record.status,
@@ -40,112 +48,46 @@ class ReleaseReportOperator(ServiceOperator):
         context["ti"].xcom_push(key="summary", value=result)
         return result
 
-    def gather(self, context: Any) -> dict[str, Any]:
-        """The release record as a dict, from the XComs of this run's tasks."""
+    def gather(self, context: Any):
+        """What this run's tasks recorded, as :class:`~opsdag.reports.release_facts.ReleaseFacts`."""
+        from opsdag.reports.release_facts import ReleaseFacts, release_task_ids
+
         ti = context["ti"]
-        params = context["params"]
-        request = ti.xcom_pull(task_ids="validate_request") or {}
-        preflight = ti.xcom_pull(task_ids="preflight", key="preflight") or {}
-        deploy = ti.xcom_pull(task_ids="deploy_canary", key="readiness") or {}
-        rollback = ti.xcom_pull(task_ids="rollback", key="rollback")
-        post = ti.xcom_pull(task_ids="post_promotion_check", key="post_promotion")
-        steps = self.service.canary.steps if self.service.canary else []
-        states = self._task_states(ti, [f"stage_{step.weight}.gate" for step in steps])
-        stages = [self._stage(ti, step, states) for step in steps]
+        task_ids = release_task_ids(self.service)
         started = context["dag_run"].start_date or datetime.now(UTC)
         finished = datetime.now(UTC)
-        status = self._status(params, request, preflight, deploy, stages, rollback, post)
-        incidents = []
-        if deploy.get("status") in ("failed", "timeout"):
-            incidents.append(f"canary {deploy.get('status')}: {deploy.get('reason')}")
-        failed_stage = next((s for s in stages if s["status"] == "failed"), None)
-        if failed_stage:
-            incidents.append(f"{failed_stage['name']} failed: {failed_stage['reason']}")
-        return {
-            "service": self.service.name,
-            "dag_id": context["dag"].dag_id,
-            "run_id": context["run_id"],
-            "image": request.get("image") or params.get("image"),
-            "previous_image": preflight.get("stable_image"),
-            "strategy": request.get("strategy") or params.get("strategy") or self.service.strategy,
-            "reason": request.get("reason") or params.get("reason") or "",
-            "dry_run": bool(params.get("dry_run")),
-            "status": status,
-            "started_at": started.isoformat(),
-            "finished_at": finished.isoformat(),
-            "duration_s": round((finished - started).total_seconds(), 1),
-            "preflight": {"checks": preflight.get("checks", [])},
-            "stages": stages,
-            "post_promotion": post or {"ok": None, "detail": "not run"},
-            "monitoring": self._monitoring(started, finished),
-            "rollback": self._rollback(rollback, failed_stage, deploy),
-            "incidents": incidents,
-            "next_actions": [],
-        }
+        return ReleaseFacts(
+            service=self.service,
+            dag_id=context["dag"].dag_id,
+            run_id=context["run_id"],
+            started_at=started,
+            finished_at=finished,
+            params=dict(context["params"]),
+            request=ti.xcom_pull(task_ids="validate_request"),
+            preflight=ti.xcom_pull(task_ids="preflight", key="preflight"),
+            readiness=ti.xcom_pull(task_ids="deploy_canary", key="readiness"),
+            verdicts={t: ti.xcom_pull(task_ids=t, key="verdict") for t in task_ids if t.endswith(".gate")},
+            states=task_states(context, task_ids),
+            rollback=ti.xcom_pull(task_ids="rollback", key="rollback"),
+            post_promotion=ti.xcom_pull(task_ids="post_promotion_check", key="post_promotion"),
+            failure=first_failure(context, task_ids),
+            rollback_error=ti.xcom_pull(task_ids="rollback", key=ERROR_KEY),
+            monitoring=self.monitoring(started, finished),
+        )
 
-    @staticmethod
-    def _status(params, request, preflight, deploy, stages, rollback, post) -> str:
-        if params.get("dry_run") and request:
-            return "planned"
-        if not request or not preflight_passed(preflight):
-            return "refused"
-        if rollback and rollback.get("performed"):
-            return "rolled_back"
-        if post and post.get("ok"):
-            return "promoted"
-        return "failed"
-
-    @staticmethod
-    def _rollback(rollback: dict | None, failed_stage: dict | None, deploy: dict) -> dict | None:
-        if not rollback:
-            return None
-        reason = failed_stage["reason"] if failed_stage else deploy.get("reason") or "a release step failed"
-        iso = {k: datetime.fromtimestamp(rollback[k], UTC).isoformat() for k in ("started_at", "finished_at")}
-        return {"performed": True, "reason": reason, **iso, "duration_s": rollback.get("duration_s")}
-
-    @staticmethod
-    def _task_states(ti: Any, task_ids: list[str]) -> dict[str, str | None]:
-        try:
-            states = ti.get_task_states(dag_id=ti.dag_id, task_ids=task_ids, run_ids=[ti.run_id])
-        except Exception:
-            return {}
-        return dict(states.get(ti.run_id, {}))
-
-    @staticmethod
-    def _stage(ti: Any, step: Any, states: dict[str, str | None]) -> dict[str, Any]:
-        name = f"stage_{step.weight}"
-        verdict = ti.xcom_pull(task_ids=f"{name}.gate", key="verdict")
-        base = {"name": name, "weight": step.weight, "bake_s": step.bake.total_seconds()}
-        if not verdict:
-            skipped = states.get(f"{name}.gate") == "skipped"
-            reason = "skipped: an earlier step failed or the run was a dry run" if skipped else "not reached"
-            return {**base, "status": "skipped" if skipped else "not_run", "reason": reason, "metrics": []}
-        passed = verdict.get("phase") == "pass"
-        return {
-            **base,
-            "status": "passed" if passed else "failed",
-            "reason": verdict.get("reason", ""),
-            "started_at": verdict.get("started_at"),
-            "finished_at": verdict.get("decided_at"),
-            "metrics": verdict.get("metrics", []),
-        }
-
-    def _monitoring(self, started: datetime, finished: datetime) -> dict[str, float | None]:
-        """Figures of the serving (stable) version over the release window; ``None`` is "no data"."""
-        from opsdag.analysis.query import render_query
+    def monitoring(self, started: datetime, finished: datetime) -> dict[str, float | None]:
+        """Figures of the service over the release window; None is "no data", never 0."""
+        from opsdag.analysis.monitoring import monitoring_queries, monitoring_window_s
         from opsdag.hooks.prometheus import PrometheusHook
 
-        queries = self.service.analysis.monitoring.queries()
+        analysis = self.service.analysis
+        window_s = monitoring_window_s((finished - started).total_seconds())
+        try:
+            queries = monitoring_queries(analysis.monitoring, self.platform.metric_selectors(), window_s)
+        except Exception as exc:  # the report is written without figures rather than not at all
+            self.log.warning("monitoring figures unavailable: %s", exc)
+            return {}
         if not queries:
             return {}
-        window = f"{max(int((finished - started).total_seconds()), 15)}s"
-        hook = PrometheusHook(self.service.analysis.prometheus_conn_id)
-        selectors = self.platform.metric_selectors()
-        figures: dict[str, float | None] = {}
-        for name, query in queries.items():
-            try:
-                figures[name] = hook.query(render_query(query.replace("$window", window), selectors))
-            except Exception as exc:  # a missing figure is reported as no data, never as 0
-                self.log.warning("monitoring figure %s unavailable: %s", name, exc)
-                figures[name] = None
-        return figures
+        figures = PrometheusHook(analysis.prometheus_conn_id).query_figures(queries)
+        return {**figures, "window_s": window_s}

@@ -1,0 +1,212 @@
+"""From what a release run's tasks recorded to its record: status, stages, rollback, incidents.
+
+The report task gathers the XComs and task states of its run into :class:`ReleaseFacts`
+and calls :func:`build_record`; every decision about what happened is made here, in pure
+functions tested without Airflow. The first failing step comes from
+:func:`opsdag.operators.run_state.first_failure` over :func:`release_task_ids` (run
+order), so a step that fails on its own (a task killed in ``set_weight``, ``promote``
+raising) is named with its own error, never with the canary's health message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from opsdag.analysis.summary import MetricSummary
+from opsdag.format import plain_text
+from opsdag.operators.service_base import preflight_passed
+from opsdag.reports.release_record import FailedStep, ReleaseRecord, StageRecord, Status, read_time
+from opsdag.reports.release_wording import error_text, stage_cause, step_failure
+from opsdag.spec.service import CanaryStep, ServiceSpec
+
+# A gate's verdict phase -> the stage's status (fail, error and inconclusive all stop the release).
+_STAGE_STATUS = {"pass": "passed", "running": "running"}
+# Steps that refuse a release before anything changes: their failure is a refusal, not an incident.
+_REFUSING_STEPS = ("validate_request", "preflight")
+
+
+def stage_name(step: CanaryStep) -> str:
+    return f"stage_{step.weight}"
+
+
+def release_task_ids(service: ServiceSpec) -> list[str]:
+    """The release DAG's task ids that can fail, in run order (for ``first_failure``)."""
+    ids = ["validate_request", "preflight", "deploy_canary"]
+    for step in service.canary.steps if service.canary else []:
+        name = stage_name(step)
+        ids += ([f"{name}.approval"] if step.approval else []) + [f"{name}.set_weight", f"{name}.gate"]
+    return [*ids, "promote", "post_promotion_check", "rollback"]
+
+
+@dataclass(frozen=True)
+class ReleaseFacts:
+    """What the tasks of one release run recorded (XComs, states), as the report task reads them.
+
+    :param failure: ``(task id, error)`` of the first failing task, from ``first_failure``.
+    :param rollback_error: the rollback task's own recorded error, if it failed.
+    :param monitoring: figures read from Prometheus over the release (None: no data).
+    """
+
+    service: ServiceSpec
+    dag_id: str
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    params: Mapping[str, Any] = field(default_factory=dict)
+    request: Mapping[str, Any] | None = None
+    preflight: Mapping[str, Any] | None = None
+    readiness: Mapping[str, Any] | None = None
+    verdicts: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    states: Mapping[str, str] = field(default_factory=dict)
+    rollback: Mapping[str, Any] | None = None
+    post_promotion: Mapping[str, Any] | None = None
+    failure: tuple[str | None, str | None] = (None, None)
+    rollback_error: str | None = None
+    monitoring: Mapping[str, float | None] = field(default_factory=dict)
+
+
+def release_status(
+    *,
+    dry_run: bool,
+    request: Mapping[str, Any] | None,
+    preflight: Mapping[str, Any] | None,
+    rollback: Mapping[str, Any] | None,
+    post_promotion: Mapping[str, Any] | None,
+) -> Status:
+    """How the release ended: planned (dry run), refused, rolled back, promoted, or failed."""
+    if dry_run and request:
+        return "planned"
+    if not request or not preflight_passed(dict(preflight or {})):
+        return "refused"
+    if rollback and rollback.get("performed"):
+        return "rolled_back"
+    if post_promotion and post_promotion.get("ok"):
+        return "promoted"
+    return "failed"
+
+
+def stage_from_verdict(
+    verdict: Mapping[str, Any], *, weight: int | None = None, bake_s: float | None = None
+) -> StageRecord:
+    """A stage as its health gate judged it (the gate's ``verdict`` XCom)."""
+    return StageRecord(
+        name=verdict["gate"],
+        status=_STAGE_STATUS.get(str(verdict.get("phase")), "failed"),
+        weight=verdict.get("weight", weight),
+        bake_s=bake_s,
+        reason=verdict.get("reason", ""),
+        started_at=read_time(verdict.get("started_at")),
+        finished_at=read_time(verdict.get("decided_at")),
+        metrics=tuple(MetricSummary.from_dict(m) for m in verdict.get("metrics") or ()),
+    )
+
+
+def stage_record(
+    step: CanaryStep,
+    verdict: Mapping[str, Any] | None,
+    gate_state: str | None,
+    failure: FailedStep | None,
+) -> StageRecord:
+    """One stage: as its gate judged it; failed when its weight change failed; else skipped or not run.
+
+    A rejected approval leaves the stage unrun (no traffic moved): the failure itself
+    names the approval task.
+    """
+    name, bake_s = stage_name(step), step.bake.total_seconds()
+    if verdict:
+        return stage_from_verdict(verdict, weight=step.weight, bake_s=bake_s)
+    base = {"name": name, "weight": step.weight, "bake_s": bake_s}
+    if failure is not None and failure.task_id in (f"{name}.set_weight", f"{name}.gate"):
+        return StageRecord(**base, status="failed", reason=step_failure(failure))
+    if gate_state == "skipped":
+        reason = "skipped: an earlier step failed or the run was a dry run"
+        return StageRecord(**base, status="skipped", reason=reason)
+    return StageRecord(**base, status="not_run", reason="not reached")
+
+
+def rollback_record(rollback: Mapping[str, Any] | None, reason: str) -> dict[str, Any] | None:
+    """The rollback task's XCom (epoch times) with the reason the release was rolled back."""
+    if not rollback:
+        return None
+    times = {k: read_time(rollback.get(k)) for k in ("started_at", "finished_at")}
+    return {"performed": True, "reason": reason, **times, "duration_s": rollback.get("duration_s")}
+
+
+def incidents(
+    readiness: Mapping[str, Any] | None,
+    stages: Sequence[StageRecord],
+    failure: FailedStep | None,
+    rollback_error: str | None,
+) -> list[str]:
+    """What went wrong while the release was changing things, each with its own words."""
+    found = []
+    canary_failed = bool(readiness) and readiness.get("status") in ("failed", "timeout")
+    if canary_failed:
+        found.append(f"canary {readiness.get('status')}: {readiness.get('reason')}")
+    failed = next((s for s in stages if s.status == "failed"), None)
+    if failed is not None:
+        found.append(f"{failed.name} failed: {stage_cause(failed)}")
+    if failure is not None and failure.task_id not in _REFUSING_STEPS:
+        in_failed_stage = failed is not None and failure.task_id.startswith(f"{failed.name}.")
+        in_failed_canary = canary_failed and failure.task_id == "deploy_canary"
+        if not (in_failed_stage or in_failed_canary):  # else already said above, with its numbers
+            found.append(f"{failure.task_id} failed: {error_text(failure.error)}")
+    if rollback_error:
+        found.append(f"rollback failed: {error_text(rollback_error)}")
+    return found
+
+
+def build_record(facts: ReleaseFacts) -> ReleaseRecord:
+    """The release record of one run, from what its tasks recorded."""
+    service, params = facts.service, facts.params
+    request = dict(facts.request or {})
+    task_id, error = facts.failure
+    failure = FailedStep(task_id=task_id, error=error or "") if task_id else None
+    steps = service.canary.steps if service.canary else []
+    stages = [
+        stage_record(
+            step,
+            facts.verdicts.get(f"{stage_name(step)}.gate"),
+            facts.states.get(f"{stage_name(step)}.gate"),
+            failure,
+        )
+        for step in steps
+    ]
+    failed = next((s for s in stages if s.status == "failed"), None)
+    why = stage_cause(failed) if failed else step_failure(failure) if failure else "a release step failed"
+    status = release_status(
+        dry_run=bool(params.get("dry_run")),
+        request=facts.request,
+        preflight=facts.preflight,
+        rollback=facts.rollback,
+        post_promotion=facts.post_promotion,
+    )
+    preflight = dict(facts.preflight or {})
+    duration = (facts.finished_at - facts.started_at).total_seconds()
+    return ReleaseRecord.model_validate(
+        {
+            "service": service.name,
+            "dag_id": facts.dag_id,
+            "run_id": facts.run_id,
+            "image": plain_text(request.get("image") or params.get("image")),
+            "previous_image": preflight.get("stable_image"),
+            "strategy": request.get("strategy") or params.get("strategy") or service.strategy,
+            "reason": plain_text(request.get("reason") or params.get("reason")),
+            "dry_run": bool(params.get("dry_run")),
+            "status": status,
+            "started_at": facts.started_at.isoformat(),
+            "finished_at": facts.finished_at.isoformat(),
+            "duration_s": round(duration, 1),
+            "prometheus_conn_id": service.analysis.prometheus_conn_id,
+            "preflight": {"checks": preflight.get("checks", [])},
+            "stages": stages,
+            "post_promotion": facts.post_promotion or {"ok": None, "detail": "not run"},
+            "monitoring": dict(facts.monitoring),
+            "rollback": rollback_record(facts.rollback, why),
+            "failure": failure,
+            "incidents": incidents(facts.readiness, stages, failure, facts.rollback_error),
+        }
+    )
