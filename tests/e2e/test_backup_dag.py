@@ -26,11 +26,18 @@ from opsdag.backups.storage import BackupStore
 
 pytestmark = pytest.mark.e2e
 
-TASKS = ["preflight", "backup", "manifest", "verify", "retention", "publish", "notify"]
+TASKS = ["preflight", "backup", "manifest", "verify", "retention", "publish", "report", "notify"]
 
 
 def dags(airflow_home: Path) -> dict:
     return runpy.run_path(str(airflow_home / "dags" / "opsdag_databases.py"))
+
+
+def report_of(env, result) -> tuple[dict, str]:
+    """The run's backup report: ``<reports>/backup__e2e-db/<run_id>.json`` and ``.md``."""
+    directory = env.reports / "backup__e2e-db"
+    data = json.loads((directory / f"{result.dagrun.run_id}.json").read_text())
+    return data, (directory / f"{result.dagrun.run_id}.md").read_text()
 
 
 @pytest.fixture
@@ -69,6 +76,15 @@ def test_a_scheduled_backup_runs_through_and_publishes(opsdag_env, airflow_home,
     [message] = slack.wait_for(1)
     assert "e2e-db" in message["text"] and "verified" in message["text"] and "/s" in message["text"]
 
+    report, markdown = report_of(opsdag_env, result)
+    assert report["format"] == "opsdag.backup-report/1" and report["result"] == "verified"
+    assert report["backup_id"] == backup_id and report["method"] == "logical" and report["published"]
+    assert report["stored_bytes"] == manifest["bytes"] and report["throughput_bytes_per_s"] > 0
+    assert report["verification"]["status"] == "verified" and report["retention"]["dry_run"] is False
+    assert message["text"].replace("*", "").replace("`", "") == f":white_check_mark: {report['summary']}"
+    assert markdown.startswith("# Backup of `e2e-db`: VERIFIED") and "## Retention" in markdown
+    assert result.xcoms["report.return_value"]["summary"] == report["summary"]
+
     captured = capfd.readouterr()
     logs = captured.out + captured.err
     logs += "".join(p.read_text(errors="replace") for p in (airflow_home / "logs").rglob("*") if p.is_file())
@@ -97,6 +113,13 @@ def test_a_backup_that_fails_verification_fails_the_run_and_says_so(
     assert stored.state == "bad" and "could not read TOC" in " ".join(stored.verification["problems"])
     [message] = slack.wait_for(1)
     assert "FAILED" in message["text"] and "`verify`" in message["text"]
+    assert result.states["report"] == "success"  # the report is written whatever failed
+    report, markdown = report_of(opsdag_env, result)
+    assert report["result"] == "failed" and report["failed_task"] == "verify"
+    assert report["problems"][0].startswith("verify: ") and "could not read TOC" in " ".join(
+        report["problems"]
+    )
+    assert "| verify | failed |" in markdown and "| publish | upstream_failed |" in markdown
 
 
 def test_retention_dry_run_lists_and_a_real_run_prunes(opsdag_env, airflow_home, pg_server):
@@ -121,6 +144,8 @@ def test_retention_dry_run_lists_and_a_real_run_prunes(opsdag_env, airflow_home,
     assert dry.state == "success"
     assert dry.xcoms["retention.return_value"]["dry_run"] is True
     assert sorted(dry.xcoms["retention.return_value"]["delete"]) == old
+    _, markdown = report_of(opsdag_env, dry)
+    assert all(f"| `{backup_id}` | would delete |" in markdown for backup_id in old)
     assert len(store.list_backups("e2e-db")) == 3
 
     real = run_dag(dags(airflow_home)["backup__e2e-db"])  # a fresh DAG: dag.test() keeps the last conf

@@ -135,6 +135,70 @@ def test_backup_then_drill_passes_reports_and_leaves_nothing(opsdag_env, airflow
     assert markdown.count("| passed |") == 2  # the trend shows both drills
 
 
+def published_event(backup_run):
+    """The Asset event a backup DAG run published (its extra names the backup)."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        [event] = session.query(AssetEvent).filter(AssetEvent.source_run_id == backup_run.dagrun.run_id).all()
+        session.expunge(event)
+        return event
+
+
+@pytest.fixture
+def triggered_by(monkeypatch: pytest.MonkeyPatch):
+    """Make the next ``dag.test()`` run (only that one) consume an Asset event, as a scheduler-made run does.
+
+    ``dag.test()`` always creates a manual run; the scheduler creates an asset-triggered
+    run with the events it consumed, which the Task SDK hands to tasks as
+    ``triggering_asset_events``. This attaches the event to the run ``dag.test()`` creates.
+    """
+    import airflow.models.dagrun as dagrun_module
+
+    create = dagrun_module.get_or_create_dagrun
+
+    def consume(event):
+        def create_consuming(**kwargs):
+            monkeypatch.setattr(dagrun_module, "get_or_create_dagrun", create)  # this run only
+            run = create(**kwargs)
+            session = kwargs["session"]
+            run.consumed_asset_events.append(session.merge(event))
+            session.commit()
+            return run
+
+        monkeypatch.setattr(dagrun_module, "get_or_create_dagrun", create_consuming)
+
+    return consume
+
+
+def test_a_drill_started_by_a_backup_restores_that_backup_not_the_newest(
+    opsdag_env, airflow_home, pg_server, triggered_by
+):
+    write_spec(opsdag_env, notifications={})
+    backup = run_dag(dags(airflow_home)["backup__e2e-db"])
+    assert backup.state == "success", backup.states
+    announced = backup.xcoms["backup.return_value"]["backup_id"]
+    event = published_event(backup)
+    assert event.extra["backup_id"] == announced
+    newer = take_backup(opsdag_env, pg_server)  # verified, newer, and not what the event announced
+    assert BackupStore(opsdag_env.backups).newest_verified("e2e-db").id == newer != announced
+
+    triggered_by(event)
+    result = run_dag(dags(airflow_home)["drill__e2e-db"])
+    assert result.state == "success", result.states
+    report, markdown = report_of(opsdag_env, result)
+    assert report["backup"]["backup_id"] == announced
+    assert report["backup"]["chosen_because"].startswith(
+        f"announced by the asset event of backup__e2e-db / {backup.dagrun.run_id} at "
+    )
+    assert f"id `{announced}`" in markdown and "- chosen: announced by the asset event" in markdown
+
+    manual = run_dag(dags(airflow_home)["drill__e2e-db"])  # no event: the newest verified
+    assert manual.state == "success", manual.states
+    assert report_of(opsdag_env, manual)[0]["backup"]["backup_id"] == newer
+
+
 def test_a_table_altered_after_the_manifest_fails_verification_naming_it(
     opsdag_env, airflow_home, pg_server, slack
 ):
