@@ -43,6 +43,23 @@ class BackupChoice:
     backup: StoredBackup
     reason: str
 
+    def to_xcom(self, *, location: str, drill_started: datetime) -> dict[str, Any]:
+        """What the drill's later steps and its report need to know of the backup."""
+        manifest = self.backup.manifest
+        if manifest is None:
+            raise DrillError(f"backup {self.backup.id} has no manifest")
+        return {
+            "backup_id": self.backup.id,
+            "chosen_because": self.reason,
+            "method": manifest.method,
+            "consistent_at": manifest.consistent_at.isoformat(),
+            "bytes": manifest.bytes,
+            "tables": len(manifest.tables),
+            "server_version": manifest.server_version,
+            "location": location,
+            "drill_started": drill_started.isoformat(),
+        }
+
 
 def announced_backup(events: Iterable[Any]) -> BackupAnnouncement | None:
     """The newest of the asset events that started this run (``.extra``, ``.timestamp``), or None.

@@ -101,23 +101,11 @@ class PickBackupOperator(DrillOperator):
             choice = pick_backup(store, self.database.name, self.backup_id, announcement=announcement)
         except drill.DrillError as exc:
             raise AirflowFailException(str(exc)) from exc
-        manifest = choice.backup.manifest
-        assert manifest is not None
-        drill_started = context["dag_run"].start_date or datetime.now(UTC)
-        result = {
-            "backup_id": choice.backup.id,
-            "chosen_because": choice.reason,
-            "method": manifest.method,
-            "consistent_at": manifest.consistent_at.isoformat(),
-            "bytes": manifest.bytes,
-            "tables": len(manifest.tables),
-            "server_version": manifest.server_version,
-            "location": store.location(self.database.name, choice.backup.id),
-            "drill_started": drill_started.isoformat(),
-        }
-        self.log.info(
-            "drill of %s uses backup %s (%s): %s", self.database.name, choice.backup.id, choice.reason, result
+        result = choice.to_xcom(
+            location=store.location(self.database.name, choice.backup.id),
+            drill_started=context["dag_run"].start_date or datetime.now(UTC),
         )
+        self.log.info("drill of %s uses backup %s (%s)", self.database.name, choice.backup.id, choice.reason)
         return result
 
 
