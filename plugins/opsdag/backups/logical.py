@@ -32,6 +32,7 @@ from typing import Any
 
 from opsdag.backups import stats as table_stats
 from opsdag.backups.pg import PgTarget, ToolError, pg_tool, run_tool, server_info, tool_major
+from opsdag.format import size
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,10 @@ def dump(
         tables = table_stats.list_tables(conn)
         argv = dump_argv(pg_dump, out_dir, jobs=options.jobs, snapshot=snapshot, compress=compress)
         logger.info(
-            "pg_dump of %s (PostgreSQL %s, %.1f MB) at snapshot %s: %d tables, %s",
+            "pg_dump of %s (PostgreSQL %s, %s) at snapshot %s: %d tables, %s",
             source.address,
             server["server_version"],
-            server["database_bytes"] / 1e6,
+            size(server["database_bytes"]),
             snapshot,
             len(tables),
             " ".join(argv[1:]),

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from opsdag.format import duration
+
 log = logging.getLogger(__name__)
 
 _LIBPQ_EXTRAS = ("sslmode", "sslcert", "sslkey", "sslrootcert", "connect_timeout", "application_name")
@@ -223,7 +225,7 @@ def run_tool(
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
-            raise ToolError(f"{what} did not finish within {timeout:.0f} s") from exc
+            raise ToolError(f"{what} did not finish within {duration(timeout)}") from exc
         reader.join(timeout=10)
     finally:
         if proc.poll() is None:
