@@ -43,12 +43,15 @@ def rate(per_second: float | None, unit: str = "req/s") -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """``0.4 s``, ``2.8 s``, ``41 s``, ``2 min 14 s``, ``1 h 3 min``; None is ``no data``.
+    """``12 ms``, ``0.4 s``, ``2.8 s``, ``41 s``, ``2 min 14 s``, ``1 h 3 min``; None is ``no data``.
 
-    Under 10 s a tenth of a second is shown (a backup or a rollback that short is worth it).
+    Under 10 s a tenth of a second is shown (a backup or a rollback that short is worth it),
+    under 0.1 s milliseconds.
     """
     if seconds is None or not math.isfinite(seconds):
         return NO_DATA
+    if 0 < seconds < 0.1:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 10:
         return f"{max(seconds, 0.0):.1f} s"
     total = round(seconds)
