@@ -99,6 +99,20 @@ def test_prometheus_stopped_during_bake_is_never_promoted(run_release, sandbox, 
     [failed] = [s for s in run.report["stages"] if s["status"] == "failed"]
     assert "never promoted on missing data" in failed["reason"]
     assert "stage_100" not in [s["name"] for s in run.report["stages"] if s["status"] == "passed"]
+    # The advice follows the cause: no data means check Prometheus, not the new version.
+    actions = run.report["next_actions"]
+    assert actions[0].startswith("Check Prometheus (connection prometheus_default)"), actions
+    assert not any(a.startswith("Investigate") for a in actions), actions
+
+
+def test_request_refused_at_run_time_says_the_field_and_the_problem(run_release, sandbox) -> None:
+    run = run_release({"image": sandbox.image("1.1.0"), "colour": "blue"})
+
+    assert run.report is not None, run.output[-3000:]
+    assert run.report["status"] == "refused"
+    assert "colour: Extra inputs are not permitted" in run.report["summary"], run.report["summary"]
+    assert "no reason recorded" not in run.markdown
+    assert traffic(sandbox) == {"stable": "1.0.0", "canary": None, "weight": 0}
 
 
 def test_retried_deploy_and_stage_tasks_leave_one_canary(run_release, e2e_env, sandbox) -> None:

@@ -19,7 +19,7 @@ from opsdag.notify.release_messages import release_outcome, release_started, sla
 from opsdag.paths import include_dir
 from opsdag.reports.release_facts import ReleaseFacts, build_record, release_status, release_task_ids
 from opsdag.reports.release_files import report_data
-from opsdag.reports.release_markdown import markdown_text, render_markdown
+from opsdag.reports.release_markdown import markdown_text, note_markdown, render_markdown
 from opsdag.reports.release_record import ReleaseRecord
 from opsdag.reports.release_wording import cause, next_actions, summary
 from opsdag.spec.service import ServiceSpec
@@ -169,8 +169,8 @@ def test_a_killed_set_weight_is_the_reason_not_the_canarys_health():
     assert "Incidents: none recorded" not in md
     assert f"- Incident: stage_25 failed: stage_25.set_weight: {KILLED}" in md
     assert next_actions(record) == [
-        "Read the log of task stage_25.set_weight in run manual__2026-11-24T05:00:00+00:00 and fix what "
-        f"made it fail ({KILLED}); the release can then be run again."
+        "Read the log of task stage_25.set_weight in run manual__2026-11-24T05:00:00+00:00: "
+        f"{KILLED}. Fix what made it fail, then run the release again."
     ]
 
 
@@ -351,7 +351,8 @@ def test_user_text_is_plain_and_escaped_in_markdown_json_and_slack():
     ("text", "shown"),
     [
         ("error-rate 0.081 > max 0.02", "error-rate 0.081 &gt; max 0.02"),
-        ("stage_10 and latency_p95", "stage_10 and latency_p95"),  # intraword _ is no emphasis
+        ("stage_10 and manual__2026", "stage_10 and manual__2026"),  # inside a word _ is no emphasis
+        ("__init__ x_", "\\_\\_init\\_\\_ x\\_"),
         ("_em_ *strong* ~~del~~ a|b", "\\_em\\_ \\*strong\\* \\~\\~del\\~\\~ a\\|b"),
         ("line\nbreak\ttab", "line break tab"),
         ("<!channel>", "&lt;!channel&gt;"),
@@ -406,3 +407,12 @@ def test_monitoring_queries_cover_the_release_window_and_select_stable():
     assert monitoring_window_s(95.7) == 95
     with pytest.raises(ValueError, match="uses \\$stable"):
         monitoring_queries(SERVICE.analysis.monitoring, {"canary": 'track="canary"'}, 60)
+
+
+def test_the_run_note_is_escaped_and_fits_airflows_column():
+    long_error = "release request refused:\ncolour: " + "<x> & " * 400
+    record = build_record(facts(request=None, failure=("validate_request", long_error)))
+    note = note_markdown(summary(record))
+    assert len(note) <= 1000
+    assert "<x>" not in note and note.count("&lt;x&gt;") > 10
+    assert not note.endswith(("&", "&l", "&lt", "&g", "&gt", "&a", "&am", "&amp"))

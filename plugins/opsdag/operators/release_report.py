@@ -27,7 +27,7 @@ class ReleaseReportOperator(ServiceOperator):
         from opsdag.notify.notifiers import notify_release_outcome
         from opsdag.reports.release_facts import build_record
         from opsdag.reports.release_files import write_release_report
-        from opsdag.reports.release_markdown import markdown_text
+        from opsdag.reports.release_markdown import note_markdown
         from opsdag.reports.release_wording import summary
         from opsdag.reports.run_note import set_run_note
 
@@ -37,7 +37,7 @@ class ReleaseReportOperator(ServiceOperator):
         self.log.info("release %s: %s", record.status, text)
         self.log.info("report written to %s and %s", written.markdown, written.json)
         # Airflow's UI renders a note as Markdown: the summary quotes errors and image references.
-        set_run_note(record.dag_id, record.run_id, markdown_text(text), log=self.log)
+        set_run_note(record.dag_id, record.run_id, note_markdown(text), log=self.log)
         notify_release_outcome(self.service, record)
         result = {
             "status": record.status,

@@ -20,6 +20,8 @@ from opsdag.reports.release_wording import (
     HEADLINES,
     PHASE_WORDS,
     STATUS_WORDS,
+    SUMMARY_MAX,
+    clip,
     impact,
     next_actions,
     stable_serves,
@@ -29,6 +31,9 @@ from opsdag.reports.release_wording import (
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _BACKSLASHED = set("\\`*[]~|")
+# A run of underscores not inside a word (``_em_``, ``x_``); inside one (``stage_10``,
+# ``manual__2026``) it can neither open nor close emphasis and stays readable.
+_OUTER_UNDERSCORES = re.compile(r"(?<!\w)_++|(?<!_)_++(?!\w)")
 _LINE_START = re.compile(r"^(#|[-+]|\d+[.)])")  # would start a heading or a list if first on a line
 
 
@@ -43,21 +48,29 @@ def markdown_text(text: Any, *, line_start: bool = False) -> str:
     """
     plain = plain_text("" if text is None else str(text))
     out = []
-    for i, ch in enumerate(plain):
+    for ch in plain:
         if ch in _ENTITIES:
             out.append(_ENTITIES[ch])
         elif ch in _BACKSLASHED:
             out.append("\\" + ch)
-        elif ch == "_" and not (0 < i < len(plain) - 1 and plain[i - 1].isalnum() and plain[i + 1].isalnum()):
-            out.append("\\_")
         else:
             out.append(ch)
-    escaped = "".join(out)
+    escaped = _OUTER_UNDERSCORES.sub(lambda m: "\\_" * len(m.group()), "".join(out))
     match = _LINE_START.match(escaped) if line_start else None
     if match:
         mark = match.group(1)
         escaped = mark[:-1] + "\\" + escaped[len(mark) - 1 :]
     return escaped
+
+
+def note_markdown(text: str, limit: int = SUMMARY_MAX) -> str:
+    """A summary as the run's note (Airflow's UI renders notes as Markdown): escaped, and
+    clipped before escaping so that the note fits ``limit`` without cutting an escape in two."""
+    shown = markdown_text(text)
+    while len(shown) > limit:
+        text = clip(text, len(text) - (len(shown) - limit))
+        shown = markdown_text(text)
+    return shown
 
 
 def _cell(text: Any) -> str:

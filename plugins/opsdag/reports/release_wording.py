@@ -228,8 +228,8 @@ def _rolled_back_actions(record: ReleaseRecord) -> list[str]:
     if not actions and failure is not None and failure.task_id != "deploy_canary":
         # A step failed on its own (a task killed, a platform or router error): not a verdict on the version.
         actions.append(
-            f"Read the log of task {failure.task_id} in run {record.run_id or '?'} and fix what made it fail "
-            f"({error_text(failure.error)}); the release can then be run again."
+            f"Read the log of task {failure.task_id} in run {record.run_id or '?'}: "
+            f"{error_text(failure.error)}. Fix what made it fail, then run the release again."
         )
     if not actions:
         measured_bad = True
