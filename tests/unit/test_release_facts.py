@@ -416,3 +416,22 @@ def test_the_run_note_is_escaped_and_fits_airflows_column():
     assert len(note) <= 1000
     assert "<x>" not in note and note.count("&lt;x&gt;") > 10
     assert not note.endswith(("&", "&l", "&lt", "&g", "&gt", "&a", "&am", "&amp"))
+
+
+def test_figures_from_an_unreachable_prometheus_are_no_data(monkeypatch):
+    import socket
+
+    from opsdag.hooks.prometheus import PrometheusHook
+
+    with socket.socket() as free:  # a port nobody listens on: connection refused at once
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PROM_DOWN", json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": port})
+    )
+    figures = PrometheusHook("prom_down", timeout=2).query_figures(
+        {"availability": "vector(1)", "error_rate": "x"}
+    )
+    assert figures == {"availability": None, "error_rate": None}
+    monkeypatch.delenv("AIRFLOW_CONN_PROM_NOWHERE", raising=False)
+    assert PrometheusHook("prom_nowhere").query_figures({"availability": "vector(1)"}) == {"availability": None}
