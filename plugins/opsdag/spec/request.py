@@ -20,6 +20,8 @@ from opsdag.spec.service import ServiceSpec
 
 TAG = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}"
 DIGEST = r"sha256:[a-f0-9]{64}"
+# Any full reference: path segments, a registry port only before a path ("localhost:5000/app").
+_REFERENCE = re.compile(rf"^[^\s:@/]+(:[0-9]+(?=/))?(/[^\s:@/]+)*(:{TAG}|@{DIGEST})$")
 
 
 def image_pattern(repository: str) -> str:
@@ -37,7 +39,7 @@ class ReleaseRequest(StrictModel):
     @field_validator("image")
     @classmethod
     def _image_reference(cls, value: str) -> str:
-        if not re.match(rf"^[^\s:@/]+(/[^\s:@/]+)*(:{TAG}|@{DIGEST})$", value):
+        if not _REFERENCE.match(value):
             raise ValueError(
                 f"{value!r} is not a full image reference: "
                 "write registry/repo:tag or repo@sha256:<64 hex digits>"
