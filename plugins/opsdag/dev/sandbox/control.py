@@ -17,8 +17,16 @@ from opsdag.dev.sandbox import starters
 from opsdag.dev.sandbox.connections import write_connections
 from opsdag.dev.sandbox.demo_database import postgres_server
 from opsdag.dev.sandbox.fleet import DEFAULT_INSTANCES, Fleet, new_fleet
-from opsdag.dev.sandbox.starters import Progress, timed
-from opsdag.dev.sandbox.state import STATE_VERSION, Layout, SandboxError, load_state, locked, save_state
+from opsdag.dev.sandbox.starters import timed
+from opsdag.dev.sandbox.state import (
+    STATE_VERSION,
+    Layout,
+    Progress,
+    SandboxError,
+    load_state,
+    locked,
+    save_state,
+)
 from opsdag.dev.sandbox.status import SandboxStatus, sandbox_status
 from opsdag.dev.sandbox.versions import load_versions
 

@@ -1,6 +1,6 @@
 """The platform operations on the sandbox fleet: deploy a canary, weigh it, promote, roll back.
 
-Every method of ``FleetController`` takes the sandbox lock for its whole duration, reads
+Every change ``FleetController`` makes takes the sandbox lock for its whole duration, reads
 the state, changes the processes / HAProxy / file_sd through ``fleet.Fleet`` and saves
 the state, so the operations are idempotent and safe to call from any process (Airflow
 tasks of one release run in different processes), one after another. ``status()``
@@ -10,20 +10,17 @@ returns the typed ``FleetStatus`` the platform driver reads.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from opsdag.dev.sandbox import haproxy as hap
 from opsdag.dev.sandbox.fleet import CANARY, DEFAULT_INSTANCES, STABLE, Fleet, http_ok, new_deployment_id
 from opsdag.dev.sandbox.fleet_status import FleetStatus, read_fleet_status
-from opsdag.dev.sandbox.state import Layout, SandboxError, locked, require_state, save_state
+from opsdag.dev.sandbox.state import Layout, Progress, SandboxError, locked, require_state, save_state
 from opsdag.dev.sandbox.versions import load_versions
 
 # HAProxy status words that mean "checks pass" (NOLB/DRAIN: up, but weight 0 or draining).
 _UP_STATES = ("UP", "NOLB", "DRAIN")
-
-Progress = Callable[[str], None]
 
 
 def _quiet(_: str) -> None:
@@ -42,7 +39,8 @@ class Readiness:
 class FleetController:
     """The platform operations on the sandbox fleet (used by ``SandboxPlatform``).
 
-    Each method takes the sandbox lock for its whole duration and is idempotent.
+    Each change takes the sandbox lock for its whole duration and is idempotent; ``status``
+    only reads (the state file is replaced atomically).
     """
 
     def __init__(self, layout: Layout | None = None, progress: Progress = _quiet) -> None:

@@ -21,12 +21,10 @@ from opsdag.dev.sandbox import prometheus_server as prom
 from opsdag.dev.sandbox.demo_database import DEMO_DATABASE, create_demo_database, postgres_server
 from opsdag.dev.sandbox.fleet import STABLE, Fleet, app_env, new_deployment_id
 from opsdag.dev.sandbox.processes import ProcessTable, free_port, log_tail, port_free, wait_until
-from opsdag.dev.sandbox.state import Layout, SandboxError
+from opsdag.dev.sandbox.state import Layout, Progress, SandboxError
 
 HAPROXY_BIN = "/usr/sbin/haproxy"
 PROMETHEUS_BIN = "/usr/bin/prometheus"
-
-Progress = Callable[[str], None]
 
 
 def timed(progress: Progress, what: str) -> Callable[[str], None]:

@@ -12,7 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,9 @@ from opsdag import paths
 from opsdag.dev.sandbox.processes import ProcessTable, atomic_write
 
 STATE_VERSION = 1
+
+# Where up/down and the fleet's operations say what they do (print, or nothing).
+Progress = Callable[[str], None]
 
 
 class SandboxError(RuntimeError):
