@@ -434,4 +434,5 @@ def test_figures_from_an_unreachable_prometheus_are_no_data(monkeypatch):
     )
     assert figures == {"availability": None, "error_rate": None}
     monkeypatch.delenv("AIRFLOW_CONN_PROM_NOWHERE", raising=False)
-    assert PrometheusHook("prom_nowhere").query_figures({"availability": "vector(1)"}) == {"availability": None}
+    nowhere = PrometheusHook("prom_nowhere")
+    assert nowhere.query_figures({"availability": "vector(1)"}) == {"availability": None}
