@@ -17,9 +17,10 @@ from opsdag.operators.canary import (
 )
 from opsdag.operators.gate import HealthGateOperator
 from opsdag.operators.preflight import ReleasePreflightOperator
+from opsdag.operators.release_outcome import ReleaseOutcomeOperator
 from opsdag.operators.release_report import ReleaseReportOperator
-from opsdag.operators.request import ReleaseOutcomeOperator, ValidateRequestOperator
 from opsdag.operators.stage_approval import StageApprovalOperator
+from opsdag.operators.validate_request import ValidateRequestOperator
 from opsdag.spec.request import image_pattern
 from opsdag.spec.service import ServiceSpec
 

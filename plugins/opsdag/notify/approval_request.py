@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
+from opsdag.notify.release_messages import slack_text
 from opsdag.notify.slack import send_slack
 from opsdag.spec.service import ServiceSpec
 
@@ -27,7 +28,10 @@ def approval_message(
     text = f"Approval needed: {subject}"
     blocks = [
         {"type": "header", "text": {"type": "plain_text", "text": f"Approval needed: {service_name}"[:150]}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{subject}*\n{body}"[:3000]}},
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": f"*{slack_text(subject)}*\n{slack_text(body)}"[:3000]},
+        },
         {
             "type": "section",
             "text": {

@@ -8,7 +8,8 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from opsdag.operators.service_base import ServiceOperator, preflight_passed
+from opsdag.analysis.preflight import preflight_passed
+from opsdag.operators.service_base import ServiceOperator
 from opsdag.triggers.rollout import RolloutStatusTrigger
 
 

@@ -50,7 +50,8 @@ def first_failure(context: Any, task_ids: list[str]) -> tuple[str | None, str | 
     """(task id, error) of the first of ``task_ids`` (in run order) that failed in this run.
 
     A task's own record says why; without one (a killed process) its state says that it
-    failed, or, where states are unavailable, a missing result says it did not complete.
+    failed. Where states are unavailable only recorded errors count: a missing result
+    is no proof of failure (a passing gate returns nothing, a skipped task neither).
     """
     ti = context["ti"]
     states = task_states(context, task_ids)
@@ -58,11 +59,8 @@ def first_failure(context: Any, task_ids: list[str]) -> tuple[str | None, str | 
         error = ti.xcom_pull(task_ids=task_id, key=ERROR_KEY)
         if error:
             return task_id, error
-        if states:
-            if states.get(task_id) == "failed":
-                return task_id, "the task failed without recording an error (its process ended: see its log)"
-        elif ti.xcom_pull(task_ids=task_id) is None:
-            return task_id, "the task did not complete"
+        if states.get(task_id) == "failed":
+            return task_id, "the task failed without recording an error (its process ended: see its log)"
     return None, None
 
 

@@ -13,12 +13,6 @@ from opsdag.platforms import Platform, platform_for
 from opsdag.spec.service import ServiceSpec
 
 
-def preflight_passed(preflight: dict[str, Any] | None) -> bool:
-    """Whether preflight ran and every one of its checks passed (its ``preflight`` XCom)."""
-    checks = (preflight or {}).get("checks")
-    return bool(checks) and all(check.get("ok") for check in checks)
-
-
 class ServiceOperator(RecordsItsError, BaseOperator):
     """Holds the service spec; the platform driver is built on first use, never at DAG parse.
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from opsdag.analysis.preflight import preflight_passed
 from opsdag.analysis.summary import MetricSummary
 from opsdag.format import plain_text
-from opsdag.operators.service_base import preflight_passed
 from opsdag.reports.release_record import FailedStep, ReleaseRecord, StageRecord, Status, read_time
 from opsdag.reports.release_wording import error_text, stage_cause, step_failure
 from opsdag.spec.service import CanaryStep, ServiceSpec

@@ -27,7 +27,7 @@ _MAX_NAME_BYTES = 240  # room for ".json" and a temporary file's prefix within 2
 
 
 def report_format(kind: str, version: int = 1) -> str:
-    """The JSON header of a kind of report: ``opsdag.release-report/1``."""
+    """The JSON header of a kind of report: ``report_format("drill", 2)`` is ``opsdag.drill-report/2``."""
     return f"opsdag.{kind}-report/{version}"
 
 

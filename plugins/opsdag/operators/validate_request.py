@@ -1,5 +1,4 @@
-"""The first and last tasks of a release: the request is checked before anything changes, and the
-run ends failed unless the new version was promoted."""
+"""The first task of a release: the request is checked, whole, before anything changes."""
 
 from __future__ import annotations
 
@@ -11,9 +10,6 @@ from airflow.sdk.exceptions import AirflowFailException
 from opsdag.operators.run_state import RecordsItsError
 from opsdag.spec.request import RequestRefused, validate_request
 from opsdag.spec.service import ServiceSpec
-
-# Outcomes of a release run that end it "success" (see the report's status).
-SUCCESSFUL_OUTCOMES = ("promoted", "planned")
 
 
 class ValidateRequestOperator(RecordsItsError, BaseOperator):
@@ -41,24 +37,3 @@ class ValidateRequestOperator(RecordsItsError, BaseOperator):
             raise AirflowFailException(str(exc)) from None
         self.log.info("release request of %s: %s", self.service.name, request.model_dump())
         return request.model_dump()
-
-
-class ReleaseOutcomeOperator(BaseOperator):
-    """End the run failed unless the new version was promoted (or it was a dry run).
-
-    Reads the status the report task decided (its XCom ``summary``), so the run's state
-    and its report never disagree.
-    """
-
-    ui_color = "#eeeeee"
-
-    def __init__(self, *, report_task_id: str = "report", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.report_task_id = report_task_id
-
-    def execute(self, context: Any) -> str:
-        summary = context["ti"].xcom_pull(task_ids=self.report_task_id, key="summary") or {}
-        status = summary.get("status", "failed")
-        if status not in SUCCESSFUL_OUTCOMES:
-            raise AirflowFailException(f"release {status}: {summary.get('text', 'see the report')}")
-        return status
