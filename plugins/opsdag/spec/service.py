@@ -4,61 +4,31 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from itertools import pairwise
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from opsdag.spec.common import DnsName, Duration, FieldProblem, StrictModel
+from opsdag.spec.platform_kinds import (
+    GatewayApiRouterSpec,
+    HaproxyRouterSpec,
+    KubernetesPlatformSpec,
+    NginxRouterSpec,
+    PlatformSpec,
+    ReplicaRatioRouterSpec,
+    SandboxPlatformSpec,
+)
+from opsdag.spec.release_checks import BackupFreshness, DependencyCheck, Preflight, SmokeCheck
+from opsdag.spec.release_strategies import BlueGreenStrategy, CanaryStep, CanaryStrategy, RollingStrategy
 
 Strategy = Literal["canary", "bluegreen", "rolling"]
+_SECTION_HINT = {
+    "canary": "canary.steps",
+    "bluegreen": "a bluegreen section (pre_promotion_bake, post_promotion_bake)",
+    "rolling": "a rolling section (bake, max_surge, max_unavailable)",
+}
 _PLACEHOLDER = re.compile(r"\$(canary|stable)\b")
 _REPOSITORY = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
-
-
-class SandboxPlatformSpec(StrictModel):
-    """The embedded demo platform: local processes behind HAProxy."""
-
-    kind: Literal["sandbox"]
-    instances: int = Field(default=2, ge=1, le=8, description="processes per version")
-
-
-class ReplicaRatioRouter(StrictModel):
-    """Traffic follows the ratio of canary to stable replicas (no traffic manager)."""
-
-    kind: Literal["replica-ratio"]
-    replicas: int = Field(default=10, ge=1, description="total replicas shared by stable and canary")
-
-
-class NginxRouter(StrictModel):
-    """NGINX ingress canary annotations on a copy of the service's Ingress."""
-
-    kind: Literal["nginx"]
-    ingress: DnsName
-
-
-class GatewayApiRouter(StrictModel):
-    """Gateway API HTTPRoute backend weights."""
-
-    kind: Literal["gateway-api"]
-    http_route: DnsName
-
-
-Router = Annotated[ReplicaRatioRouter | NginxRouter | GatewayApiRouter, Field(discriminator="kind")]
-
-
-class KubernetesPlatformSpec(StrictModel):
-    """Deployments in a namespace, reached through an Airflow Kubernetes connection."""
-
-    kind: Literal["kubernetes"]
-    namespace: DnsName
-    deployment: DnsName
-    container: DnsName | None = None
-    connection_id: str = "kubernetes_default"
-    router: Router = Field(default_factory=lambda: ReplicaRatioRouter(kind="replica-ratio"))
-
-
-PlatformSpec = Annotated[SandboxPlatformSpec | KubernetesPlatformSpec, Field(discriminator="kind")]
 
 
 class ImageBuild(StrictModel):
@@ -81,34 +51,6 @@ class Image(StrictModel):
         if not _REPOSITORY.match(value):
             raise ValueError(f"{value!r} is not an image repository like registry.example.com/team/app")
         return value
-
-
-class CanaryStep(StrictModel):
-    """One stage: route ``weight`` % of traffic to the canary, then judge it for ``bake``."""
-
-    weight: int = Field(ge=1, le=100)
-    bake: Duration
-    approval: bool = Field(default=False, description="a person approves before this step starts")
-
-
-class CanaryStrategy(StrictModel):
-    steps: list[CanaryStep] = Field(min_length=1)
-
-    @field_validator("steps")
-    @classmethod
-    def _weights_increase_to_100(cls, steps: list[CanaryStep]) -> list[CanaryStep]:
-        for i, (previous, step) in enumerate(pairwise(steps), start=1):
-            if step.weight <= previous.weight:
-                raise FieldProblem(
-                    (i, "weight"),
-                    f"weights must strictly increase: {step.weight} comes after {previous.weight}",
-                )
-        if steps[-1].weight != 100:
-            raise FieldProblem(
-                (len(steps) - 1, "weight"),
-                f"the last step must send 100 % of traffic, not {steps[-1].weight}",
-            )
-        return steps
 
 
 class Metric(StrictModel):
@@ -134,6 +76,12 @@ class Metric(StrictModel):
     )
     failure_limit: int = Field(default=0, ge=0)
     inconclusive_limit: int = Field(default=1, ge=0)
+    min_requests: int | None = Field(
+        default=None, ge=1, description="fewer canary requests than this in a measurement: inconclusive"
+    )
+    requests_query: str | None = Field(
+        default=None, description="PromQL: how many requests the canary answered (needs $canary)"
+    )
 
     @field_validator("query", "baseline_query")
     @classmethod
@@ -162,6 +110,12 @@ class Metric(StrictModel):
     def _has_a_bound(self) -> Metric:
         if self.max is None and self.min is None and self.max_ratio is None:
             raise ValueError("give at least one bound: max, min or max_ratio")
+        if self.min_requests is not None and self.requests_query is None:
+            raise FieldProblem(("requests_query",), "min_requests needs requests_query to count the requests")
+        if self.requests_query is not None and "$canary" not in self.requests_query:
+            raise FieldProblem(
+                ("requests_query",), "must count the canary's requests: select it with $canary"
+            )
         return self
 
 
@@ -225,16 +179,37 @@ class ServiceSpec(StrictModel):
     image: Image
     strategy: Strategy = "canary"
     canary: CanaryStrategy | None = Field(default=None, validate_default=True)
+    bluegreen: BlueGreenStrategy | None = Field(default=None, validate_default=True)
+    rolling: RollingStrategy | None = Field(default=None, validate_default=True)
+    smoke: list[SmokeCheck] = Field(default_factory=list)
+    preflight: Preflight = Field(default_factory=Preflight)
     analysis: Analysis
     notifications: ServiceNotifications = Field(default_factory=ServiceNotifications)
+
+    def strategies(self) -> list[str]:
+        """The strategies this service can be released with: those whose section is given."""
+        return [name for name in ("canary", "bluegreen", "rolling") if getattr(self, name) is not None]
+
+    def bakes(self) -> list[timedelta]:
+        """Every bake window of every strategy the service declares."""
+        windows = [step.bake for step in self.canary.steps] if self.canary else []
+        if self.bluegreen:
+            windows += [self.bluegreen.pre_promotion_bake, self.bluegreen.post_promotion_bake]
+        if self.rolling:
+            windows.append(self.rolling.bake)
+        return windows
 
     @field_validator("analysis", mode="after")
     @classmethod
     def _measured_within_every_bake(cls, value: Analysis, info: ValidationInfo) -> Analysis:
-        canary = info.data.get("canary")
-        if canary is None:
+        bakes = [step.bake for step in info.data["canary"].steps] if info.data.get("canary") else []
+        if info.data.get("bluegreen"):
+            bakes += [info.data["bluegreen"].pre_promotion_bake, info.data["bluegreen"].post_promotion_bake]
+        if info.data.get("rolling"):
+            bakes.append(info.data["rolling"].bake)
+        if not bakes:
             return value
-        shortest = min(step.bake for step in canary.steps)
+        shortest = min(bakes)
         for i, metric in enumerate(value.metrics):
             if metric.initial_delay is not None and metric.initial_delay >= shortest:
                 raise FieldProblem(
@@ -244,9 +219,38 @@ class ServiceSpec(StrictModel):
                 )
         return value
 
-    @field_validator("canary", mode="after")
+    @field_validator("canary", "bluegreen", "rolling", mode="after")
     @classmethod
-    def _canary_has_steps(cls, value: CanaryStrategy | None, info: ValidationInfo) -> CanaryStrategy | None:
-        if value is None and info.data.get("strategy") == "canary":
-            raise ValueError("the canary strategy (the default) needs canary.steps")
+    def _default_strategy_has_its_section(cls, value: object, info: ValidationInfo) -> object:
+        """The default strategy must be described: a release without its stages would have no gate."""
+        if value is None and info.data.get("strategy") == info.field_name:
+            raise ValueError(
+                f"the {info.field_name} strategy (the default) needs {_SECTION_HINT[info.field_name]}"
+            )
         return value
+
+
+__all__ = [
+    "Analysis",
+    "BackupFreshness",
+    "BlueGreenStrategy",
+    "CanaryStep",
+    "CanaryStrategy",
+    "DependencyCheck",
+    "GatewayApiRouterSpec",
+    "HaproxyRouterSpec",
+    "Image",
+    "ImageBuild",
+    "KubernetesPlatformSpec",
+    "Metric",
+    "Monitoring",
+    "NginxRouterSpec",
+    "PlatformSpec",
+    "Preflight",
+    "ReplicaRatioRouterSpec",
+    "RollingStrategy",
+    "SandboxPlatformSpec",
+    "ServiceNotifications",
+    "ServiceSpec",
+    "SmokeCheck",
+]

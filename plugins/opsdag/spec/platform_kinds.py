@@ -1,0 +1,67 @@
+"""Where a service runs: the platform kinds and, for each, how its traffic is routed.
+
+``platform.kind`` chooses the workload driver and ``platform.router.kind`` the traffic
+router (see :mod:`opsdag.platforms.registry`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from opsdag.spec.common import DnsName, StrictModel
+
+
+class HaproxyRouterSpec(StrictModel):
+    """The sandbox's HAProxy: server weights and a preview route through its runtime API."""
+
+    kind: Literal["haproxy"]
+
+
+class SandboxPlatformSpec(StrictModel):
+    """The embedded demo platform: local processes behind HAProxy."""
+
+    kind: Literal["sandbox"]
+    instances: int = Field(default=2, ge=1, le=8, description="processes per version")
+    router: HaproxyRouterSpec = Field(default_factory=lambda: HaproxyRouterSpec(kind="haproxy"))
+
+
+class ReplicaRatioRouterSpec(StrictModel):
+    """Traffic follows the ratio of canary to stable replicas (no traffic manager)."""
+
+    kind: Literal["replica-ratio"]
+    replicas: int = Field(default=10, ge=1, description="total replicas shared by stable and canary")
+
+
+class NginxRouterSpec(StrictModel):
+    """NGINX ingress canary annotations on a copy of the service's Ingress."""
+
+    kind: Literal["nginx"]
+    ingress: DnsName
+
+
+class GatewayApiRouterSpec(StrictModel):
+    """Gateway API HTTPRoute backend weights."""
+
+    kind: Literal["gateway-api"]
+    http_route: DnsName
+
+
+RouterSpec = Annotated[
+    ReplicaRatioRouterSpec | NginxRouterSpec | GatewayApiRouterSpec, Field(discriminator="kind")
+]
+
+
+class KubernetesPlatformSpec(StrictModel):
+    """Deployments in a namespace, reached through an Airflow Kubernetes connection."""
+
+    kind: Literal["kubernetes"]
+    namespace: DnsName
+    deployment: DnsName
+    container: DnsName | None = None
+    connection_id: str = "kubernetes_default"
+    router: RouterSpec = Field(default_factory=lambda: ReplicaRatioRouterSpec(kind="replica-ratio"))
+
+
+PlatformSpec = Annotated[SandboxPlatformSpec | KubernetesPlatformSpec, Field(discriminator="kind")]
