@@ -303,3 +303,51 @@ def test_a_measurement_without_optional_fields_reads_as_no_data_at_time_zero() -
     assert Measurement.from_dict(data) == Measurement(
         "error-rate", "inconclusive", NO_CANARY_DATA, None, None, 0.0
     )
+
+
+# --- too little traffic and NaN: never a pass ------------------------------------------
+
+BUSY = metric("error-rate", max=0.02, min_requests=50, requests_query="sum(x_total{$canary})")
+
+
+@pytest.mark.parametrize(
+    ("requests", "phase", "reason"),
+    [
+        (
+            None,
+            "inconclusive",
+            "too little traffic: error-rate 0 on no count of the canary < min_requests 50",
+        ),
+        (
+            12,
+            "inconclusive",
+            "too little traffic: error-rate 0 on 12 requests of the canary < min_requests 50",
+        ),
+        (
+            49.9,
+            "inconclusive",
+            "too little traffic: error-rate 0 on 49.9 requests of the canary < min_requests 50",
+        ),
+        (50, "pass", "error-rate 0 within max 0.02"),
+        (5000, "pass", "error-rate 0 within max 0.02"),
+    ],
+)
+def test_a_metric_with_min_requests_is_inconclusive_on_too_little_traffic(requests, phase, reason) -> None:
+    judged = measure(BUSY, 0.0, requests=requests, at=1.0)
+    assert (judged.phase, judged.reason) == (phase, reason)
+
+
+def test_a_failing_value_on_too_little_traffic_is_still_inconclusive_not_a_pass() -> None:
+    assert measure(BUSY, 0.5, requests=3, at=1.0).phase == "inconclusive"
+    assert measure(ERRORS, 0.5, requests=3, at=1.0).phase == "fail"  # no min_requests: the count is ignored
+
+
+def test_nan_is_no_data_for_the_canary_and_for_the_baseline() -> None:
+    nan = float("nan")
+    assert (measure(ERRORS, nan, at=1.0).phase, measure(ERRORS, nan, at=1.0).reason) == (
+        "inconclusive",
+        NO_CANARY_DATA,
+    )
+    judged = measure(LATENCY, 0.08, nan, at=1.0)
+    assert judged.phase == "inconclusive"
+    assert "nan" not in judged.reason

@@ -93,6 +93,7 @@ def measure(
     *,
     at: float | None = None,
     compare_with_stable: bool = True,
+    requests: float | None = None,
 ) -> Measurement:
     """Judge one canary ``value`` (and the stable ``baseline``) against the metric's bounds.
 
@@ -102,8 +103,12 @@ def measure(
     ``None`` (an empty result or NaN) is no data, hence inconclusive, never a pass.
     With ``compare_with_stable`` false (the canary takes all the traffic, so stable has no
     traffic to compare with) the ratio is not checked; the stages before it checked it.
+    A metric with ``min_requests`` is inconclusive, never a pass, while the canary answered
+    fewer ``requests`` than that: too little traffic proves nothing.
     """
     at = time.time() if at is None else at
+    value = None if value is not None and math.isnan(value) else value
+    baseline = None if baseline is not None and math.isnan(baseline) else baseline
 
     def result(phase: MeasurementPhase, reason: str) -> Measurement:
         return Measurement(metric.name, phase, reason, value, baseline, at)
@@ -111,6 +116,13 @@ def measure(
     if value is None:
         return result("inconclusive", "no data: canary query returned an empty result or NaN")
     name, shown = metric.name, number(value)
+    if metric.min_requests is not None and (requests is None or requests < metric.min_requests):
+        counted = "no count" if requests is None else f"{number(requests)} requests"
+        return result(
+            "inconclusive",
+            f"too little traffic: {name} {shown} on {counted} of the canary < min_requests "
+            f"{metric.min_requests}",
+        )
     if metric.max is not None and value > metric.max:
         return result("fail", f"{name} {shown} > max {number(metric.max)}")
     if metric.min is not None and value < metric.min:

@@ -137,10 +137,16 @@ class AnalysisTrigger(BaseTrigger):
     async def _measure(self, hook: PrometheusHook, metric: Metric) -> Measurement:
         """Query the canary (and the stable baseline) and judge; a failure to query is data too."""
         try:
-            promql = [render_query(metric.query, self.selectors)]
+            promql = {"value": render_query(metric.query, self.selectors)}
             if metric.baseline_query and self.compare_with_stable:
-                promql.append(render_query(metric.baseline_query, self.selectors))
-            values = await asyncio.gather(*(hook.async_query(q) for q in promql))
+                promql["baseline"] = render_query(metric.baseline_query, self.selectors)
+            if metric.requests_query:
+                promql["requests"] = render_query(metric.requests_query, self.selectors)
+            values = dict(
+                zip(
+                    promql, await asyncio.gather(*(hook.async_query(q) for q in promql.values())), strict=True
+                )
+            )
         except PrometheusUnavailable as exc:
             return no_data(metric, str(exc))
         except (PrometheusQueryError, ValueError) as exc:
@@ -149,9 +155,10 @@ class AnalysisTrigger(BaseTrigger):
             return query_error(metric, f"{type(exc).__name__}: {exc}")
         return measure(
             metric,
-            values[0],
-            values[1] if len(values) > 1 else None,
+            values["value"],
+            values.get("baseline"),
             compare_with_stable=self.compare_with_stable,
+            requests=values.get("requests"),
         )
 
     def _payload(
