@@ -1,36 +1,45 @@
-"""``release__<service>``: release a new image of a service, judged on its metrics."""
+"""``release__<service>``: release a new image of a service, judged on its metrics.
+
+validate_request (the request checked and resolved: image, strategy) >> preflight >>
+strategy (the branch) >> the strategy's task group (canary, bluegreen or rolling; the
+others are skipped) >> promote >> post_promotion_check; ``rollback`` runs when any of it
+failed; ``report`` always runs; ``outcome`` fails the run unless the release was promoted
+(or was a dry run). The DAG never branches on the platform: drivers and routers come from
+the registry at run time.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
 
 import pendulum
-from airflow.sdk import DAG, BaseOperator, Param, TaskGroup, TriggerRule
+from airflow.sdk import DAG, Param, TriggerRule
 
-from opsdag.notify.notifiers import ReleaseStartedNotifier, StageVerdictNotifier
-from opsdag.operators.canary import (
-    DeployCanaryOperator,
-    PostPromotionCheckOperator,
-    PromoteCanaryOperator,
-    RollbackCanaryOperator,
-    SetCanaryWeightOperator,
-)
-from opsdag.operators.gate import HealthGateOperator
+from opsdag.notify.notifiers import ReleaseStartedNotifier
 from opsdag.operators.preflight import ReleasePreflightOperator
 from opsdag.operators.release_outcome import ReleaseOutcomeOperator
 from opsdag.operators.release_report import ReleaseReportOperator
-from opsdag.operators.stage_approval import StageApprovalOperator
+from opsdag.operators.rollback import RollbackOperator
+from opsdag.operators.service_base import IMAGE
+from opsdag.operators.strategy_branch import StrategyBranchOperator
 from opsdag.operators.validate_request import ValidateRequestOperator
+from opsdag.operators.workload import PostPromotionCheckOperator, PromoteOperator
 from opsdag.spec.request import image_pattern
 from opsdag.spec.service import ServiceSpec
+from opsdag.strategies.bluegreen import bluegreen_group
+from opsdag.strategies.canary import canary_group
+from opsdag.strategies.group_parts import GroupTasks
+from opsdag.strategies.rolling import rolling_group
 
-IMAGE = "{{ params.image }}"
-# The canary's label matchers are known once it is deployed (they name its deployment).
-SELECTORS = "{{ ti.xcom_pull(task_ids='deploy_canary', key='selectors') }}"
-# A stage's first task runs once the previous step is done, and skips itself when anything
-# failed, so the stages after a failure show as skipped (not upstream_failed).
-AFTER_PREVIOUS = TriggerRule.ALL_DONE
-APPROVAL_TIMEOUT = timedelta(hours=1)
+GROUPS: dict[str, Callable[[ServiceSpec], GroupTasks]] = {
+    "canary": canary_group,
+    "bluegreen": bluegreen_group,
+    "rolling": rolling_group,
+}
+
+
+class GatelessRelease(ValueError):
+    """A strategy group without a health gate: such a release must not be built."""
 
 
 def release_params(spec: ServiceSpec) -> dict[str, Param]:
@@ -48,7 +57,8 @@ def release_params(spec: ServiceSpec) -> dict[str, Param]:
             type="string",
             enum=["canary", "bluegreen", "rolling"],
             title="Strategy",
-            description=f"How the new version replaces the old one (the service's default: {spec.strategy}).",
+            description=f"How the new version replaces the old one (the service's default: {spec.strategy}; "
+            f"it can do: {', '.join(spec.strategies())}).",
         ),
         "build": Param(
             False,
@@ -76,21 +86,16 @@ def release_doc(spec: ServiceSpec) -> str:
     steps = ", ".join(f"{s.weight} % for {s.bake}" for s in spec.canary.steps) if spec.canary else "-"
     return (
         f"### Release of `{spec.name}`\n\n{spec.description}\n\n"
-        f"- platform: `{spec.platform.kind}`; image repository: `{spec.image.repository}`\n"
-        f"- default strategy: `{spec.strategy}`; canary steps: {steps}\n"
+        f"- platform: `{spec.platform.kind}` (router `{spec.platform.router.kind}`); "
+        f"image repository: `{spec.image.repository}`\n"
+        f"- strategies: {', '.join(spec.strategies())} (default `{spec.strategy}`); canary steps: {steps}\n"
         f"- judged on: {', '.join(m.name for m in spec.analysis.metrics)}\n"
         f"- owners: {', '.join(spec.owners)}\n"
     )
 
 
 def release_dag(spec: ServiceSpec) -> DAG:
-    """validate -> preflight -> canary at 0 % -> stages (weight, gate) -> promote -> check -> report.
-
-    A failed gate, a canary that never becomes ready, or a rejected approval sends the
-    run to ``rollback`` (trigger rule one_failed); the stages after the failure are
-    skipped, not failed. ``report`` always runs; ``outcome`` fails the run unless the
-    new version was promoted (or the run was a dry run).
-    """
+    """The release DAG of ``spec``: a task group for every strategy the spec describes."""
     with DAG(
         dag_id=f"release__{spec.name}",
         schedule=None,
@@ -106,50 +111,24 @@ def release_dag(spec: ServiceSpec) -> DAG:
         request = ValidateRequestOperator(
             task_id="validate_request", service=spec, on_success_callback=ReleaseStartedNotifier(service=spec)
         )
-        preflight = ReleasePreflightOperator(task_id="preflight", service=spec, image=IMAGE)
-        deploy = DeployCanaryOperator(task_id="deploy_canary", service=spec, image=IMAGE)
-        request >> preflight >> deploy
+        preflight = ReleasePreflightOperator(task_id="preflight", service=spec)
+        branch = StrategyBranchOperator(task_id="strategy", strategies=spec.strategies())
+        request >> preflight >> branch
 
-        previous: BaseOperator = deploy
-        moving: list[BaseOperator] = [deploy]
-        for step in spec.canary.steps if spec.canary else []:
-            with TaskGroup(group_id=f"stage_{step.weight}", tooltip=f"{step.weight} % for {step.bake}"):
-                first = set_weight = SetCanaryWeightOperator(
-                    task_id="set_weight", service=spec, weight=step.weight, trigger_rule=AFTER_PREVIOUS
-                )
-                if step.approval:
-                    first = StageApprovalOperator(
-                        task_id="approval",
-                        service=spec,
-                        subject=f"Release {spec.name}: send {step.weight} % of traffic to {IMAGE}?",
-                        body="Approve to continue the canary; reject to roll it back.",
-                        response_timeout=APPROVAL_TIMEOUT,
-                        trigger_rule=AFTER_PREVIOUS,
-                    )
-                    set_weight.trigger_rule = TriggerRule.ALL_SUCCESS
-                    first >> set_weight
-                gate = HealthGateOperator(
-                    task_id="gate",
-                    weight=step.weight,
-                    bake=step.bake,
-                    selectors=SELECTORS,
-                    analysis=spec.analysis,
-                    gate_name=f"stage_{step.weight}",
-                    on_success_callback=StageVerdictNotifier(service=spec),
-                    on_failure_callback=StageVerdictNotifier(service=spec),
-                )
-                set_weight >> gate
-            previous >> first
-            previous = gate
-            moving += [first, set_weight, gate]
+        promote = PromoteOperator(task_id="promote", service=spec, trigger_rule=TriggerRule.ALL_DONE)
+        moving = [promote]
+        for name in spec.strategies():
+            group = GROUPS[name](spec)
+            if not any(task.task_id.endswith(".gate") for task in group.moving):
+                raise GatelessRelease(f"{spec.name}: the {name} strategy would release without a health gate")
+            branch >> group.first
+            group.last >> promote
+            moving += group.moving
 
-        promote = PromoteCanaryOperator(task_id="promote", service=spec, trigger_rule=AFTER_PREVIOUS)
         check = PostPromotionCheckOperator(task_id="post_promotion_check", service=spec, image=IMAGE)
-        previous >> promote >> check
-        rollback = RollbackCanaryOperator(
-            task_id="rollback", service=spec, trigger_rule=TriggerRule.ONE_FAILED
-        )
-        [*moving, promote] >> rollback
+        promote >> check
+        rollback = RollbackOperator(task_id="rollback", service=spec, trigger_rule=TriggerRule.ONE_FAILED)
+        moving >> rollback
         report = ReleaseReportOperator(task_id="report", service=spec, trigger_rule=TriggerRule.ALL_DONE)
         [check, rollback] >> report
         report >> ReleaseOutcomeOperator(task_id="outcome", trigger_rule=TriggerRule.ALL_DONE)

@@ -36,12 +36,12 @@ def slack_target(
     return slack.connection_id, channel or slack.channel, target.name
 
 
-def planned_stages(service: ServiceSpec) -> list[StageRecord]:
-    """The canary stages a release of ``service`` will go through, none run yet."""
-    steps = service.canary.steps if service.canary else []
-    return [
-        StageRecord(name=f"stage_{s.weight}", weight=s.weight, bake_s=s.bake.total_seconds()) for s in steps
-    ]
+def planned_stages(service: ServiceSpec, strategy: str | None = None) -> list[StageRecord]:
+    """The stages a release of ``service`` with ``strategy`` will go through, none run yet."""
+    from opsdag.strategies.stages import stage_plans
+
+    plans = stage_plans(service, strategy or service.strategy)
+    return [StageRecord(name=p.name, weight=p.weight, bake_s=p.bake.total_seconds()) for p in plans]
 
 
 def notify_release_started(
@@ -149,7 +149,7 @@ class ReleaseStartedNotifier(BaseNotifier):
             strategy=request.get("strategy") or self.service.strategy,
             reason=request.get("reason") or "",
             dry_run=bool(request.get("dry_run")),
-            stages=planned_stages(self.service),
+            stages=planned_stages(self.service, request.get("strategy")),
             dag_id=getattr(context.get("dag"), "dag_id", None),
             run_id=context.get("run_id"),
         )

@@ -1,63 +1,67 @@
-"""Check that a release can start safely and record the rollback target."""
+"""Check that a release can start safely, and record exactly what to restore if it is undone."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from opsdag.analysis import preflight as decide
 from opsdag.operators.service_base import ServiceOperator
+from opsdag.strategies.stages import peak_instances
 
 
 class ReleasePreflightOperator(ServiceOperator):
-    """Record the current stable version; the router, the platform and Prometheus must answer;
-    no other release of this service may be in flight.
+    """The seeds' checklist: platform and router answer, stable healthy, no other release in flight,
+    capacity for the new instances, Prometheus answers, dependencies healthy (the spec's PromQL
+    checks), the database's newest verified backup young enough; and the rollback target recorded.
 
-    Pushes ``{"stable_image", "checks": [{"name", "ok", "detail"}]}`` and fails (without retry)
-    when a check fails, before anything has changed.
-
-    :param image: the image being released (a canary of this image left by a retry is not "another release").
+    Pushes ``{"stable_image", "rollback_target", "checks": [{"name", "ok", "detail"}]}`` and fails
+    (without retry) when a check fails, before anything has changed. Changes nothing itself,
+    so it also runs in a dry run: the plan says what would have been refused.
     """
 
-    template_fields = ("image",)
-
-    def __init__(self, *, image: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.image = image
-
     def run(self, context: Any) -> dict[str, Any]:
+        request = self.request(context)
+        image, strategy = request["image"], request["strategy"]
         checks: list[dict[str, Any]] = []
-        status = None
+        status = target = None
         try:
-            status = self.platform.status()
-            checks.append({"name": "platform and router reachable", "ok": True, "detail": "status read"})
+            status = self.driver.status()
+            split = self.router.verify_weight()
+            target = self.driver.rollback_target()
+            checks.append(
+                decide.check("platform and router reachable", True, f"{split.canary:g} % to canary")
+            )
         except Exception as exc:
-            checks.append({"name": "platform and router reachable", "ok": False, "detail": str(exc)})
+            checks.append(decide.check("platform and router reachable", False, str(exc)))
         if status is not None:
-            checks.append(
-                {
-                    "name": "stable version healthy",
-                    "ok": bool(status.stable_image) and status.stable_healthy,
-                    "detail": f"stable {status.stable_image or 'none'}, healthy={status.stable_healthy}",
-                }
-            )
-            in_flight = status.canary_image not in (None, self.image)
-            checks.append(
-                {
-                    "name": "no other release in flight",
-                    "ok": not in_flight,
-                    "detail": f"canary {status.canary_image} at {status.canary_weight} % is deployed"
-                    if in_flight
-                    else "no other canary",
-                }
-            )
+            checks.append(decide.stable_check(status))
+            checks.append(decide.in_flight_check(status, image))
+            needed = peak_instances(self.service, strategy, status.stable.instances if status.stable else 0)
+            checks.append(decide.capacity_check(status, needed))
         checks.append(self._prometheus_check())
-        result = {"stable_image": status.stable_image if status else None, "checks": checks}
-        context["ti"].xcom_push(key="preflight", value=result)
-        for check in checks:
-            self.log.info(
-                "preflight: %s: %s (%s)", check["name"], "ok" if check["ok"] else "FAILED", check["detail"]
+        checks += self._dependency_checks()
+        if self.service.preflight.backup is not None:
+            checks.append(self._backup_check())
+        checks.append(
+            decide.check(
+                "rollback target recorded",
+                target is not None,
+                f"{target.image} on {target.instances} instance(s), {target.canary_weight} % to canary"
+                if target
+                else "unknown: the platform did not answer",
             )
+        )
+        result = {
+            "stable_image": status.stable.image if status and status.stable else None,
+            "rollback_target": target.to_dict() if target else None,
+            "checks": checks,
+        }
+        context["ti"].xcom_push(key="preflight", value=result)
+        for c in checks:
+            self.log.info("preflight: %s: %s (%s)", c["name"], "ok" if c["ok"] else "FAILED", c["detail"])
         failed = [c for c in checks if not c["ok"]]
         if failed:
             raise AirflowFailException(
@@ -72,5 +76,37 @@ class ReleasePreflightOperator(ServiceOperator):
         try:
             PrometheusHook(prometheus_conn_id=conn_id).query("vector(1)")
         except Exception as exc:
-            return {"name": "Prometheus reachable", "ok": False, "detail": f"{conn_id}: {exc}"}
-        return {"name": "Prometheus reachable", "ok": True, "detail": f"{conn_id} answers queries"}
+            return decide.check("Prometheus reachable", False, f"{conn_id}: {exc}")
+        return decide.check("Prometheus reachable", True, f"{conn_id} answers queries")
+
+    def _dependency_checks(self) -> list[dict[str, Any]]:
+        from opsdag.hooks.prometheus import PrometheusHook
+
+        hook = PrometheusHook(prometheus_conn_id=self.service.analysis.prometheus_conn_id)
+        checks = []
+        for dep in self.service.preflight.dependencies:
+            try:
+                value = hook.query(dep.query)
+            except Exception as exc:
+                checks.append(decide.check(f"dependency {dep.name}", False, f"cannot be queried: {exc}"))
+                continue
+            checks.append(decide.dependency_check(dep.name, value, dep.min, dep.max))
+        return checks
+
+    def _backup_check(self) -> dict[str, Any]:
+        from opsdag.backups.storage import BackupStore
+        from opsdag.paths import include_dir
+        from opsdag.spec.database import DatabaseSpec
+        from opsdag.spec.loader import load_file
+
+        wanted = self.service.preflight.backup
+        spec, errors = load_file(include_dir() / "databases" / f"{wanted.database}.yaml", DatabaseSpec)
+        if spec is None:
+            problem = "; ".join(str(e) for e in errors) or "not found"
+            return decide.check(f"backup of {wanted.database} confirmed", False, f"database spec: {problem}")
+        try:
+            newest = BackupStore(spec.backup.storage, spec.backup.storage_conn_id).newest_verified(spec.name)
+        except Exception as exc:
+            return decide.check(f"backup of {wanted.database} confirmed", False, f"backups unreadable: {exc}")
+        finished = newest.manifest.finished if newest and newest.manifest else None
+        return decide.backup_check(wanted.database, finished, datetime.now(UTC), wanted.max_age)

@@ -50,10 +50,13 @@ class ReleaseReportOperator(ServiceOperator):
 
     def gather(self, context: Any):
         """What this run's tasks recorded, as :class:`~opsdag.reports.release_facts.ReleaseFacts`."""
-        from opsdag.reports.release_facts import ReleaseFacts, release_task_ids
+        from opsdag.reports.release_facts import ReleaseFacts
+        from opsdag.strategies.stages import release_task_ids
 
         ti = context["ti"]
-        task_ids = release_task_ids(self.service)
+        strategy = self.request(context).get("strategy") or context["params"].get("strategy")
+        strategy = strategy if strategy in self.service.strategies() else self.service.strategy
+        task_ids = release_task_ids(self.service, strategy)
         started = context["dag_run"].start_date or datetime.now(UTC)
         finished = datetime.now(UTC)
         return ReleaseFacts(
@@ -65,7 +68,7 @@ class ReleaseReportOperator(ServiceOperator):
             params=dict(context["params"]),
             request=ti.xcom_pull(task_ids="validate_request"),
             preflight=ti.xcom_pull(task_ids="preflight", key="preflight"),
-            readiness=ti.xcom_pull(task_ids="deploy_canary", key="readiness"),
+            readiness=ti.xcom_pull(task_ids=f"{strategy}.deploy", key="readiness"),
             verdicts={t: ti.xcom_pull(task_ids=t, key="verdict") for t in task_ids if t.endswith(".gate")},
             states=task_states(context, task_ids),
             rollback=ti.xcom_pull(task_ids="rollback", key="rollback"),
@@ -83,7 +86,7 @@ class ReleaseReportOperator(ServiceOperator):
         analysis = self.service.analysis
         window_s = monitoring_window_s((finished - started).total_seconds())
         try:
-            queries = monitoring_queries(analysis.monitoring, self.platform.metric_selectors(), window_s)
+            queries = monitoring_queries(analysis.monitoring, self.driver.metric_selectors(), window_s)
         except Exception as exc:  # the report is written without figures rather than not at all
             self.log.warning("monitoring figures unavailable: %s", exc)
             return {}

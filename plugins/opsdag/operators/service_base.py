@@ -1,4 +1,9 @@
-"""The base of every operator that acts on a service's workloads through its platform driver."""
+"""The base of every operator that acts on a service: its workload driver and traffic router.
+
+Both are built on first use, never at DAG parse, from the spec through
+:mod:`opsdag.platforms.registry`. Every release task after ``validate_request`` reads the
+validated request (the resolved image and strategy) from that task's XCom.
+"""
 
 from __future__ import annotations
 
@@ -9,41 +14,57 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from opsdag.operators.run_state import RecordsItsError, run_has_failed
-from opsdag.platforms import Platform, platform_for
+from opsdag.platforms.base import TrafficRouter, WorkloadDriver
+from opsdag.platforms.registry import driver_for, router_for
 from opsdag.spec.service import ServiceSpec
+
+REQUEST_TASK = "validate_request"
+# The resolved image, as every task after validate_request reads it (render_template_as_native_obj).
+IMAGE = "{{ ti.xcom_pull(task_ids='validate_request')['image'] }}"
 
 
 class ServiceOperator(RecordsItsError, BaseOperator):
-    """Holds the service spec; the platform driver is built on first use, never at DAG parse.
+    """Holds the service spec; subclasses implement ``run(context)``.
 
-    Subclasses implement ``run(context)``; a failure is recorded as the task's XCom
-    ``error`` so that the report names the failing step with its own error.
+    A failure is recorded as the task's XCom ``error`` so that the report names the
+    failing step with its own error.
 
     :param service: the service's spec.
+    :param strategy: the strategy whose task group this task belongs to (None: every strategy's).
     """
 
     ui_color = "#e8f1fb"
 
-    def __init__(self, *, service: ServiceSpec, **kwargs: Any) -> None:
+    def __init__(self, *, service: ServiceSpec, strategy: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.service = service
+        self.strategy = strategy
 
     @cached_property
-    def platform(self) -> Platform:
-        return platform_for(self.service)
+    def driver(self) -> WorkloadDriver:
+        return driver_for(self.service)
 
-    def skip_if_release_failed(self, context: Any) -> None:
-        """Skip (not fail) a stage when an earlier step of this run failed: the rollback owns the canary.
+    @cached_property
+    def router(self) -> TrafficRouter:
+        return router_for(self.service)
 
-        Stage tasks run with trigger rule all_done so that they can be skipped rather than
-        marked upstream_failed; a skipped task's downstream tasks skip too.
+    @staticmethod
+    def request(context: Any) -> dict[str, Any]:
+        """The validated request (``image``, ``strategy``, ``dry_run``, ...); empty if it was refused."""
+        return context["ti"].xcom_pull(task_ids=REQUEST_TASK) or {}
+
+    def skip_unless_moving(self, context: Any, would: str) -> None:
+        """Skip (not fail) when this step must not change anything.
+
+        When an earlier step of this run failed (the rollback owns the new version), when
+        this task belongs to a strategy the run did not choose, and in a dry run (saying
+        what the step would have done). Tasks that move traffic run with trigger rule
+        all_done so that they skip rather than show upstream_failed.
         """
         if run_has_failed(context):
-            raise AirflowSkipException(
-                "an earlier step of this release failed; the canary is being rolled back"
-            )
-
-    def skip_if_dry_run(self, context: Any, would: str) -> None:
-        """In a dry run, say what would have changed and skip (the downstream tasks skip too)."""
+            raise AirflowSkipException("an earlier step of this release failed; it is being rolled back")
+        chosen = self.request(context).get("strategy")
+        if self.strategy is not None and chosen != self.strategy:
+            raise AirflowSkipException(f"this release runs the {chosen} strategy, not {self.strategy}")
         if context["params"].get("dry_run"):
             raise AirflowSkipException(f"dry run: would {would}")

@@ -1,4 +1,4 @@
-"""The first task of a release: the request is checked, whole, before anything changes."""
+"""The first task of a release: the request is checked, whole, and resolved once, before anything changes."""
 
 from __future__ import annotations
 
@@ -10,15 +10,23 @@ from airflow.sdk.exceptions import AirflowFailException
 from opsdag.operators.run_state import RecordsItsError
 from opsdag.spec.request import RequestRefused, validate_request
 from opsdag.spec.service import ServiceSpec
+from opsdag.strategies.choice import StrategyRefused, choose_strategy
 
 
 class ValidateRequestOperator(RecordsItsError, BaseOperator):
-    """Refuse a bad run conf (unknown keys, another repository's image) before anything changes.
+    """Refuse a bad run conf before anything changes, and resolve what the release will run.
 
     The Params form checks each field; this checks the conf as one object, for runs created
-    any other way. A refusal fails the task without retry and is recorded as its error
-    (``field: problem`` lines), so the report and the run's note say what was wrong.
-    Returns the validated request (a dict), which every later task reads.
+    any other way (unknown keys, another repository's image), then resolves it once:
+
+    - the strategy: the run's, else the service's default, refused (``strategy: ...``) when
+      the service cannot do it (no section for it in its spec, a router that cannot);
+    - the image: as the platform will run it; one that cannot be pulled (an undeclared tag)
+      is refused here, in a dry run too, rather than planned.
+
+    A refusal fails the task without retry and is recorded as its error (``field: problem``
+    lines), so the report and the run's note say what was wrong. Returns the resolved
+    request (a dict): every later task reads its ``image`` and ``strategy``.
 
     :param service: the service's spec.
     """
@@ -30,10 +38,26 @@ class ValidateRequestOperator(RecordsItsError, BaseOperator):
         self.service = service
 
     def run(self, context: Any) -> dict[str, Any]:
+        from opsdag.platforms.registry import driver_for, router_for
+
         conf = {**dict(context["params"]), **dict(context["dag_run"].conf or {})}
         try:
             request = validate_request(conf, self.service)
-        except RequestRefused as exc:
+            router = router_for(self.service)
+            strategy = choose_strategy(
+                request.strategy,
+                self.service,
+                router_kind=router.kind,
+                can_split=router.can_split,
+                can_preview=router.can_preview,
+            )
+        except (RequestRefused, StrategyRefused) as exc:
             raise AirflowFailException(str(exc)) from None
-        self.log.info("release request of %s: %s", self.service.name, request.model_dump())
-        return request.model_dump()
+        resolved = driver_for(self.service).resolve_image(request.image)
+        if not resolved.pullable:
+            raise AirflowFailException(f"release request refused:\nimage: {resolved.reason}")
+        result = {**request.model_dump(), "strategy": strategy, "image": resolved.reference}
+        if resolved.digest:
+            result["digest"] = resolved.digest
+        self.log.info("release request of %s: %s", self.service.name, result)
+        return result

@@ -3,7 +3,7 @@
 The report task gathers the XComs and task states of its run into :class:`ReleaseFacts`
 and calls :func:`build_record`; every decision about what happened is made here, in pure
 functions tested without Airflow. The first failing step comes from
-:func:`opsdag.operators.run_state.first_failure` over :func:`release_task_ids` (run
+:func:`opsdag.operators.run_state.first_failure` over the strategy's task ids (run
 order), so a step that fails on its own (a task killed in ``set_weight``, ``promote``
 raising) is named with its own error, never with the canary's health message.
 """
@@ -20,25 +20,13 @@ from opsdag.analysis.summary import MetricSummary
 from opsdag.format import plain_text
 from opsdag.reports.release_record import FailedStep, ReleaseRecord, StageRecord, Status, read_time
 from opsdag.reports.release_wording import error_text, stage_cause, step_failure
-from opsdag.spec.service import CanaryStep, ServiceSpec
+from opsdag.spec.service import ServiceSpec
+from opsdag.strategies.stages import StagePlan, stage_plans
 
 # A gate's verdict phase -> the stage's status (fail, error and inconclusive all stop the release).
 _STAGE_STATUS = {"pass": "passed", "running": "running"}
 # Steps that refuse a release before anything changes: their failure is a refusal, not an incident.
 _REFUSING_STEPS = ("validate_request", "preflight")
-
-
-def stage_name(step: CanaryStep) -> str:
-    return f"stage_{step.weight}"
-
-
-def release_task_ids(service: ServiceSpec) -> list[str]:
-    """The release DAG's task ids that can fail, in run order (for ``first_failure``)."""
-    ids = ["validate_request", "preflight", "deploy_canary"]
-    for step in service.canary.steps if service.canary else []:
-        name = stage_name(step)
-        ids += ([f"{name}.approval"] if step.approval else []) + [f"{name}.set_weight", f"{name}.gate"]
-    return [*ids, "promote", "post_promotion_check", "rollback"]
 
 
 @dataclass(frozen=True)
@@ -105,7 +93,7 @@ def stage_from_verdict(
 
 
 def stage_record(
-    step: CanaryStep,
+    plan: StagePlan,
     verdict: Mapping[str, Any] | None,
     gate_state: str | None,
     failure: FailedStep | None,
@@ -115,11 +103,11 @@ def stage_record(
     A rejected approval leaves the stage unrun (no traffic moved): the failure itself
     names the approval task.
     """
-    name, bake_s = stage_name(step), step.bake.total_seconds()
+    name, bake_s = plan.name, plan.bake.total_seconds()
     if verdict:
-        return stage_from_verdict(verdict, weight=step.weight, bake_s=bake_s)
-    base = {"name": name, "weight": step.weight, "bake_s": bake_s}
-    if failure is not None and failure.task_id in (f"{name}.set_weight", f"{name}.gate"):
+        return stage_from_verdict(verdict, weight=plan.weight, bake_s=bake_s)
+    base = {"name": name, "weight": plan.weight, "bake_s": bake_s}
+    if failure is not None and failure.task_id in (plan.move_task, plan.gate_task):
         return StageRecord(**base, status="failed", reason=step_failure(failure))
     if gate_state == "skipped":
         reason = "skipped: an earlier step failed or the run was a dry run"
@@ -150,13 +138,19 @@ def incidents(
     if failed is not None:
         found.append(f"{failed.name} failed: {stage_cause(failed)}")
     if failure is not None and failure.task_id not in _REFUSING_STEPS:
-        in_failed_stage = failed is not None and failure.task_id.startswith(f"{failed.name}.")
-        in_failed_canary = canary_failed and failure.task_id == "deploy_canary"
+        in_failed_stage = failed is not None and f".{failed.name}." in f".{failure.task_id}"
+        in_failed_canary = canary_failed and failure.task_id.endswith(".deploy")
         if not (in_failed_stage or in_failed_canary):  # else already said above, with its numbers
             found.append(f"{failure.task_id} failed: {error_text(failure.error)}")
     if rollback_error:
         found.append(f"rollback failed: {error_text(rollback_error)}")
     return found
+
+
+def facts_strategy(facts: ReleaseFacts) -> str:
+    """The strategy the run took: the resolved request's, else what was asked, else the spec's default."""
+    request = facts.request or {}
+    return request.get("strategy") or facts.params.get("strategy") or facts.service.strategy
 
 
 def build_record(facts: ReleaseFacts) -> ReleaseRecord:
@@ -165,15 +159,10 @@ def build_record(facts: ReleaseFacts) -> ReleaseRecord:
     request = dict(facts.request or {})
     task_id, error = facts.failure
     failure = FailedStep(task_id=task_id, error=error or "") if task_id else None
-    steps = service.canary.steps if service.canary else []
+    strategy = facts_strategy(facts)
     stages = [
-        stage_record(
-            step,
-            facts.verdicts.get(f"{stage_name(step)}.gate"),
-            facts.states.get(f"{stage_name(step)}.gate"),
-            failure,
-        )
-        for step in steps
+        stage_record(plan, facts.verdicts.get(plan.gate_task), facts.states.get(plan.gate_task), failure)
+        for plan in stage_plans(service, strategy)
     ]
     failed = next((s for s in stages if s.status == "failed"), None)
     why = stage_cause(failed) if failed else step_failure(failure) if failure else "a release step failed"
@@ -193,7 +182,7 @@ def build_record(facts: ReleaseFacts) -> ReleaseRecord:
             "run_id": facts.run_id,
             "image": plain_text(request.get("image") or params.get("image")),
             "previous_image": preflight.get("stable_image"),
-            "strategy": request.get("strategy") or params.get("strategy") or service.strategy,
+            "strategy": strategy,
             "reason": plain_text(request.get("reason") or params.get("reason")),
             "dry_run": bool(params.get("dry_run")),
             "status": status,

@@ -225,7 +225,7 @@ def _rolled_back_actions(record: ReleaseRecord) -> list[str]:
     if lacked_data:
         actions.append(check_prometheus(record))
     failure = record.failure
-    if not actions and failure is not None and failure.task_id != "deploy_canary":
+    if not actions and failure is not None and not failure.task_id.endswith(".deploy"):
         # A step failed on its own (a task killed, a platform or router error): not a verdict on the version.
         actions.append(
             f"Read the log of task {failure.task_id} in run {record.run_id or '?'}: "

@@ -21,12 +21,16 @@ from opsdag.spec.service import ServiceSpec
 TAG = r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}"
 DIGEST = r"sha256:[a-f0-9]{64}"
 # Any full reference: path segments, a registry port only before a path ("localhost:5000/app").
-_REFERENCE = re.compile(rf"^[^\s:@/]+(:[0-9]+(?=/))?(/[^\s:@/]+)*(:{TAG}|@{DIGEST})$")
+# Matched with fullmatch: Python's ``$`` also matches before a trailing newline.
+_REFERENCE = re.compile(rf"[^\s:@/]+(:[0-9]+(?=/))?(/[^\s:@/]+)*(:{TAG}|@{DIGEST})")
+# Refuses whitespace anywhere, a trailing newline included, in Python's ``re`` (Airflow's
+# jsonschema) and in the browser's regular expressions alike (neither knows ``\Z``).
+_NO_WHITESPACE = r"(?![\s\S]*\s)"
 
 
 def image_pattern(repository: str) -> str:
     """JSON-Schema pattern of an image of ``repository``: ``repo:tag`` or ``repo@sha256:<digest>``."""
-    return rf"^{re.escape(repository)}(:{TAG}|@{DIGEST})$"
+    return rf"^{_NO_WHITESPACE}{re.escape(repository)}(:{TAG}|@{DIGEST})$"
 
 
 class ReleaseRequest(StrictModel):
@@ -36,10 +40,18 @@ class ReleaseRequest(StrictModel):
     dry_run: bool = False
     reason: str = Field(default="", max_length=500)
 
+    @field_validator("image", mode="before")
+    @classmethod
+    def _no_whitespace(cls, value: object) -> object:
+        """Checked before the model strips whitespace: ``...:1.1.0\n`` is a typo, not ``...:1.1.0``."""
+        if isinstance(value, str) and any(ch.isspace() for ch in value):
+            raise ValueError(f"{value!r} contains whitespace; an image reference has none")
+        return value
+
     @field_validator("image")
     @classmethod
     def _image_reference(cls, value: str) -> str:
-        if not _REFERENCE.match(value):
+        if not _REFERENCE.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a full image reference: "
                 "write registry/repo:tag or repo@sha256:<64 hex digits>"
@@ -57,7 +69,7 @@ def validate_request(conf: dict[str, Any], spec: ServiceSpec) -> ReleaseRequest:
     except ValidationError as exc:
         lines = [f"{field_path(e['loc'])}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
         raise RequestRefused("release request refused:\n" + "\n".join(lines)) from None
-    if not re.match(image_pattern(spec.image.repository), request.image):
+    if not re.fullmatch(image_pattern(spec.image.repository), request.image):
         raise RequestRefused(
             f"release request refused:\nimage: {request.image!r} is not an image of {spec.name}'s repository "
             f"{spec.image.repository!r}"
@@ -65,5 +77,11 @@ def validate_request(conf: dict[str, Any], spec: ServiceSpec) -> ReleaseRequest:
     if request.build and spec.image.build is None:
         raise RequestRefused(
             f"release request refused:\nbuild: {spec.name} declares no image.build to build from"
+        )
+    if request.build:
+        # Performed or refused, never accepted and ignored: image builds are not built yet.
+        raise RequestRefused(
+            "release request refused:\nbuild: this version of opsdag cannot build images yet; "
+            "build and push the image, then release it by reference"
         )
     return request

@@ -1,0 +1,192 @@
+"""Operators that change a service's instances through its workload driver.
+
+Start the new version (no traffic) and wait for it, deferred; replace a rolling batch;
+wait out blue-green's scale-down delay; promote; check the promoted state. Each is
+idempotent: a retry finds the instances it started and keeps them.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from opsdag.operators.service_base import ServiceOperator
+from opsdag.triggers.rollout import RolloutStatusTrigger
+
+READY_TIMEOUT = timedelta(minutes=5)
+
+
+class StartVersionOperator(ServiceOperator):
+    """Start ``instances`` of the new version beside the stable one, taking no traffic, and wait
+    (deferred) until they are ready.
+
+    A version that crashes or cannot be pulled fails this task for good (no retry): the
+    release rolls back before any traffic reaches it. Pushes the metric ``selectors``.
+
+    :param image: the resolved image reference.
+    :param instances: how many instances to start.
+    """
+
+    template_fields = ("image",)
+
+    def __init__(
+        self, *, image: str, instances: int, ready_timeout: timedelta = READY_TIMEOUT, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.image = image
+        self.instances = instances
+        self.ready_timeout = ready_timeout
+
+    def run(self, context: Any) -> None:
+        self.skip_unless_moving(context, f"start {self.instances} instance(s) of {self.image} at 0 %")
+        self.driver.start(self.image, self.instances)
+        context["ti"].xcom_push(key="selectors", value=self.driver.metric_selectors())
+        self.log.info("%s: %d instance(s) started at 0 %%; waiting until ready", self.image, self.instances)
+        self.defer(
+            trigger=RolloutStatusTrigger(
+                service=self.service.model_dump(mode="json"),
+                image=self.image,
+                timeout_at=time.time() + self.ready_timeout.total_seconds(),
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        context["ti"].xcom_push(key="readiness", value=event)
+        if event["status"] != "ready":
+            raise AirflowFailException(f"{self.image} {event['status']}: {event['reason']}")
+        self.log.info("%s ready: %s", self.image, event.get("reason"))
+        return event
+
+
+class ReplaceBatchOperator(ServiceOperator):
+    """One rolling batch: the new version up to ``canary`` instances (ready), the old down to
+    ``stable``, and the traffic split to match.
+
+    The new instances wait (deferred) for readiness before the old ones go; if they fail,
+    the trigger takes traffic off the new version before this task fails.
+
+    :param image: the resolved image reference.
+    :param canary: instances of the new version after this batch.
+    :param stable: instances of the old version after this batch (at least 1).
+    :param weight: the new version's share of the traffic after this batch, in percent.
+    """
+
+    template_fields = ("image",)
+
+    def __init__(
+        self,
+        *,
+        image: str,
+        canary: int,
+        stable: int,
+        weight: int,
+        ready_timeout: timedelta = READY_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.image = image
+        self.canary = canary
+        self.stable = stable
+        self.weight = weight
+        self.ready_timeout = ready_timeout
+
+    def run(self, context: Any) -> None:
+        self.skip_unless_moving(
+            context, f"run {self.canary} new and {self.stable} old instance(s), {self.weight} % to the new"
+        )
+        self.driver.start(self.image, self.canary)
+        self.defer(
+            trigger=RolloutStatusTrigger(
+                service=self.service.model_dump(mode="json"),
+                image=self.image,
+                timeout_at=time.time() + self.ready_timeout.total_seconds(),
+                abort={"service": self.service.model_dump(mode="json"), "action": "weight_zero"},
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        if event["status"] != "ready":
+            context["ti"].xcom_push(key="readiness", value=event)
+            raise AirflowFailException(f"{self.image} {event['status']}: {event['reason']}")
+        self.driver.scale("stable", self.stable)
+        self.router.set_weight(self.weight)
+        split = self.router.verify_weight()
+        result = {
+            "canary": self.canary,
+            "stable": self.stable,
+            "weight": self.weight,
+            "split": split.to_dict(),
+        }
+        self.log.info("batch done: %s", result)
+        return result
+
+
+class ScaleDownDelayOperator(ServiceOperator):
+    """Blue-green: keep the old colour up (idle) for ``delay`` after the switch, deferred.
+
+    While it waits, a switch back is one router call. Safe to retry: the delay counts
+    from the first try's start (kept in XCom).
+    """
+
+    def __init__(self, *, delay: timedelta, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.delay = delay
+
+    def run(self, context: Any) -> None:
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        self.skip_unless_moving(context, f"keep the old colour up for {self.delay}")
+        ti = context["ti"]
+        since = ti.xcom_pull(task_ids=self.task_id, key="since") or time.time()
+        ti.xcom_push(key="since", value=since)
+        until = datetime.fromtimestamp(since, UTC) + self.delay
+        self.log.info("old colour stays up until %s", until.isoformat(timespec="seconds"))
+        self.defer(trigger=DateTimeTrigger(moment=until), method_name="execute_complete")
+
+    def execute_complete(self, context: Any, event: Any = None) -> None:
+        self.log.info("scale-down delay over")
+
+
+class PromoteOperator(ServiceOperator):
+    """Make the new version the stable one and remove the old one's instances."""
+
+    def run(self, context: Any) -> dict[str, Any]:
+        self.skip_unless_moving(context, "promote the new version to stable")
+        self.driver.promote()
+        status = self.driver.status()
+        self.log.info("promoted: stable is now %s", status.stable.image if status.stable else None)
+        return status.to_dict()
+
+
+class PostPromotionCheckOperator(ServiceOperator):
+    """After promotion the new version must be the only one, healthy, with all the traffic, and
+    answer the service's smoke checks."""
+
+    template_fields = ("image",)
+
+    def __init__(self, *, image: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.image = image
+
+    def run(self, context: Any) -> dict[str, Any]:
+        from opsdag.analysis.rollout_state import promoted_state_problems
+        from opsdag.analysis.smoke import smoke_problems
+        from opsdag.operators.smoke import smoke_test
+
+        status = self.driver.status()
+        split = self.router.verify_weight()
+        problems = promoted_state_problems(status, split, self.image)
+        if not problems and self.service.smoke:
+            checks = list(self.service.smoke)
+            problems = smoke_problems(checks, smoke_test(checks, self.driver.endpoints("stable")))
+        detail = "; ".join(problems) or f"{self.image} serves 100 % on {status.stable.instances} instance(s)"
+        result = {"ok": not problems, "detail": detail}
+        context["ti"].xcom_push(key="post_promotion", value=result)
+        if problems:
+            raise AirflowFailException(f"post-promotion check failed: {detail}")
+        return result

@@ -1,0 +1,44 @@
+"""Which strategy a release runs: the run's request, else the service's default, if the service can do it.
+
+Pure: the router's abilities come in as flags, so the choice is tested without a router.
+A refusal names the run-conf field (``strategy``) and what the service lacks, before
+anything changes.
+"""
+
+from __future__ import annotations
+
+from opsdag.spec.service import ServiceSpec
+
+STRATEGIES = ("canary", "bluegreen", "rolling")
+_SECTION = {"canary": "canary.steps", "bluegreen": "a bluegreen section", "rolling": "a rolling section"}
+
+
+class StrategyRefused(ValueError):
+    """The requested strategy cannot be done for this service; the message reads ``strategy: problem``."""
+
+
+def choose_strategy(
+    requested: str | None, spec: ServiceSpec, *, router_kind: str, can_split: bool, can_preview: bool
+) -> str:
+    """The strategy to run: ``requested`` (run conf) or the spec's default, checked against what the
+    service declares and what its router can do."""
+    strategy = requested or spec.strategy
+    if strategy not in STRATEGIES:
+        raise StrategyRefused(f"strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    if strategy not in spec.strategies():
+        can = ", ".join(spec.strategies())
+        raise StrategyRefused(
+            f"strategy: {spec.name} cannot be released with {strategy}: its spec has no {_SECTION[strategy]} "
+            f"(it can be released with: {can})"
+        )
+    if strategy == "canary" and not can_split:
+        raise StrategyRefused(
+            f"strategy: canary needs a router that splits traffic by weight; {spec.name}'s router "
+            f"{router_kind!r} cannot"
+        )
+    if strategy == "bluegreen" and not can_preview:
+        raise StrategyRefused(
+            f"strategy: bluegreen judges the new colour on a preview route; {spec.name}'s router "
+            f"{router_kind!r} has none"
+        )
+    return strategy
