@@ -38,12 +38,13 @@ class ValidateRequestOperator(RecordsItsError, BaseOperator):
         self.service = service
 
     def run(self, context: Any) -> dict[str, Any]:
-        from opsdag.platforms.registry import driver_for, router_for
+        from opsdag.platforms.registry import NoDriver, driver_for, router_class
 
         conf = {**dict(context["params"]), **dict(context["dag_run"].conf or {})}
         try:
             request = validate_request(conf, self.service)
-            router = router_for(self.service)
+            router = router_class(self.service)
+            driver = driver_for(self.service)
             strategy = choose_strategy(
                 request.strategy,
                 self.service,
@@ -51,9 +52,11 @@ class ValidateRequestOperator(RecordsItsError, BaseOperator):
                 can_split=router.can_split,
                 can_preview=router.can_preview,
             )
-        except (RequestRefused, StrategyRefused) as exc:
+        except RequestRefused as exc:
             raise AirflowFailException(str(exc)) from None
-        resolved = driver_for(self.service).resolve_image(request.image)
+        except (StrategyRefused, NoDriver) as exc:
+            raise AirflowFailException(f"release request refused:\n{exc}") from None
+        resolved = driver.resolve_image(request.image)
         if not resolved.pullable:
             raise AirflowFailException(f"release request refused:\nimage: {resolved.reason}")
         result = {**request.model_dump(), "strategy": strategy, "image": resolved.reference}

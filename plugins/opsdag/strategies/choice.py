@@ -10,7 +10,7 @@ from __future__ import annotations
 from opsdag.spec.service import ServiceSpec
 
 STRATEGIES = ("canary", "bluegreen", "rolling")
-_SECTION = {"canary": "canary.steps", "bluegreen": "a bluegreen section", "rolling": "a rolling section"}
+_SECTION = {"canary": "canary.steps", "bluegreen": "bluegreen section", "rolling": "rolling section"}
 
 
 class StrategyRefused(ValueError):
