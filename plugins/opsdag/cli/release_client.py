@@ -22,7 +22,9 @@ from opsdag.cli import EXIT_OK, EXIT_PROBLEMS, UsageError
 
 EXIT_UNREACHABLE = 3
 # The tasks whose end is worth a line while following a release.
-_FOLLOWED = ("validate_request", "preflight", "deploy_canary", "promote", "post_promotion_check", "rollback")
+_FOLLOWED = ("validate_request", "preflight", "strategy", "promote", "post_promotion_check", "rollback")
+# Steps of a strategy's group worth a line too (the gates have their own, with the verdict).
+_FOLLOWED_ENDINGS = (".deploy", ".smoke", ".switch", ".replace", ".scale_down_delay")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -111,8 +113,12 @@ def _print_transition(
         word = "passed" if state == "success" else "FAILED"
         print(f"  {task_id.removesuffix('.gate')}: {word}: {verdict.get('reason', '')}", flush=True)
     elif task_id.endswith(".gate") and state == "deferred":
-        print(f"  {task_id.removesuffix('.gate')}: judging the canary ...", flush=True)
-    elif task_id in _FOLLOWED and state in ("success", "failed", "skipped"):
+        print(f"  {task_id.removesuffix('.gate')}: judging the new version ...", flush=True)
+    elif (task_id in _FOLLOWED or task_id.endswith(_FOLLOWED_ENDINGS)) and state in (
+        "success",
+        "failed",
+        "skipped",
+    ):
         print(f"  {task_id}: {state}", flush=True)
 
 
@@ -133,7 +139,9 @@ def _service_spec(name: str) -> Any:
 
 
 def _request_conf(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
+    from opsdag.platforms.registry import NoDriver, router_class
     from opsdag.spec.request import RequestRefused, validate_request
+    from opsdag.strategies.choice import StrategyRefused, choose_strategy
 
     conf: dict[str, Any] = {
         "image": args.image,
@@ -144,7 +152,17 @@ def _request_conf(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
     if args.strategy:
         conf["strategy"] = args.strategy
     try:
-        validate_request(conf, spec)
+        request = validate_request(conf, spec)
+        router = router_class(spec)
+        choose_strategy(
+            request.strategy,
+            spec,
+            router_kind=router.kind,
+            can_split=router.can_split,
+            can_preview=router.can_preview,
+        )
     except RequestRefused as exc:
         raise UsageError(str(exc)) from None
+    except (StrategyRefused, NoDriver) as exc:
+        raise UsageError(f"release request refused:\n{exc}") from None
     return conf
