@@ -114,9 +114,9 @@ def _print_transition(
         print(f"  {task_id.removesuffix('.gate')}: {word}: {verdict.get('reason', '')}", flush=True)
     elif task_id.endswith(".gate") and state == "deferred":
         print(f"  {task_id.removesuffix('.gate')}: judging the new version ...", flush=True)
-    elif task_id in _FOLLOWED and state in ("success", "failed", "skipped"):
-        print(f"  {task_id}: {state}", flush=True)
-    elif task_id.endswith(_FOLLOWED_ENDINGS) and state in ("success", "failed"):  # not the other strategies'
+    elif (task_id in _FOLLOWED and state in ("success", "failed", "skipped")) or (
+        task_id.endswith(_FOLLOWED_ENDINGS) and state in ("success", "failed")
+    ):
         print(f"  {task_id}: {state}", flush=True)
 
 
