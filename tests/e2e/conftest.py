@@ -45,10 +45,20 @@ def e2e_include(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec_path = include / "services" / "demo-api.yaml"
     spec = yaml.safe_load(spec_path.read_text())
     spec["canary"]["steps"] = TEST_STEPS
+    spec["bluegreen"].update(pre_promotion_bake="8s", post_promotion_bake="8s", scale_down_delay="3s")
+    # a larger preview share than the demo's, so that 8 s of preview traffic are enough to judge
+    spec["bluegreen"]["preview_share"] = 0.3
+    spec["rolling"]["bake"] = "8s"
     for metric in spec["analysis"]["metrics"]:
         metric["interval"] = "2s"
     spec["notifications"]["slack"]["connection_id"] = "slack_e2e"
     spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    # the same service described with the canary only: a release asking for another strategy is refused
+    only_canary = {k: v for k, v in spec.items() if k not in ("bluegreen", "rolling")}
+    only_canary["name"] = "demo-api-canary-only"
+    (include / "services" / "demo-api-canary-only.yaml").write_text(
+        yaml.safe_dump(only_canary, sort_keys=False)
+    )
     return include
 
 
@@ -74,13 +84,17 @@ def run_release(e2e_env: dict[str, str], sandbox) -> Iterator[Callable[..., Rele
     """Run ``release__demo-api`` with a conf to its end and return its output and report."""
 
     def run(
-        conf: dict[str, Any], *, extra_env: dict[str, str] | None = None, timeout: float = 300
+        conf: dict[str, Any],
+        *,
+        extra_env: dict[str, str] | None = None,
+        timeout: float = 300,
+        dag_id: str = "release__demo-api",
     ) -> ReleaseRun:
         env = {**e2e_env, **(extra_env or {})}
-        reports = Path(env["OPSDAG_REPORTS_DIR"]) / "release__demo-api"
+        reports = Path(env["OPSDAG_REPORTS_DIR"]) / dag_id
         before = set(reports.glob("*.json")) if reports.exists() else set()
         proc = subprocess.run(
-            [ROOT / "scripts" / "airflow", "dags", "test", "release__demo-api", "-c", json.dumps(conf)],
+            [ROOT / "scripts" / "airflow", "dags", "test", dag_id, "-c", json.dumps(conf)],
             env=env,
             capture_output=True,
             text=True,

@@ -117,7 +117,7 @@ def test_request_refused_at_run_time_says_the_field_and_the_problem(run_release,
 
 def test_retried_deploy_and_stage_tasks_leave_one_canary(run_release, e2e_env, sandbox) -> None:
     # Another release's canary is in flight: this one is refused before any change ...
-    sandbox.platform().deploy_canary(sandbox.image("1.3.0-slow"))
+    sandbox.driver().start(sandbox.image("1.3.0-slow"), 2)
     run = run_release({"image": sandbox.image("1.1.0")})
     assert run.report is not None and run.report["status"] == "refused", run.output[-3000:]
     assert "no other release in flight" in run.markdown
@@ -148,7 +148,7 @@ def test_retried_deploy_and_stage_tasks_leave_one_canary(run_release, e2e_env, s
         )
 
     for _ in range(2):
-        for task_id in ("deploy_canary", "stage_25.set_weight"):
+        for task_id in ("canary.deploy", "canary.stage_25.set_weight"):
             proc = task(task_id)
             assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 

@@ -114,6 +114,7 @@ def test_two_releases_at_once_run_one_after_the_other(airflow, rest_env, sandbox
         ({"image": "registry.opsdag.local/demo-api"}, "image"),
         ({"image": "registry.opsdag.local/other:1.0"}, "image"),
         ({"image": "registry.opsdag.local/demo-api:1.1.0", "strategy": "yolo"}, "strategy"),
+        ({"image": "registry.opsdag.local/demo-api:1.1.0\n"}, "image"),  # a trailing newline is a typo
     ],
 )
 def test_bad_conf_is_refused_by_params(airflow, conf, problem) -> None:
@@ -137,7 +138,7 @@ def test_extra_conf_keys_are_refused_before_anything_changes(airflow, sandbox) -
     assert ended["state"] == "failed"
     assert states["validate_request"] == "failed"
     assert states["preflight"] in ("upstream_failed", "skipped")
-    assert states["deploy_canary"] in ("upstream_failed", "skipped")
+    assert states["canary.deploy"] in ("upstream_failed", "skipped")
     after = sandbox.status()
     assert (after["stable"], after["canary"], after["canary_weight"]) == (
         before["stable"],
