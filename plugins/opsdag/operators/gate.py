@@ -5,8 +5,12 @@ The operator is thin: it checks its inputs and that Prometheus answers, then def
 held while waiting), and on the trigger's event pushes the verdict and fails the task
 unless the gate passed. The verdict itself is decided by :mod:`opsdag.analysis.judge`.
 
-Safe to retry: every try judges a fresh bake window from the moment it starts, and
-changes nothing on the platform.
+With ``abort_action``, the trigger itself takes traffic off the new version when the
+verdict fails, before its event goes out (see :mod:`opsdag.triggers.traffic_abort`); the
+verdict's ``abort`` says what it did, and the rollback task repeats it and cleans up.
+
+Safe to retry: every try judges a fresh bake window from the moment it starts; the
+only change it can make is the (idempotent) abort.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ from opsdag.analysis.summary import MetricSummary, summary_text
 from opsdag.hooks.prometheus import DEFAULT_TIMEOUT, PrometheusHook
 from opsdag.operators.run_state import RecordsItsError
 from opsdag.spec.common import parse_duration
-from opsdag.spec.service import Analysis
+from opsdag.spec.service import Analysis, ServiceSpec
 from opsdag.triggers.analysis import AnalysisTrigger
+from opsdag.triggers.traffic_abort import abort_request, describe_abort
 
 # The trigger decides at the window's end; this margin covers a last slow query and a
 # busy triggerer before Airflow gives up on the deferral itself.
@@ -36,14 +41,18 @@ class HealthGateOperator(RecordsItsError, BaseOperator):
     """Judge a canary stage on its service's analysis metrics for a bake window.
 
     The verdict is pushed as the XCom ``verdict``: ``{"gate", "phase", "reason",
-    "metrics": [per-metric summary], "measurements": [the last few], ...}``, also when
-    the gate fails, so a rollback or report task can say why.
+    "metrics": [per-metric summary], "measurements": [the last few], "decided_at",
+    "abort": {"action", "started_at", "done_at", "split_after", "error"} | None, ...}``,
+    also when the gate fails, so a rollback or report task can say why.
 
+    :param service: the service's spec: its ``analysis`` is what the gate judges, and its
+        router is what an abort acts on.
     :param weight: the canary's share of traffic during this stage, in percent (for names and logs).
     :param bake: how long to judge the canary: ``30s``, ``5m``, seconds, or a timedelta.
-    :param selectors: label matchers for ``$canary``/``$stable``, from ``Platform.metric_selectors()``.
-    :param analysis: the service's analysis (an ``Analysis`` or its dict), checked when the DAG is built.
+    :param selectors: label matchers for ``$canary``/``$stable``, from ``WorkloadDriver.metric_selectors()``.
     :param gate_name: the gate's name in messages; ``stage_<weight>`` by default.
+    :param abort_action: what the trigger does to traffic on a failing verdict: ``weight_zero``,
+        ``switch_back`` or ``preview_off``; None (default): nothing (the rollback task does it).
     :param prometheus_conn_id: overrides the analysis' ``prometheus_conn_id``.
     :param query_timeout: seconds for one Prometheus query.
     """
@@ -55,36 +64,39 @@ class HealthGateOperator(RecordsItsError, BaseOperator):
     def __init__(
         self,
         *,
+        service: ServiceSpec,
         weight: int,
         bake: timedelta | str | float,
         selectors: dict[str, str],
-        analysis: Analysis | dict[str, Any],
         gate_name: str | None = None,
+        abort_action: str | None = None,
         prometheus_conn_id: str | None = None,
         query_timeout: float = DEFAULT_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Checked now (pure, no I/O) so that a bad spec or action breaks the DAG at parse, not mid-release.
+        self.service = ServiceSpec.model_validate(service)
+        abort_request(self.service, abort_action)  # an unknown action is refused here
+        self.abort_action = abort_action
         self.weight = weight
         self.bake = parse_duration(bake)
         self.selectors = selectors
-        # Validated now (pure, no I/O) so that a bad analysis breaks the DAG at parse, not mid-release.
-        self.analysis = Analysis.model_validate(analysis).model_dump(mode="json")
         self.gate_name = gate_name or f"stage_{weight}"
         self.prometheus_conn_id = prometheus_conn_id
         self.query_timeout = query_timeout
 
-    @cached_property
-    def resolved_analysis(self) -> Analysis:
-        return Analysis.model_validate(self.analysis)
+    @property
+    def analysis(self) -> Analysis:
+        return self.service.analysis
 
     @cached_property
     def hook(self) -> PrometheusHook:
-        conn_id = self.prometheus_conn_id or self.resolved_analysis.prometheus_conn_id
+        conn_id = self.prometheus_conn_id or self.analysis.prometheus_conn_id
         return PrometheusHook(conn_id, timeout=self.query_timeout)
 
     def run(self, context: Any) -> None:
-        analysis = self.resolved_analysis
+        analysis = self.analysis
         for metric in analysis.metrics:
             for query in filter(None, (metric.query, metric.baseline_query)):
                 try:
@@ -108,13 +120,14 @@ class HealthGateOperator(RecordsItsError, BaseOperator):
             raise AirflowException(f"gate {self.gate_name} cannot start: {message}")
         window_end = datetime.now(UTC) + self.bake
         self.log.info(
-            "Gate %s: judging the canary at %d %% for %s (until %s) on %s via %s",
+            "Gate %s: judging the canary at %d %% for %s (until %s) on %s via %s; on failure: %s",
             self.gate_name,
             self.weight,
             self.bake,
             window_end.isoformat(timespec="seconds"),
             ", ".join(m.name for m in analysis.metrics),
             self.hook.base_url,
+            f"{self.abort_action} in the triggerer" if self.abort_action else "the rollback task",
         )
         self.defer(
             trigger=AnalysisTrigger(
@@ -126,6 +139,7 @@ class HealthGateOperator(RecordsItsError, BaseOperator):
                 compare_with_stable=self.weight < 100,
                 prometheus_conn_id=self.hook.prometheus_conn_id,
                 query_timeout=self.query_timeout,
+                abort=abort_request(self.service, self.abort_action),
             ),
             method_name="execute_complete",
             timeout=self.bake + DEFER_MARGIN,
@@ -136,6 +150,8 @@ class HealthGateOperator(RecordsItsError, BaseOperator):
         verdict = {**event, "weight": self.weight}
         context["ti"].xcom_push(key="verdict", value=verdict)
         lines = summary_text(MetricSummary.from_dict(m) for m in event.get("metrics", []))
+        if abort := event.get("abort"):
+            self.log.warning("Gate %s: %s", self.gate_name, describe_abort(abort, event.get("decided_at")))
         if event.get("phase") != "pass":
             self.log.error("Gate %s failed:\n%s", self.gate_name, lines)
             raise AirflowFailException(f"gate {self.gate_name} failed: {event.get('reason')}")

@@ -1,43 +1,35 @@
 """Bake a canary: measure its metrics every interval until one fails or the window ends.
 
 The trigger runs in the triggerer, so a bake window of minutes holds no worker slot.
-It only collects numbers; :mod:`opsdag.analysis.judge` decides. It fires one event:
+It only collects numbers (:mod:`opsdag.triggers.analysis_run`); :mod:`opsdag.analysis.judge`
+decides. It fires one event:
 
 - as soon as the gate fails (a metric over its failure or inconclusive limit, or a
-  query error): detection time is what limits the harm of a bad canary;
+  query error): detection time is what limits the harm of a bad canary; with ``abort``
+  the trigger first takes traffic off the new version through the router
+  (:mod:`opsdag.triggers.traffic_abort`), so safety does not wait for the scheduler;
 - when the bake window ends: ``pass`` only if every metric had a passing measurement
-  and none went over a limit.
+  and none went over a limit (nothing is aborted on a pass).
 
 The window's end is an absolute time in the serialized kwargs, so a triggerer that
 restarts resumes the same window instead of starting a new one (the measurements taken
 before the restart are lost; the metrics are measured again at once). The kwargs hold
-the connection id, never credentials: they are stored in the metadata database, and the
-hook reads the connection itself.
+connection ids and the service spec's JSON, never credentials: they are stored in the
+metadata database, and the hook and the router resolve connections themselves.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from opsdag.analysis.judge import Measurement, gate_phase, is_final, measure, no_data, query_error
-from opsdag.analysis.query import render_query
-from opsdag.analysis.summary import summarize
-from opsdag.hooks.prometheus import (
-    DEFAULT_TIMEOUT,
-    PrometheusHook,
-    PrometheusQueryError,
-    PrometheusUnavailable,
-)
+from opsdag.hooks.prometheus import DEFAULT_TIMEOUT, PrometheusHook
 from opsdag.spec.service import Metric
-
-# Measurements per metric carried in the event: enough to see a trend, small enough for the DB.
-RECENT_PER_METRIC = 5
+from opsdag.triggers.analysis_run import AnalysisRun
+from opsdag.triggers.traffic_abort import TrafficAbort, check_abort
 
 
 class AnalysisTrigger(BaseTrigger):
@@ -45,7 +37,7 @@ class AnalysisTrigger(BaseTrigger):
 
     :param gate: the gate's name in messages, e.g. ``stage_10``.
     :param metrics: the analysis metrics, as ``Metric.model_dump(mode="json")`` dicts.
-    :param selectors: label matchers for ``$canary`` and ``$stable`` (``Platform.metric_selectors()``).
+    :param selectors: label matchers for ``$canary`` and ``$stable`` (``WorkloadDriver.metric_selectors()``).
     :param window_end: when the bake window ends: epoch seconds, or an aware datetime / ISO text.
     :param compare_with_stable: false when the canary takes all the traffic: ratios to stable are
         not checked then (stable has no traffic to compare with).
@@ -53,6 +45,9 @@ class AnalysisTrigger(BaseTrigger):
         it, so a triggerer that picks the trigger up late does not push measurements past the end.
     :param prometheus_conn_id: the Airflow connection of the Prometheus server.
     :param query_timeout: seconds for one query; an unanswered query is an inconclusive measurement.
+    :param abort: ``{"service": <ServiceSpec JSON>, "action": "weight_zero" | "switch_back" |
+        "preview_off"}``: on a final non-pass verdict, do that through the service's router
+        before the event goes out; the event's ``abort`` says what was done. None: no abort.
     """
 
     def __init__(
@@ -66,6 +61,7 @@ class AnalysisTrigger(BaseTrigger):
         compare_with_stable: bool = True,
         prometheus_conn_id: str = PrometheusHook.default_conn_name,
         query_timeout: float = DEFAULT_TIMEOUT,
+        abort: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.gate = gate
@@ -76,6 +72,7 @@ class AnalysisTrigger(BaseTrigger):
         self.compare_with_stable = compare_with_stable
         self.prometheus_conn_id = prometheus_conn_id
         self.query_timeout = query_timeout
+        self.abort = check_abort(abort)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -89,101 +86,26 @@ class AnalysisTrigger(BaseTrigger):
                 "compare_with_stable": self.compare_with_stable,
                 "prometheus_conn_id": self.prometheus_conn_id,
                 "query_timeout": self.query_timeout,
+                "abort": self.abort,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        metrics = [Metric.model_validate(m) for m in self.metrics]
-        hook = PrometheusHook(self.prometheus_conn_id, timeout=self.query_timeout)
-        measurements: list[Measurement] = []
-        self._started_at = time.time()
-        start = self.window_start or self._started_at
-        # A metric with an initial delay is first measured once fresh traffic has reached the stage.
-        next_due = {
-            m.name: start + (m.initial_delay.total_seconds() if m.initial_delay else 0) for m in metrics
-        }
-        last_chance_taken = False
-        self.log.info(
-            "Gate %s: measuring %s until %s",
-            self.gate,
-            ", ".join(m.name for m in metrics),
-            datetime.fromtimestamp(self.window_end).astimezone().isoformat(timespec="seconds"),
-        )
-        while True:
-            now = time.time()
-            due = [m for m in metrics if next_due[m.name] <= now]
-            taken = await asyncio.gather(*(self._measure(hook, m) for m in due))
-            for metric, measurement in zip(due, taken, strict=True):
-                next_due[metric.name] = max(next_due[metric.name] + metric.interval.total_seconds(), now)
-                self.log.info("Gate %s: %s: %s", self.gate, measurement.phase, measurement.reason)
-            measurements.extend(taken)
-            window_ended = time.time() >= self.window_end
-            measured = {m.metric for m in measurements}
-            unmeasured = [m for m in metrics if m.name not in measured]
-            if window_ended and unmeasured and not last_chance_taken:
-                # A late start (busy triggerer) must not fail a gate for lack of a chance to measure.
-                last_chance_taken = True
-                for metric in unmeasured:
-                    next_due[metric.name] = time.time()
-                continue
-            phase, reason = gate_phase(metrics, measurements, window_ended=window_ended)
-            if is_final(phase):
-                self.log.info("Gate %s: %s: %s", self.gate, phase, reason)
-                yield TriggerEvent(self._payload(metrics, measurements, phase, reason, window_ended))
-                return
-            wake = min(min(next_due.values()), self.window_end)
-            await asyncio.sleep(max(0.0, wake - time.time()))
-
-    async def _measure(self, hook: PrometheusHook, metric: Metric) -> Measurement:
-        """Query the canary (and the stable baseline) and judge; a failure to query is data too."""
-        try:
-            promql = {"value": render_query(metric.query, self.selectors)}
-            if metric.baseline_query and self.compare_with_stable:
-                promql["baseline"] = render_query(metric.baseline_query, self.selectors)
-            if metric.requests_query:
-                promql["requests"] = render_query(metric.requests_query, self.selectors)
-            values = dict(
-                zip(
-                    promql, await asyncio.gather(*(hook.async_query(q) for q in promql.values())), strict=True
-                )
-            )
-        except PrometheusUnavailable as exc:
-            return no_data(metric, str(exc))
-        except (PrometheusQueryError, ValueError) as exc:
-            return query_error(metric, str(exc))
-        except Exception as exc:  # a gate must decide, not crash: an unknown failure fails it
-            return query_error(metric, f"{type(exc).__name__}: {exc}")
-        return measure(
-            metric,
-            values["value"],
-            values.get("baseline"),
+        analysis = AnalysisRun(
+            gate=self.gate,
+            metrics=[Metric.model_validate(m) for m in self.metrics],
+            selectors=self.selectors,
             compare_with_stable=self.compare_with_stable,
-            requests=values.get("requests"),
+            hook=PrometheusHook(self.prometheus_conn_id, timeout=self.query_timeout),
+            log=self.log,
         )
-
-    def _payload(
-        self,
-        metrics: list[Metric],
-        measurements: list[Measurement],
-        phase: str,
-        reason: str,
-        window_ended: bool,
-    ) -> dict[str, Any]:
-        """The event: verdict, one summary per metric and the last few measurements (small)."""
-        recent = []
-        for metric in metrics:
-            mine = [m for m in measurements if m.metric == metric.name]
-            recent.extend(m.to_dict() for m in mine[-RECENT_PER_METRIC:])
-        return {
-            "gate": self.gate,
-            "phase": phase,
-            "reason": reason,
-            "window_ended": window_ended,
-            "started_at": getattr(self, "_started_at", None),
-            "decided_at": time.time(),
-            "metrics": [s.to_dict() for s in summarize(metrics, measurements, window_ended=window_ended)],
-            "measurements": recent,
-        }
+        traffic = TrafficAbort(self.abort, self.log) if self.abort else None
+        if traffic:
+            await traffic.prepare()
+        verdict = await analysis.until_final(window_start=self.window_start, window_end=self.window_end)
+        payload = analysis.payload(verdict)
+        payload["abort"] = await traffic.perform() if traffic and verdict.phase != "pass" else None
+        yield TriggerEvent(payload)
 
 
 def _epoch(value: float | str | datetime) -> float:

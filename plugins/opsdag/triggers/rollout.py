@@ -1,4 +1,10 @@
-"""Wait for a canary to become ready (or fail for good) without holding a worker slot."""
+"""Wait for a new version's instances to become ready (or fail for good) without holding a worker slot.
+
+Readiness comes from the service's workload driver (``driver_for(service).readiness()``,
+in a thread: it blocks). When the new instances may already take traffic (a rolling
+batch) and readiness fails for good or times out, ``abort`` takes traffic off the new
+version through the router before the event goes out, as the analysis trigger does.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +15,38 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from opsdag.triggers.traffic_abort import TrafficAbort, check_abort
+
 
 class RolloutStatusTrigger(BaseTrigger):
-    """Poll the platform's canary readiness until ready, failed, or ``timeout_at`` (epoch seconds).
+    """Poll the new version's readiness until ready, failed, or ``timeout_at`` (epoch seconds).
+
+    The event: ``{"status": "ready" | "failed" | "timeout", "image", "reason", "decided_at",
+    "abort"}`` (``abort`` None unless one was asked for and the version is not ready).
 
     :param service: the service spec as JSON (no secrets: connections are resolved by the driver).
     :param image: the image being rolled out, for the messages.
     :param timeout_at: absolute deadline, so a restarted triggerer keeps the same deadline.
     :param poll_interval: seconds between two readiness checks.
+    :param abort: ``{"service": <ServiceSpec JSON>, "action": ...}`` (see
+        :mod:`opsdag.triggers.traffic_abort`): done when readiness fails or times out. None: no abort.
     """
 
-    def __init__(self, *, service: dict[str, Any], image: str, timeout_at: float, poll_interval: float = 1.0):
+    def __init__(
+        self,
+        *,
+        service: dict[str, Any],
+        image: str,
+        timeout_at: float,
+        poll_interval: float = 1.0,
+        abort: dict[str, Any] | None = None,
+    ):
         super().__init__()
         self.service = service
         self.image = image
         self.timeout_at = timeout_at
         self.poll_interval = poll_interval
+        self.abort = check_abort(abort)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -34,27 +56,27 @@ class RolloutStatusTrigger(BaseTrigger):
                 "image": self.image,
                 "timeout_at": self.timeout_at,
                 "poll_interval": self.poll_interval,
+                "abort": self.abort,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from opsdag.platforms import platform_for
+        from opsdag.platforms.registry import driver_for
 
-        platform = platform_for(self.service)
+        driver = await asyncio.to_thread(driver_for, self.service)
+        traffic = TrafficAbort(self.abort, self.log) if self.abort else None
+        if traffic:
+            await traffic.prepare()
         while True:
-            readiness = await asyncio.to_thread(platform.canary_readiness)
+            readiness = await asyncio.to_thread(driver.readiness)
             if readiness.ready or readiness.failed:
-                status = "ready" if readiness.ready else "failed"
-                yield TriggerEvent({"status": status, "image": self.image, "reason": readiness.reason})
-                return
+                status, reason = ("ready" if readiness.ready else "failed"), readiness.reason
+                break
             if time.time() >= self.timeout_at:
-                yield TriggerEvent(
-                    {
-                        "status": "timeout",
-                        "image": self.image,
-                        "reason": f"{self.image} not ready before the deadline: "
-                        f"{readiness.reason or 'still starting'}",
-                    }
-                )
-                return
+                status = "timeout"
+                reason = f"{self.image} not ready before the deadline: {readiness.reason or 'still starting'}"
+                break
             await asyncio.sleep(self.poll_interval)
+        event = {"status": status, "image": self.image, "reason": reason, "decided_at": time.time()}
+        event["abort"] = await traffic.perform() if traffic and status != "ready" else None
+        yield TriggerEvent(event)
