@@ -1,7 +1,7 @@
 """Test support for a running sandbox: the ``sandbox`` pytest fixture and its helpers.
 
 ``running_sandbox(directory)`` brings a sandbox up in ``directory`` with
-``OPSDAG_SANDBOX_DIR`` pointing at it (so ``SandboxPlatform()`` and subprocesses such as
+``OPSDAG_SANDBOX_DIR`` pointing at it (so ``SandboxDriver()`` and subprocesses such as
 Airflow tasks find it), yields a ``SandboxHandle`` and tears everything down afterwards,
 failing loudly if any process survives.
 
@@ -32,7 +32,8 @@ from opsdag.dev.sandbox.prometheus_server import PrometheusClient
 from opsdag.dev.sandbox.state import Layout, load_state, locked
 from opsdag.dev.sandbox.status import read_counts, status
 from opsdag.dev.sandbox.versions import load_versions
-from opsdag.platforms.sandbox import SandboxPlatform
+from opsdag.platforms.routers.haproxy import HaproxyRouter
+from opsdag.platforms.sandbox import SandboxDriver, SandboxPlatform
 from support.waiting import wait_for
 
 
@@ -54,6 +55,14 @@ class SandboxHandle:
 
     def platform(self, **kwargs: Any) -> SandboxPlatform:
         return SandboxPlatform(sandbox_dir=self.layout.root, **kwargs)
+
+    def driver(self) -> SandboxDriver:
+        """The workload driver of this sandbox (``platform.kind: sandbox``)."""
+        return SandboxDriver(sandbox_dir=self.layout.root)
+
+    def router(self, **kwargs: Any) -> HaproxyRouter:
+        """The traffic router of this sandbox (``platform.router.kind: haproxy``)."""
+        return HaproxyRouter(sandbox_dir=self.layout.root, **kwargs)
 
     def counts(self) -> dict[str, Any] | None:
         """The load generator's counts file (cumulative answers per version and status)."""
@@ -105,13 +114,13 @@ class SandboxHandle:
         """Back to a known fleet: no canary; stable ``stable_tag`` (default: the initial one)
         running ``instances`` processes."""
         controller = FleetController(self.layout)
-        controller.rollback()
+        controller.remove_canary()
         tag = stable_tag or load_versions().initial_stable
         stable = self.state()["fleet"]["stable"]
         if stable["version"] == tag and len(stable["instances"]) == instances:
             return
-        controller.deploy_canary(self.image(tag), instances)
-        wait_for(lambda: controller.canary_readiness().ready, 20, what=f"canary {tag} ready")
+        controller.start(self.image(tag), instances)
+        wait_for(lambda: controller.readiness().ready, 20, what=f"canary {tag} ready")
         controller.promote()
 
 

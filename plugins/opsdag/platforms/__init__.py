@@ -1,29 +1,54 @@
-"""Platform drivers: where a service's workloads run and how its traffic is split.
+"""Where a service's workloads run (workload drivers) and how its traffic is split (routers).
 
-``platform_for(spec)`` is the only place that looks at the platform's kind; everything
-after it (operators, triggers, DAGs) uses the ``Platform`` interface.
+``registry.driver_for(spec)`` / ``registry.router_for(spec)`` are the only places that look
+at ``platform.kind`` and ``platform.router.kind``; everything after them (operators,
+triggers, strategies) uses the ``WorkloadDriver`` and ``TrafficRouter`` interfaces of
+``base``. ``platform_for`` gives the first, one-piece ``Platform`` until no operator uses it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from opsdag.platforms.base import CanaryReadiness, Platform, PlatformStatus
-from opsdag.spec.service import ServiceSpec
+from opsdag.platforms.base import (
+    CanaryReadiness,
+    Platform,
+    PlatformStatus,
+    TrafficRouter,
+    WorkloadDriver,
+)
+from opsdag.platforms.registry import NoDriver, NoRouter, driver_for, router_for
+
+# The one-piece drivers, by platform kind (going away with ``Platform``).
+_PLATFORMS = {"sandbox": "opsdag.platforms.sandbox:SandboxPlatform"}
 
 
-def platform_for(spec: ServiceSpec | dict[str, Any]) -> Platform:
-    """The driver for a service spec (or its JSON form, as triggers receive it)."""
+def platform_for(spec: Any) -> Platform:
+    """The one-piece driver for a service spec (or its JSON form, as triggers receive it)."""
+    import importlib
+
+    from opsdag.spec.service import ServiceSpec
+
     if isinstance(spec, dict):
         spec = ServiceSpec.model_validate(spec)
     kind = spec.platform.kind
-    if kind == "sandbox":
-        from opsdag.platforms.sandbox import SandboxPlatform
-
-        return SandboxPlatform(service_name=spec.name, instances=spec.platform.instances)
-    raise NotImplementedError(
-        f"service {spec.name}: platform kind {kind!r} has no driver in this version of opsdag"
+    if kind not in _PLATFORMS:
+        raise NoDriver(f"platform.kind: {kind!r} has no workload driver in this version of opsdag")
+    module, _, name = _PLATFORMS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)(
+        service_name=spec.name, instances=spec.platform.instances
     )
 
 
-__all__ = ["CanaryReadiness", "Platform", "PlatformStatus", "platform_for"]
+__all__ = [
+    "CanaryReadiness",
+    "NoDriver",
+    "NoRouter",
+    "Platform",
+    "PlatformStatus",
+    "TrafficRouter",
+    "WorkloadDriver",
+    "driver_for",
+    "platform_for",
+    "router_for",
+]

@@ -1,15 +1,264 @@
-"""The one interface every platform driver implements.
+"""The two interfaces a release talks to: a workload driver and a traffic router.
 
-A release DAG talks to a workload only through this interface, so it never branches
-on the platform's name (sandbox processes, Kubernetes Deployments, Docker containers).
-Every method is idempotent: calling it twice leaves the same state as calling it once.
+After Argo Rollouts' split between the rollout controller and its
+``TrafficRoutingReconciler``: the *driver* starts and removes a version's instances
+(sandbox processes, Kubernetes Deployments); the *router* decides which share of the
+traffic reaches them (HAProxy weights, an HTTPRoute's backend weights, NGINX canary
+annotations, replica ratio). A release DAG never branches on either's kind: it branches
+on the strategy, and reaches both through :mod:`opsdag.platforms.registry`.
+
+Tracks: ``stable`` is the version serving before the release; ``canary`` is the new
+version, whatever the strategy calls it (the canary, blue-green's new colour, rolling's
+replaced instances). Every method is idempotent: calling it twice leaves the same state
+as calling it once. Every method is safe to run in a thread (``asyncio.to_thread``) next
+to other calls on the same service, from any process: drivers and routers serialise
+their own changes (the sandbox through its state lock). Triggers call
+``TrafficRouter.set_weight``, ``switch``, ``set_preview``, ``verify_weight`` and
+``WorkloadDriver.readiness`` that way.
+
+The old one-piece ``Platform`` interface (``PlatformStatus``, ``CanaryReadiness``) stays
+at the end of this module until no operator uses it.
 """
 
 from __future__ import annotations
 
 import abc
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal, Self
+
+Track = Literal["stable", "canary"]
+STABLE: Track = "stable"
+CANARY: Track = "canary"
+TRACKS: tuple[Track, Track] = (STABLE, CANARY)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the new version can take traffic; ``failed``: it never will (bad image, crash), with why."""
+
+    ready: bool
+    failed: bool = False
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ImageResolution:
+    """An image reference as the platform can run it: ``pullable`` false says why not in ``reason``.
+
+    ``digest`` is the content digest (``sha256:...``) when the platform knows it.
+    """
+
+    reference: str
+    pullable: bool
+    reason: str = ""
+    digest: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrackState:
+    """One version on one track: its image, how many instances it has and how many are ready.
+
+    ``failed``: why this version will never be ready (a canary that cannot be pulled or
+    crashes), else None.
+    """
+
+    image: str
+    instances: int
+    ready_instances: int
+    failed: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.failed is None and 0 < self.instances == self.ready_instances
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WorkloadStatus:
+    """What runs now, per track (a track that runs nothing is None).
+
+    ``capacity``: instances the platform can run for this service at most, both tracks
+    together; ``track_capacity``: at most on one track, if the platform has such a limit
+    (a canary of more cannot start).
+    ``details``: platform-specific facts for people (versions, ports, URLs), never decided on.
+    """
+
+    stable: TrackState | None
+    canary: TrackState | None
+    capacity: int
+    details: dict[str, Any] = field(default_factory=dict)
+    track_capacity: int | None = None
+
+    @property
+    def stable_healthy(self) -> bool:
+        return self.stable is not None and self.stable.healthy
+
+    def room_for(self, instances: int) -> str | None:
+        """Why ``instances`` new instances cannot start beside the stable ones (None: they can)."""
+        stable = self.stable.instances if self.stable else 0
+        if self.track_capacity is not None and instances > self.track_capacity:
+            return f"{instances} instance(s) asked; one version runs at most {self.track_capacity} here"
+        if stable + instances > self.capacity:
+            return (
+                f"{instances} new instance(s) beside {stable} stable one(s) exceed the capacity of "
+                f"{self.capacity} instance(s)"
+            )
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "stable_healthy": self.stable_healthy}
+
+
+@dataclass(frozen=True)
+class TrafficSplit:
+    """The split actually in force at the router, in percent of requests per track.
+
+    ``requested``: the canary percent last asked for (None if the router does not know).
+    ``exact`` is false when what is in force is not what was asked: a replica ratio of 3
+    instances cannot give 10 %, a canary whose instances are down gets nothing; then
+    ``canary`` is what really happens. ``preview``: the preview route reaches the canary
+    (blue-green). Both 0: no instance takes traffic.
+    """
+
+    stable: float
+    canary: float
+    exact: bool = True
+    preview: bool = False
+    requested: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RollbackTarget:
+    """Exactly what to restore if the release is undone: the serving image, its instances, the split."""
+
+    image: str
+    instances: int
+    canary_weight: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class WorkloadDriver(abc.ABC):
+    """Starts, scales and removes a service's versions. Chosen by ``platform.kind``."""
+
+    kind: ClassVar[str]
+
+    @classmethod
+    @abc.abstractmethod
+    def from_spec(cls, spec: Any) -> Self:
+        """The driver of a ``ServiceSpec`` (connections are resolved on use, never here)."""
+
+    @abc.abstractmethod
+    def status(self) -> WorkloadStatus:
+        """What runs on each track now, read from the platform (never from a cache)."""
+
+    @abc.abstractmethod
+    def resolve_image(self, image: str) -> ImageResolution:
+        """Whether ``image`` can run here (declared tag, pullable), without starting anything."""
+
+    @abc.abstractmethod
+    def start(self, image: str, instances: int) -> None:
+        """Run ``instances`` of ``image`` on the canary track; a new canary takes no traffic.
+
+        A canary already running ``image`` is kept and scaled to ``instances`` (instances
+        added while it takes traffic join once they answer); one running another image is
+        replaced (its traffic goes to stable first). An image that cannot run starts a
+        canary that ``readiness()`` reports failed, with the reason.
+        """
+
+    @abc.abstractmethod
+    def readiness(self) -> Readiness:
+        """Whether every canary instance is ready; failed for good with the reason (crash, pull).
+
+        A canary found failed gets no more traffic (the driver takes it out of rotation).
+        """
+
+    @abc.abstractmethod
+    def scale(self, track: Track, instances: int) -> None:
+        """Set a track's instance count (rolling batches, their undo). Stable never goes below 1.
+
+        New instances join the traffic once they answer; removed ones leave it before they stop.
+        """
+
+    @abc.abstractmethod
+    def remove(self, track: Track = CANARY) -> None:
+        """Stop a track's instances, after taking them out of traffic. Nothing running: nothing to do.
+
+        A driver may refuse to remove the only version that serves (the sandbox refuses
+        ``stable``: ``promote()`` replaces it).
+        """
+
+    @abc.abstractmethod
+    def promote(self) -> None:
+        """The canary becomes the stable version with all traffic; the old stable's instances stop.
+
+        Already promoted (no canary, stable is the last promoted image): nothing to do.
+        """
+
+    @abc.abstractmethod
+    def rollback_target(self) -> RollbackTarget:
+        """What serves now, recorded before a release changes anything."""
+
+    @abc.abstractmethod
+    def metric_selectors(self) -> dict[str, str]:
+        """PromQL label matchers for ``$canary`` and ``$stable`` in analysis queries."""
+
+    @abc.abstractmethod
+    def endpoints(self, track: Track) -> list[str]:
+        """Base URLs of a track's instances, for smoke checks (``http://127.0.0.1:8123``)."""
+
+
+class TrafficRouter(abc.ABC):
+    """Splits a service's traffic between stable and canary. Chosen by ``platform.router.kind``."""
+
+    kind: ClassVar[str]
+    #: whether ``set_weight`` can give any percentage (a replica ratio cannot: it rounds)
+    can_split: ClassVar[bool] = True
+    #: whether the router has a preview route to the canary (blue-green's pre-promotion analysis)
+    can_preview: ClassVar[bool] = False
+
+    @classmethod
+    @abc.abstractmethod
+    def from_spec(cls, spec: Any) -> Self: ...
+
+    @abc.abstractmethod
+    def set_weight(self, percent: int) -> None:
+        """Send ``percent`` (0..100) of the traffic to the canary, the rest to stable.
+
+        Above 0 needs a canary that is not failed; 0 always works (the abort).
+        """
+
+    @abc.abstractmethod
+    def verify_weight(self) -> TrafficSplit:
+        """The split really in force now, read back from the router."""
+
+    def switch(self, track: Track) -> None:
+        """All traffic to ``track`` in one call (blue-green's switch and switch-back)."""
+        self.set_weight(100 if track == CANARY else 0)
+
+    def set_preview(self, enabled: bool, share: float | None = None) -> None:
+        """Route (or stop routing) the preview entry point to the canary.
+
+        ``share``: where the platform makes synthetic load (the sandbox), the share of it
+        sent to the preview route (0 < share <= 0.5; None: the spec's
+        ``bluegreen.preview_share``); routers without synthetic load ignore it.
+        """
+        raise NotImplementedError(f"router {self.kind!r} has no preview route")
+
+
+# -- the old one-piece interface, until the operators no longer use it ------------------------
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
-"""The platform operations on the sandbox fleet: deploy a canary, weigh it, promote, roll back.
+"""The release operations on the sandbox fleet: start, scale, weigh, promote and remove versions.
 
 Every change ``FleetController`` makes takes the sandbox lock for its whole duration, reads
 the state, changes the processes / HAProxy / file_sd through ``fleet.Fleet`` and saves
 the state, so the operations are idempotent and safe to call from any process (Airflow
-tasks of one release run in different processes), one after another. ``status()``
-returns the typed ``FleetStatus`` the platform driver reads.
+tasks and triggers of one release run in different processes) and thread. Reads
+(``status``, ``readiness``'s probes, ``routing``) take no lock: the state file is
+replaced atomically. ``opsdag.platforms.sandbox.SandboxDriver`` and
+``opsdag.platforms.routers.haproxy.HaproxyRouter`` are thin over it.
+
+Over 300 lines: one class, because every operation shares the same read-change-save
+discipline under the lock, and the driver and router call nothing else.
 """
 
 from __future__ import annotations
@@ -14,10 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from opsdag.dev.sandbox import haproxy as hap
-from opsdag.dev.sandbox.fleet import CANARY, DEFAULT_INSTANCES, STABLE, Fleet, http_ok, new_deployment_id
+from opsdag.dev.sandbox.fleet import (
+    CANARY,
+    DEFAULT_INSTANCES,
+    STABLE,
+    Fleet,
+    RoutingChange,
+    http_ok,
+    new_deployment_id,
+)
 from opsdag.dev.sandbox.fleet_status import FleetStatus, read_fleet_status
 from opsdag.dev.sandbox.state import Layout, Progress, SandboxError, locked, require_state, save_state
-from opsdag.dev.sandbox.versions import load_versions
+from opsdag.dev.sandbox.versions import VersionLookup, load_versions
+from opsdag.platforms.base import Readiness
 
 # HAProxy status words that mean "checks pass" (NOLB/DRAIN: up, but weight 0 or draining).
 _UP_STATES = ("UP", "NOLB", "DRAIN")
@@ -28,20 +42,16 @@ def _quiet(_: str) -> None:
 
 
 @dataclass(frozen=True)
-class Readiness:
-    """Whether the canary can take traffic; ``failed``: it never will (with the reason)."""
+class RoutingView:
+    """HAProxy's server rows as they are now, and what the state asked for."""
 
-    ready: bool
-    failed: bool
-    reason: str
+    servers: dict[str, dict[str, str]]
+    requested: int
+    canary_ports: tuple[int, ...]
 
 
 class FleetController:
-    """The platform operations on the sandbox fleet (used by ``SandboxPlatform``).
-
-    Each change takes the sandbox lock for its whole duration and is idempotent; ``status``
-    only reads (the state file is replaced atomically).
-    """
+    """The release operations on the sandbox fleet; each change holds the sandbox lock throughout."""
 
     def __init__(self, layout: Layout | None = None, progress: Progress = _quiet) -> None:
         self._layout = layout
@@ -55,6 +65,8 @@ class FleetController:
         state = require_state(self.layout)
         return Fleet(self.layout, load_versions(), state), state
 
+    # -- reading ----------------------------------------------------------------------
+
     def status(self) -> FleetStatus:
         """What the fleet runs now; raises ``SandboxNotRunning`` when the sandbox is not up."""
         return read_fleet_status(self.layout, require_state(self.layout))
@@ -64,88 +76,139 @@ class FleetController:
         state = require_state(self.layout)
         return state["fleet"].get("service") or load_versions().service
 
-    def deploy_canary(self, image: str, instances: int | None = None) -> None:
+    def resolve(self, image: str) -> VersionLookup:
+        """The declared version ``image`` names, or why it cannot be pulled (needs no running sandbox)."""
+        return load_versions().resolve(image)
+
+    def routing(self) -> RoutingView:
+        """HAProxy's rows of the main backend, read back now (raises ``HAProxyError`` if it is down)."""
+        state = require_state(self.layout)
+        fleet = Fleet(self.layout, load_versions(), state)
+        canary = fleet.active_canary()
+        return RoutingView(
+            servers=fleet.runtime().servers(),
+            requested=fleet.fleet.get("weight", 0),
+            canary_ports=tuple(inst["port"] for inst in canary),
+        )
+
+    def endpoints(self, track: str) -> list[str]:
+        """Base URLs of a track's running instances."""
+        state = require_state(self.layout)
+        current = state["fleet"].get(track) or {}
+        if track == CANARY and current.get("failed"):
+            return []
+        return [f"http://127.0.0.1:{inst['port']}" for inst in current.get("instances", [])]
+
+    def selectors(self) -> dict[str, str]:
+        """PromQL matchers for ``$canary`` / ``$stable``; the canary's includes its fresh deployment id."""
+        try:
+            state = require_state(self.layout)
+            fleet_state = state["fleet"]
+        except SandboxError:
+            fleet_state = {}
+        job = fleet_state.get("service") or "demo-api"
+        canary = f'job="{job}", track="canary"'
+        current = fleet_state.get("canary")
+        if current and current.get("version"):
+            canary += f', version="{current["version"]}", deployment="{current["deployment"]}"'
+        return {CANARY: canary, STABLE: f'job="{job}", track="stable"'}
+
+    # -- the new version ----------------------------------------------------------------
+
+    def start(self, image: str, instances: int | None = None) -> None:
+        """``instances`` of ``image`` on the canary track (default: as many as stable runs).
+
+        A new canary takes 0 %; a canary of ``image`` is kept and scaled; another is replaced.
+        """
         with locked(self.layout):
             fleet, state = self._open()
             f = fleet.fleet
-            canary_slots = f["slots"][CANARY]
             count = instances or len((f.get("stable") or {}).get("instances", [])) or DEFAULT_INSTANCES
-            if not 1 <= count <= canary_slots:
-                raise SandboxError(f"canary instances must be between 1 and {canary_slots}, got {count}")
+            _check_count(CANARY, count, 1, f["slots"][CANARY])
             current = f.get("canary")
             if current and current["image"] == image:
-                self.progress(f"canary {image} already deployed; keeping it")
+                if current.get("failed") or len(current["instances"]) == count:
+                    self.progress(f"canary {image} already deployed; keeping it")
+                    return
+                self._scale(fleet, state, CANARY, count)
                 return
             if current:
                 self.progress(f"replacing canary {current['image']} with {image}")
                 self._remove_canary(fleet)
-            resolution = fleet.catalog.resolve(image)
-            deployment = new_deployment_id()
+            lookup = fleet.catalog.resolve(image)
             canary: dict[str, Any] = {
                 "image": image,
-                "version": resolution.version.tag if resolution.version else None,
-                "deployment": deployment,
+                "version": lookup.version.tag if lookup.version else None,
+                "deployment": new_deployment_id(),
                 "deployed_at": time.time(),
                 "instances": [],
                 "failed": None,
             }
-            if resolution.version is None:
-                canary["failed"] = resolution.reason
-                f["canary"] = canary
-                save_state(self.layout, state)
-                self.progress(f"canary {image}: {resolution.reason}")
-                return
             f["canary"] = canary
             f["weight"] = 0
-            names = hap.slot_names(CANARY, canary_slots)
-            try:
-                for i in range(count):
-                    canary["instances"].append(
-                        fleet.start_instance(resolution.version, deployment, i + 1, names[i])
-                    )
-            finally:
+            if lookup.version is None:
+                canary["failed"] = lookup.reason
                 save_state(self.layout, state)
+                self.progress(f"canary {image}: {lookup.reason}")
+                return
+            self._start_instances(fleet, state, CANARY, count)
             fleet.apply_routing()
             fleet.write_targets()
             save_state(self.layout, state)
             self.progress(f"canary {image}: started {count} instance(s) at 0 %")
 
-    def canary_readiness(self) -> Readiness:
+    def readiness(self) -> Readiness:
+        """Every canary instance answers /healthz and is UP in HAProxy; or failed for good, with why.
+
+        Probes without the lock (a slow probe never delays an abort); a canary found
+        crashed is marked failed and taken out of rotation under it.
+        """
+        fleet, _ = self._open()
+        canary = fleet.fleet.get("canary")
+        if not canary:
+            return Readiness(False, True, "no canary is deployed")
+        if canary.get("failed"):
+            return Readiness(False, True, canary["failed"])
+        for inst in canary["instances"]:
+            exited = fleet.instance_exit(inst)
+            if exited:
+                return self._mark_failed(canary["deployment"], f"canary {canary['image']}: {exited}")
+        waiting = [
+            f"{inst['name']} does not answer /healthz yet"
+            for inst in canary["instances"]
+            if not http_ok(inst["port"])
+        ]
+        if not waiting:
+            rows = fleet.runtime().servers()
+            for inst in canary["instances"]:
+                status = rows.get(inst["slot"], {}).get("status", "missing")
+                if not status.startswith(_UP_STATES):
+                    waiting.append(f"HAProxy sees {inst['slot']} ({inst['name']}) as {status}")
+        if waiting:
+            return Readiness(False, False, "; ".join(waiting))
+        n = len(canary["instances"])
+        return Readiness(
+            True, False, f"{n} instance(s) of {canary['version']} answer /healthz and are UP in HAProxy"
+        )
+
+    def _mark_failed(self, deployment: str, reason: str) -> Readiness:
         with locked(self.layout):
             fleet, state = self._open()
             canary = fleet.fleet.get("canary")
-            if not canary:
-                return Readiness(False, True, "no canary is deployed")
-            if canary.get("failed"):
-                return Readiness(False, True, canary["failed"])
-            for inst in canary["instances"]:
-                exited = fleet.instance_exit(inst)
-                if exited:
-                    canary["failed"] = f"canary {canary['image']}: {exited}"
-                    fleet.fleet["weight"] = 0
-                    fleet.apply_routing()
-                    fleet.write_targets()
-                    save_state(self.layout, state)
-                    return Readiness(False, True, canary["failed"])
-            waiting = [
-                f"{inst['name']} does not answer /healthz yet"
-                for inst in canary["instances"]
-                if not http_ok(inst["port"])
-            ]
-            if not waiting:
-                rows = fleet.runtime().servers()
-                for inst in canary["instances"]:
-                    status = rows.get(inst["slot"], {}).get("status", "missing")
-                    if not status.startswith(_UP_STATES):
-                        waiting.append(f"HAProxy sees {inst['slot']} ({inst['name']}) as {status}")
-            if waiting:
-                return Readiness(False, False, "; ".join(waiting))
-            n = len(canary["instances"])
-            return Readiness(
-                True, False, f"{n} instance(s) of {canary['version']} answer /healthz and are UP in HAProxy"
-            )
+            if not canary or canary["deployment"] != deployment:
+                return Readiness(False, True, reason)  # replaced meanwhile; this one failed all the same
+            if not canary.get("failed"):
+                canary["failed"] = reason
+                fleet.fleet["weight"] = 0
+                fleet.apply_routing()
+                fleet.write_targets()
+                save_state(self.layout, state)
+            return Readiness(False, True, canary["failed"])
 
-    def set_canary_weight(self, percent: int) -> None:
+    # -- traffic ------------------------------------------------------------------------
+
+    def set_weight(self, percent: int) -> RoutingChange:
+        """``percent`` of the main route's requests to the canary, in one HAProxy call."""
         if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
             raise SandboxError(f"canary weight must be an integer between 0 and 100, got {percent!r}")
         with locked(self.layout):
@@ -159,11 +222,109 @@ class FleetController:
                         f"cannot send {percent} % to canary {canary['image']}: {canary['failed']}"
                     )
             fleet.fleet["weight"] = percent
-            fleet.apply_routing()
+            change = fleet.apply_routing()
             save_state(self.layout, state)
-            self.progress(f"canary weight set to {percent} %")
+            self.progress(f"canary weight set to {percent} % ({len(change.commands)} command(s) in one call)")
+            return change
+
+    # -- instances ----------------------------------------------------------------------
+
+    def scale(self, track: str, instances: int) -> None:
+        """A track to ``instances`` processes: stable 1..8, canary 0..8 (0 removes it)."""
+        if track not in (STABLE, CANARY):
+            raise SandboxError(f"unknown track {track!r}: expected stable or canary")
+        with locked(self.layout):
+            fleet, state = self._open()
+            _check_count(track, instances, 1 if track == STABLE else 0, fleet.fleet["slots"][track])
+            if track == CANARY and instances == 0:
+                self._remove_canary(fleet)
+                save_state(self.layout, state)
+                return
+            current = fleet.fleet.get(track)
+            if not current:
+                raise SandboxError(
+                    f"cannot scale the {track} track: nothing runs on it (start a version first)"
+                )
+            if track == CANARY and current.get("failed"):
+                raise SandboxError(f"cannot scale canary {current['image']}: {current['failed']}")
+            self._scale(fleet, state, track, instances)
+
+    def _scale(self, fleet: Fleet, state: dict[str, Any], track: str, instances: int) -> None:
+        current = fleet.fleet[track]
+        have = len(current["instances"])
+        if instances > have:
+            started = self._start_instances(fleet, state, track, instances - have)
+            # Instances join the traffic only once they answer (a canary at 0 % may join at once).
+            if track == STABLE or fleet.fleet["weight"] > 0:
+                try:
+                    fleet.wait_healthy(started)
+                except SandboxError as exc:
+                    if track == STABLE:
+                        current["instances"] = [i for i in current["instances"] if i not in started]
+                        save_state(self.layout, state)
+                        fleet.stop_instances(started)
+                        raise
+                    current["failed"] = f"canary {current['image']}: {exc}"
+                    fleet.fleet["weight"] = 0
+        elif instances < have:
+            gone = sorted(current["instances"], key=lambda i: i["slot"] or "")[instances - have :]
+            current["instances"] = [i for i in current["instances"] if i not in gone]
+        else:
+            return
+        if track == STABLE:
+            fleet.fleet["stable_instances"] = instances
+        fleet.apply_routing()
+        fleet.write_targets()
+        save_state(self.layout, state)
+        if instances < have:
+            fleet.stop_instances(gone)
+        self.progress(f"{track} {current['image']}: {have} -> {instances} instance(s)")
+
+    def _start_instances(
+        self, fleet: Fleet, state: dict[str, Any], track: str, count: int
+    ) -> list[dict[str, Any]]:
+        """Start ``count`` more processes of a track's version in its free slots (saved as they start)."""
+        current = fleet.fleet[track]
+        version = fleet.catalog.get(current["version"])
+        if version is None:
+            raise SandboxError(
+                f"version {current['version']} is no longer declared in {fleet.catalog.source}"
+            )
+        slots = fleet.free_slots(track, current["instances"])[:count]
+        started = []
+        try:
+            for slot in slots:
+                index = fleet.next_index(current["instances"])
+                inst = fleet.start_instance(version, current["deployment"], index, slot)
+                current["instances"].append(inst)
+                started.append(inst)
+        finally:
+            save_state(self.layout, state)
+        return started
+
+    def remove_canary(self) -> None:
+        """Weight 0 first, then the canary's processes stop; nothing deployed: nothing to do."""
+        with locked(self.layout):
+            fleet, state = self._open()
+            canary = fleet.fleet.get("canary")
+            self._remove_canary(fleet)
+            save_state(self.layout, state)
+            if canary:
+                self.progress(f"removed canary {canary['image']}")
+
+    def _remove_canary(self, fleet: Fleet) -> None:
+        canary = fleet.fleet.get("canary")
+        fleet.fleet["weight"] = 0
+        fleet.apply_routing()  # canary slots weight 0 (stable up first)
+        if canary:
+            instances = canary["instances"]
+            fleet.fleet["canary"] = None
+            fleet.apply_routing()  # canary slots to maint
+            fleet.write_targets()
+            fleet.stop_instances(instances)
 
     def promote(self) -> None:
+        """The canary's processes become the stable fleet at 100 %; the old stable's stop."""
         with locked(self.layout):
             fleet, state = self._open()
             f = fleet.fleet
@@ -179,14 +340,14 @@ class FleetController:
                 exited = fleet.instance_exit(inst)
                 if exited:
                     raise SandboxError(f"cannot promote canary {canary['image']}: {exited}")
-            version = fleet.catalog.get(canary["version"])
-            if version is None:
+            if fleet.catalog.get(canary["version"]) is None:
                 raise SandboxError(f"cannot promote: version {canary['version']} is no longer declared")
             old_stable = f["stable"]["instances"] if f.get("stable") else []
             # The stable slots will point at these: they must answer before they get 100 %.
             fleet.wait_healthy(canary["instances"])
             stable_names = hap.slot_names(STABLE, f["slots"][STABLE])
-            new_stable = [{**inst, "slot": stable_names[i]} for i, inst in enumerate(canary["instances"])]
+            ordered = sorted(canary["instances"], key=lambda i: i["slot"] or "")
+            new_stable = [{**inst, "slot": stable_names[i]} for i, inst in enumerate(ordered)]
             f["stable"] = {
                 "image": canary["image"],
                 "version": canary["version"],
@@ -203,37 +364,21 @@ class FleetController:
             fleet.stop_instances(old_stable)
             self.progress(f"promoted {canary['image']} to stable at 100 %")
 
+    # -- the names of the first sandbox driver (``SandboxPlatform``) ------------------------
+
+    def deploy_canary(self, image: str, instances: int | None = None) -> None:
+        self.start(image, instances)
+
+    def canary_readiness(self) -> Readiness:
+        return self.readiness()
+
+    def set_canary_weight(self, percent: int) -> None:
+        self.set_weight(percent)
+
     def rollback(self) -> None:
-        with locked(self.layout):
-            fleet, state = self._open()
-            canary = fleet.fleet.get("canary")
-            self._remove_canary(fleet)
-            save_state(self.layout, state)
-            if canary:
-                self.progress(f"rolled back canary {canary['image']}")
+        self.remove_canary()
 
-    def _remove_canary(self, fleet: Fleet) -> None:
-        """Weight 0 first, then out of rotation, then stop its processes and forget it."""
-        canary = fleet.fleet.get("canary")
-        fleet.fleet["weight"] = 0
-        fleet.apply_routing()  # canary slots weight 0 (stable up first)
-        if canary:
-            instances = canary["instances"]
-            fleet.fleet["canary"] = None
-            fleet.apply_routing()  # canary slots to maint
-            fleet.write_targets()
-            fleet.stop_instances(instances)
 
-    def selectors(self) -> dict[str, str]:
-        """PromQL matchers for ``$canary`` / ``$stable``; the canary's includes its fresh deployment id."""
-        try:
-            state = require_state(self.layout)
-            fleet_state = state["fleet"]
-        except SandboxError:
-            fleet_state = {}
-        job = fleet_state.get("service") or "demo-api"
-        canary = f'job="{job}", track="canary"'
-        current = fleet_state.get("canary")
-        if current and current.get("version"):
-            canary += f', version="{current["version"]}", deployment="{current["deployment"]}"'
-        return {CANARY: canary, STABLE: f'job="{job}", track="stable"'}
+def _check_count(track: str, count: int, least: int, slots: int) -> None:
+    if isinstance(count, bool) or not isinstance(count, int) or not least <= count <= slots:
+        raise SandboxError(f"{track} instances must be between {least} and {slots}, got {count!r}")

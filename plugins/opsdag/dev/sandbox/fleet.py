@@ -8,8 +8,8 @@ is read by ``fleet_status``.
 Routing model: the HAProxy backend has ``slots.stable`` stable slots and
 ``slots.canary`` canary slots (8 each). Stable slot i points at stable process i, canary
 slot i at canary process i; unused slots are parked in maint. A canary weight of p %
-gives every canary slot in use ``split_weights(p, n_stable, n_canary)[1]`` and every
-stable one ``[0]``, so the canary side gets p % of the requests whatever the counts.
+gives every canary slot in use ``weights.server_weights(p, n_stable, n_canary)[1]`` and
+every stable one ``[0]``, so the canary side gets p % of the requests whatever the counts.
 Promotion re-labels the canary's processes as stable (same processes, stable slots).
 """
 
@@ -20,6 +20,8 @@ import secrets
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,55 @@ from opsdag.dev.sandbox.processes import free_port, log_tail
 from opsdag.dev.sandbox.prometheus_server import AppTarget, write_targets
 from opsdag.dev.sandbox.state import Layout, SandboxError
 from opsdag.dev.sandbox.versions import AppVersion, VersionCatalog
+from opsdag.platforms.weights import server_weights
 
 STABLE = "stable"
 CANARY = "canary"
 APP_START_TIMEOUT = 20.0
 DEFAULT_INSTANCES = 2
+
+
+@dataclass(frozen=True)
+class RoutingChange:
+    """The runtime commands one routing change sent (in one call) and how long HAProxy took."""
+
+    commands: tuple[str, ...]
+    seconds: float
+
+    def __bool__(self) -> bool:
+        return bool(self.commands)
+
+
+def routing_commands(
+    backend: str, current: Mapping[str, Mapping[str, str]], desired: list[hap.Slot]
+) -> list[str]:
+    """The ``set server`` commands that take ``backend``'s servers from ``current`` (``show stat``
+    rows) to ``desired``: rising weights first, then the rest; per slot weight, address, state."""
+
+    def row(name: str) -> Mapping[str, str]:
+        return current.get(name, {})
+
+    def weight_of(name: str) -> int:
+        return int(row(name).get("uweight") or row(name).get("weight") or 0)
+
+    def effective(name: str) -> int:
+        return 0 if row(name).get("status") == "MAINT" else weight_of(name)
+
+    rising = [s for s in desired if s.weight > effective(s.name)]
+    commands = []
+    for slot in rising + [s for s in desired if s not in rising]:
+        maint = row(slot.name).get("status") == "MAINT"
+        if weight_of(slot.name) != slot.weight:
+            commands.append(hap.weight_command(backend, slot.name, slot.weight))
+        if slot.port is None:
+            if not maint:
+                commands.append(hap.state_command(backend, slot.name, "maint"))
+            continue
+        if row(slot.name).get("addr") != f"127.0.0.1:{slot.port}":
+            commands.append(hap.addr_command(backend, slot.name, slot.port))
+        if maint:
+            commands.append(hap.state_command(backend, slot.name, "ready"))
+    return commands
 
 
 def new_fleet(catalog: VersionCatalog, stable_instances: int = DEFAULT_INSTANCES) -> dict[str, Any]:
@@ -143,6 +189,15 @@ class Fleet:
             if record is not None:
                 self.procs.stop(record, timeout=10)
 
+    def next_index(self, instances: list[dict[str, Any]]) -> int:
+        """The number of a track's next process name (``app-<deployment>-<n>``), never reused."""
+        return 1 + max([int(i["name"].rsplit("-", 1)[1]) for i in instances] + [0])
+
+    def free_slots(self, track: str, instances: list[dict[str, Any]]) -> list[str]:
+        """A track's slots no instance uses, lowest first."""
+        used = {inst.get("slot") for inst in instances}
+        return [name for name in hap.slot_names(track, self.fleet["slots"][track]) if name not in used]
+
     # -- routing --------------------------------------------------------------------
 
     def active_canary(self) -> list[dict[str, Any]]:
@@ -155,7 +210,7 @@ class Fleet:
         slots = self.fleet["slots"]
         stable = {inst["slot"]: inst for inst in (self.fleet["stable"] or {}).get("instances", [])}
         canary = {inst["slot"]: inst for inst in self.active_canary()}
-        stable_w, canary_w = hap.split_weights(self.fleet["weight"], len(stable), len(canary))
+        stable_w, canary_w = server_weights(self.fleet["weight"], len(stable), len(canary))
         desired = []
         for name in hap.slot_names(STABLE, slots[STABLE]):
             inst = stable.get(name)
@@ -165,49 +220,23 @@ class Fleet:
             desired.append(hap.Slot(name, CANARY, inst["port"] if inst else None, canary_w if inst else 0))
         return desired
 
-    def apply_routing(self) -> bool:
-        """Make HAProxy's slots match the state (addresses, weights, ready/maint).
+    def apply_routing(self) -> RoutingChange:
+        """Make HAProxy's slots match the state (addresses, weights, ready/maint), in ONE runtime call.
 
-        Only differences are sent. Slots whose weight goes up change first and those going
-        down after, so no moment sends a side more than both the old and the new split
-        would. Returns whether anything changed (then the measured split starts afresh).
+        Only differences are sent, as one ``cmd; cmd; ...`` line. Slots whose weight goes
+        up change first and those going down after, so no moment sends a side more than
+        both the old and the new split would. When anything changed, the measured split
+        starts afresh.
         """
         runtime = self.runtime()
         current = runtime.servers()
-        backend = hap.BACKEND
-
-        def row(name: str) -> dict[str, str]:
-            return current.get(name, {})
-
-        def weight_of(name: str) -> int:
-            return int(row(name).get("uweight") or row(name).get("weight") or 0)
-
-        def effective(name: str) -> int:
-            return 0 if row(name).get("status") == "MAINT" else weight_of(name)
-
-        desired = self.desired_slots()
-        rising = [s for s in desired if s.weight > effective(s.name)]
-        others = [s for s in desired if s not in rising]
-        changed = False
-        for slot in rising + others:
-            maint = row(slot.name).get("status") == "MAINT"
-            if weight_of(slot.name) != slot.weight:
-                runtime.set_weight(backend, slot.name, slot.weight)
-                changed = True
-            if slot.port is None:
-                if not maint:
-                    runtime.set_state(backend, slot.name, "maint")
-                    changed = True
-                continue
-            if row(slot.name).get("addr") != f"127.0.0.1:{slot.port}":
-                runtime.set_addr(backend, slot.name, slot.port)
-                changed = True
-            if maint:
-                runtime.set_state(backend, slot.name, "ready")
-                changed = True
-        if changed:
+        commands = routing_commands(hap.BACKEND, current, self.desired_slots())
+        started = time.perf_counter()
+        runtime.batch(commands)
+        change = RoutingChange(tuple(commands), time.perf_counter() - started)
+        if change:
             self.reset_baseline(runtime)
-        return changed
+        return change
 
     def reset_baseline(self, runtime: hap.HAProxyRuntime | None = None) -> None:
         """Remember per-slot response counters, so the measured split covers only the new routing."""

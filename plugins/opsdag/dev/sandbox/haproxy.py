@@ -19,12 +19,14 @@ from pathlib import Path
 BACKEND = "demo"
 # A port nothing listens on, for slots not pointed at a process yet (they stay in maint).
 PARKED_PORT = 9
-# Per-server weights are scaled so the busiest side gets this weight (HAProxy max is 256).
-WEIGHT_SCALE = 200
 # Server lines per track: the most processes one version may run (the service spec allows 8).
 MAX_SLOTS = 8
 # Maximum length of a unix socket path (sun_path is 108 bytes including the NUL).
 MAX_SOCKET_PATH = 107
+
+
+# What HAProxy answers to a successful ``set server ... addr`` (other ``set`` commands answer nothing).
+_SET_OK = ("changed", "no need to change")
 
 
 class HAProxyError(RuntimeError):
@@ -106,27 +108,20 @@ def render_config(
     )
 
 
-def split_weights(percent: int, n_stable: int, n_canary: int) -> tuple[int, int]:
-    """Per-server weights (stable, canary) so the canary slots together get ``percent`` %.
+def weight_command(backend: str, server: str, weight: int) -> str:
+    return f"set server {backend}/{server} weight {int(weight)}"
 
-    Each side's share is divided among its servers and scaled so the larger per-server
-    weight is ``WEIGHT_SCALE``; with 2 + 2 servers, 50 % gives 200/200 and 10 % gives 200/22.
-    A side with a non-zero share never rounds down to weight 0.
-    """
-    if not 0 <= percent <= 100:
-        raise ValueError(f"canary weight must be between 0 and 100, got {percent}")
-    if n_canary == 0:
-        return WEIGHT_SCALE, 0
-    if n_stable == 0:
-        return 0, WEIGHT_SCALE
-    stable_each = (100 - percent) / n_stable
-    canary_each = percent / n_canary
-    factor = WEIGHT_SCALE / max(stable_each, canary_each)
 
-    def scaled(share: float) -> int:
-        return max(1, round(share * factor)) if share > 0 else 0
+def addr_command(backend: str, server: str, port: int, host: str = "127.0.0.1") -> str:
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"invalid port {port}")
+    return f"set server {backend}/{server} addr {host} port {int(port)}"
 
-    return scaled(stable_each), scaled(canary_each)
+
+def state_command(backend: str, server: str, state: str) -> str:
+    if state not in ("ready", "drain", "maint"):
+        raise ValueError(f"unknown server state {state!r}")
+    return f"set server {backend}/{server} state {state}"
 
 
 class HAProxyRuntime:
@@ -159,6 +154,20 @@ class HAProxyRuntime:
         if answer and not any(word in answer for word in accept):
             raise HAProxyError(f"HAProxy refused {cmd!r}: {answer}")
 
+    def batch(self, commands: Sequence[str]) -> None:
+        """Run ``set`` commands in one connection (``cmd1; cmd2; ...``): HAProxy runs them one
+        after another without waiting for another client, so a weight flip is one call."""
+        if not commands:
+            return
+        answer = self.command("; ".join(commands))
+        problems = [
+            line.strip()
+            for line in answer.splitlines()
+            if line.strip() and not any(ok in line for ok in _SET_OK)
+        ]
+        if problems:
+            raise HAProxyError(f"HAProxy refused part of {'; '.join(commands)!r}: {' | '.join(problems)}")
+
     def ping(self) -> bool:
         try:
             self.command("show info")
@@ -167,20 +176,13 @@ class HAProxyRuntime:
         return True
 
     def set_weight(self, backend: str, server: str, weight: int) -> None:
-        self._set(f"set server {backend}/{server} weight {int(weight)}")
+        self._set(weight_command(backend, server, weight))
 
     def set_addr(self, backend: str, server: str, port: int, host: str = "127.0.0.1") -> None:
-        if not 0 < int(port) < 65536:
-            raise ValueError(f"invalid port {port}")
-        self._set(
-            f"set server {backend}/{server} addr {host} port {int(port)}",
-            accept=("changed", "no need to change"),
-        )
+        self._set(addr_command(backend, server, port, host), accept=_SET_OK)
 
     def set_state(self, backend: str, server: str, state: str) -> None:
-        if state not in ("ready", "drain", "maint"):
-            raise ValueError(f"unknown server state {state!r}")
-        self._set(f"set server {backend}/{server} state {state}")
+        self._set(state_command(backend, server, state))
 
     def stats(self, backend: str | None = None) -> list[dict[str, str]]:
         """``show stat`` rows (one per frontend/backend/server) as dicts keyed by CSV header."""

@@ -53,7 +53,7 @@ class AppVersion:
 
 
 @dataclass(frozen=True)
-class ImageResolution:
+class VersionLookup:
     """What an image reference means in the sandbox: a version, or why it cannot be pulled."""
 
     image: str
@@ -77,7 +77,7 @@ class VersionCatalog:
     def image_for(self, tag: str) -> str:
         return f"{self.repository}:{tag}"
 
-    def resolve(self, image: str) -> ImageResolution:
+    def resolve(self, image: str) -> VersionLookup:
         """Map an image reference to a declared version, or explain why it cannot be pulled.
 
         Only the tag after the last ``:`` counts (the repository part is not checked, as a
@@ -89,24 +89,24 @@ class VersionCatalog:
         if digest is not None:
             for version in self.versions.values():
                 if version.digest == digest:
-                    return ImageResolution(image, version)
-            return ImageResolution(
+                    return VersionLookup(image, version)
+            return VersionLookup(
                 image,
                 None,
                 f"image {image} cannot be pulled: digest {digest} is not declared in {source}",
             )
         if tag is None:
-            return ImageResolution(
+            return VersionLookup(
                 image, None, f"image {image} cannot be pulled: it has no tag (expected {repo}:<tag>)"
             )
         version = self.versions.get(tag)
         if version is None:
-            return ImageResolution(
+            return VersionLookup(
                 image,
                 None,
                 f"image {image} cannot be pulled: tag {tag} is not declared in {source}",
             )
-        return ImageResolution(image, version)
+        return VersionLookup(image, version)
 
     def _source_name(self) -> str:
         if self.source is None:

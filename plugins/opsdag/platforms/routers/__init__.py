@@ -1,0 +1,1 @@
+"""Traffic routers, one module per kind, chosen by ``platform.router.kind`` (``platforms.registry``)."""
