@@ -79,7 +79,11 @@ def test_release_dag_params_are_the_contract() -> None:
     params = dag.params
     assert set(params.keys()) == {"image", "strategy", "build", "dry_run", "reason"}
     assert params.get_param("strategy").value == "canary"
-    assert params.get_param("image").schema["pattern"].startswith("^registry\\.opsdag\\.local/demo\\-api")
+    assert (
+        params.get_param("image")
+        .schema["pattern"]
+        .startswith("^(?![\\s\\S]*\\s)registry\\.opsdag\\.local/demo\\-api")
+    )
     assert all(params.get_param(name).description for name in params)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,11 @@ def test_every_strategy_the_spec_describes_is_a_group_the_run_branches_into(dags
     dag = dags["release__demo-api"]
     ids = [t.task_id for t in dag.tasks]
     assert ids[:3] == ["validate_request", "preflight", "strategy"]
-    assert dag.get_task("strategy").downstream_task_ids == {"canary.deploy", "bluegreen.deploy", "rolling.deploy"}
+    assert dag.get_task("strategy").downstream_task_ids == {
+        "canary.deploy",
+        "bluegreen.deploy",
+        "rolling.deploy",
+    }
     assert dag.get_task("promote").upstream_task_ids == {
         "canary.stage_100.gate",
         "bluegreen.scale_down_delay",
@@ -33,9 +38,12 @@ def test_every_strategy_the_spec_describes_is_a_group_the_run_branches_into(dags
     }
     rollback = dag.get_task("rollback")
     assert rollback.trigger_rule == "one_failed"
-    assert {"canary.deploy", "canary.stage_10.gate", "bluegreen.active.switch", "rolling.batch_1.replace"} <= (
-        rollback.upstream_task_ids
-    )
+    assert {
+        "canary.deploy",
+        "canary.stage_10.gate",
+        "bluegreen.active.switch",
+        "rolling.batch_1.replace",
+    } <= (rollback.upstream_task_ids)
     assert dag.get_task("report").trigger_rule == "all_done"
     assert dag.get_task("outcome").upstream_task_ids == {"report"}
     assert dag.max_active_runs == 1
@@ -46,7 +54,7 @@ def test_canary_stages_follow_the_spec(dags) -> None:
     ids = [t.task_id for t in dag.tasks]
     for weight in (10, 25, 50, 100):
         assert f"canary.stage_{weight}.set_weight" in ids and f"canary.stage_{weight}.gate" in ids
-    assert dag.get_task("canary.deploy").downstream_task_ids == {"canary.smoke"}
+    assert dag.get_task("canary.deploy").downstream_task_ids == {"canary.smoke", "rollback"}
     assert dag.get_task("canary.stage_10.set_weight").upstream_task_ids == {"canary.smoke"}
     assert dag.get_task("canary.stage_25.set_weight").upstream_task_ids == {"canary.stage_10.gate"}
     assert dag.get_task("canary.stage_10.gate").abort_action == "weight_zero"
@@ -54,8 +62,13 @@ def test_canary_stages_follow_the_spec(dags) -> None:
 
 def test_bluegreen_judges_a_preview_then_switches_once_and_can_switch_back(dags) -> None:
     dag = dags["release__demo-api"]
-    chain = ["bluegreen.preview.open", "bluegreen.preview.gate", "bluegreen.active.switch", "bluegreen.active.gate"]
-    for before, after in zip(chain, chain[1:], strict=False):
+    chain = [
+        "bluegreen.preview.open",
+        "bluegreen.preview.gate",
+        "bluegreen.active.switch",
+        "bluegreen.active.gate",
+    ]
+    for before, after in itertools.pairwise(chain):
         assert before in dag.get_task(after).upstream_task_ids
     assert dag.get_task("bluegreen.preview.open").share == 0.05
     assert dag.get_task("bluegreen.preview.gate").abort_action == "preview_off"
@@ -95,7 +108,9 @@ def test_a_spec_whose_default_strategy_has_no_section_is_refused_before_a_dag_ex
     from opsdag.spec.loader import load_kind
 
     (tmp_path / "services").mkdir()
-    text = (INCLUDE / "services" / "demo-api.yaml").read_text().replace("strategy: canary", "strategy: rolling")
+    text = (
+        (INCLUDE / "services" / "demo-api.yaml").read_text().replace("strategy: canary", "strategy: rolling")
+    )
     start, end = text.index("rolling:\n  max_surge"), text.index("# requests to every")
     (tmp_path / "services" / "demo-api.yaml").write_text(text[:start] + text[end:])
     loaded = load_kind(tmp_path, "services")

@@ -17,7 +17,8 @@ from opsdag.analysis.monitoring import monitoring_queries, monitoring_window_s
 from opsdag.analysis.summary import MetricSummary
 from opsdag.notify.release_messages import release_outcome, release_started, slack_text
 from opsdag.paths import include_dir
-from opsdag.reports.release_facts import ReleaseFacts, build_record, release_status, release_task_ids
+from opsdag.reports.release_facts import ReleaseFacts, build_record, release_status
+from opsdag.strategies.stages import release_task_ids
 from opsdag.reports.release_files import report_data
 from opsdag.reports.release_markdown import markdown_text, note_markdown, render_markdown
 from opsdag.reports.release_record import ReleaseRecord
@@ -126,15 +127,17 @@ def test_release_status(inputs, status):
 def test_task_ids_in_run_order_with_approvals():
     steps = [{"weight": 25, "bake": "10s", "approval": True}, {"weight": 100, "bake": "10s"}]
     service = demo_api(canary={"steps": steps})
-    assert release_task_ids(service) == [
+    assert release_task_ids(service, "canary") == [
         "validate_request",
         "preflight",
-        "deploy_canary",
-        "stage_25.approval",
-        "stage_25.set_weight",
-        "stage_25.gate",
-        "stage_100.set_weight",
-        "stage_100.gate",
+        "strategy",
+        "canary.deploy",
+        "canary.smoke",
+        "canary.stage_25.approval",
+        "canary.stage_25.set_weight",
+        "canary.stage_25.gate",
+        "canary.stage_100.set_weight",
+        "canary.stage_100.gate",
         "promote",
         "post_promotion_check",
         "rollback",
@@ -147,29 +150,29 @@ def test_task_ids_in_run_order_with_approvals():
 def test_a_killed_set_weight_is_the_reason_not_the_canarys_health():
     record = build_record(
         rolled_back(
-            verdicts={"stage_10.gate": PASSED_10},
+            verdicts={"canary.stage_10.gate": PASSED_10},
             states={
-                "stage_10.gate": "success",
-                "stage_25.gate": "upstream_failed",
-                "stage_50.gate": "skipped",
+                "canary.stage_10.gate": "success",
+                "canary.stage_25.gate": "upstream_failed",
+                "canary.stage_50.gate": "skipped",
             },
-            failure=("stage_25.set_weight", KILLED),
+            failure=("canary.stage_25.set_weight", KILLED),
         )
     )
     assert record.status == "rolled_back"
     assert [s.status for s in record.stages] == ["passed", "failed", "skipped", "not_run"]
-    assert record.rollback.reason == f"stage_25.set_weight: {KILLED}"
+    assert record.rollback.reason == f"canary.stage_25.set_weight: {KILLED}"
     assert summary(record) == (
-        f"demo-api 1.1.0 rolled back at stage_25 (25 %): stage_25.set_weight: {KILLED}; "
+        f"demo-api 1.1.0 rolled back at stage_25 (25 %): canary.stage_25.set_weight: {KILLED}; "
         "stable 1.0.0 serves 100 %. 1 min 30 s."
     )
-    assert record.incidents == (f"stage_25 failed: stage_25.set_weight: {KILLED}",)
+    assert record.incidents == (f"stage_25 failed: canary.stage_25.set_weight: {KILLED}",)
     md = render_markdown(record)
     assert HEALTHY_CANARY not in md
     assert "Incidents: none recorded" not in md
-    assert f"- Incident: stage_25 failed: stage_25.set_weight: {KILLED}" in md
+    assert f"- Incident: stage_25 failed: canary.stage_25.set_weight: {KILLED}" in md
     assert next_actions(record) == [
-        "Read the log of task stage_25.set_weight in run manual__2026-11-24T05:00:00+00:00: "
+        "Read the log of task canary.stage_25.set_weight in run manual__2026-11-24T05:00:00+00:00: "
         f"{KILLED}. Fix what made it fail, then run the release again."
     ]
 
@@ -178,7 +181,7 @@ def test_promote_raising_names_promote_and_its_error():
     error = "AirflowFailException: HAProxy runtime API refused: server demo-api/canary1 not found"
     record = build_record(
         rolled_back(
-            verdicts={f"stage_{w}.gate": verdict(w, "pass", "ok") for w in (10, 25, 50, 100)},
+            verdicts={f"canary.stage_{w}.gate": verdict(w, "pass", "ok") for w in (10, 25, 50, 100)},
             failure=("promote", error),
         )
     )
@@ -196,8 +199,8 @@ def test_a_canary_that_never_becomes_ready_is_one_incident_with_its_reason():
     record = build_record(
         rolled_back(
             readiness=readiness,
-            failure=("deploy_canary", error),
-            states=dict.fromkeys([f"stage_{w}.gate" for w in (10, 25, 50, 100)], "skipped"),
+            failure=("canary.deploy", error),
+            states=dict.fromkeys([f"canary.stage_{w}.gate" for w in (10, 25, 50, 100)], "skipped"),
         )
     )
     assert record.incidents == ("canary failed: instance 1.4.0-crash exited with code 3",)
@@ -209,9 +212,9 @@ def test_a_canary_that_never_becomes_ready_is_one_incident_with_its_reason():
 def test_a_failed_rollback_is_an_incident_too():
     record = build_record(
         rolled_back(
-            verdicts={"stage_10.gate": verdict(10, "fail", "error-rate 0.09 > max 0.02")},
+            verdicts={"canary.stage_10.gate": verdict(10, "fail", "error-rate 0.09 > max 0.02")},
             failure=(
-                "stage_10.gate",
+                "canary.stage_10.gate",
                 "AirflowFailException: gate stage_10 failed: error-rate 0.09 > max 0.02",
             ),
             rollback_error="AirflowFailException: rollback incomplete: stable unhealthy",
@@ -228,10 +231,14 @@ def test_a_rejected_approval_moved_no_traffic_and_says_so():
         canary={"steps": [{"weight": 25, "bake": "10s", "approval": True}, {"weight": 100, "bake": "10s"}]}
     )
     record = build_record(
-        rolled_back(service=service, failure=("stage_25.approval", "AirflowFailException: Rejected by alice"))
+        rolled_back(
+            service=service, failure=("canary.stage_25.approval", "AirflowFailException: Rejected by alice")
+        )
     )
     assert [s.status for s in record.stages] == ["not_run", "not_run"]
-    assert summary(record).startswith("demo-api 1.1.0 rolled back: stage_25.approval: Rejected by alice;")
+    assert summary(record).startswith(
+        "demo-api 1.1.0 rolled back: canary.stage_25.approval: Rejected by alice;"
+    )
     assert "took up to" not in render_markdown(record)  # no traffic reached 1.1.0
 
 
@@ -245,7 +252,8 @@ def test_prometheus_down_at_the_gate_advises_checking_prometheus():
     )
     record = build_record(
         rolled_back(
-            verdicts={"stage_10.gate": verdict(10, "inconclusive", reason)}, failure=("stage_10.gate", "x")
+            verdicts={"canary.stage_10.gate": verdict(10, "inconclusive", reason)},
+            failure=("canary.stage_10.gate", "x"),
         )
     )
     actions = next_actions(record)
@@ -264,8 +272,8 @@ def test_metrics_without_data_advise_prometheus_measured_failures_advise_investi
     ]
     record = build_record(
         rolled_back(
-            verdicts={"stage_10.gate": verdict(10, "fail", "no data", stopped)},
-            failure=("stage_10.gate", "x"),
+            verdicts={"canary.stage_10.gate": verdict(10, "fail", "no data", stopped)},
+            failure=("canary.stage_10.gate", "x"),
         )
     )
     assert [a.split(":")[0] for a in next_actions(record)] == [
@@ -275,7 +283,8 @@ def test_metrics_without_data_advise_prometheus_measured_failures_advise_investi
     bad = [metric("error-rate", "fail", failed=3), metric("latency-p95", "fail", inconclusive=3)]
     record = build_record(
         rolled_back(
-            verdicts={"stage_10.gate": verdict(10, "fail", "bad", bad)}, failure=("stage_10.gate", "x")
+            verdicts={"canary.stage_10.gate": verdict(10, "fail", "bad", bad)},
+            failure=("canary.stage_10.gate", "x"),
         )
     )
     actions = next_actions(record)
@@ -288,7 +297,8 @@ def test_a_query_error_advises_fixing_the_query():
     broken = [metric("latency-p95", "error", errors=1)]
     record = build_record(
         rolled_back(
-            verdicts={"stage_10.gate": verdict(10, "error", "q", broken)}, failure=("stage_10.gate", "x")
+            verdicts={"canary.stage_10.gate": verdict(10, "error", "q", broken)},
+            failure=("canary.stage_10.gate", "x"),
         )
     )
     assert next_actions(record) == ["Fix the query of latency-p95 in demo-api's analysis: latency-p95 error."]
@@ -381,14 +391,14 @@ def test_slack_text_drops_controls_and_escapes_what_slack_reads():
 def test_a_built_record_round_trips_through_its_json_report():
     record = build_record(
         rolled_back(
-            verdicts={"stage_10.gate": PASSED_10},
-            failure=("stage_25.set_weight", KILLED),
+            verdicts={"canary.stage_10.gate": PASSED_10},
+            failure=("canary.stage_25.set_weight", KILLED),
             monitoring={"availability": 0.999, "latency_p99_s": None, "window_s": 90},
         )
     )
     again = ReleaseRecord.from_dict(json.loads(json.dumps(report_data(record))))
     assert again.model_copy(update={"next_actions": ()}) == record
-    assert again.failure.task_id == "stage_25.set_weight"
+    assert again.failure.task_id == "canary.stage_25.set_weight"
 
 
 def test_monitoring_queries_cover_the_release_window_and_select_stable():

@@ -79,7 +79,10 @@ def test_image_references(image: str, full: bool, ours: bool) -> None:
     if full:
         assert ReleaseRequest(image=image).image == image
     else:
-        with pytest.raises(ValidationError, match="is not a full image reference"):
+        refusal = (
+            "contains whitespace" if any(ch.isspace() for ch in image) else "is not a full image reference"
+        )
+        with pytest.raises(ValidationError, match=refusal):
             ReleaseRequest(image=image)
     # The Params form (JSON Schema, as Airflow checks it) and the first task: our repository only.
     schema = {"type": "string", "pattern": image_pattern(REPO)}
@@ -109,14 +112,16 @@ def test_the_repository_is_matched_literally() -> None:
         validate_request({"image": "registry.opsdag.local/demoXapi:1"}, spec)
 
 
-def test_surrounding_spaces_are_dropped() -> None:
-    assert validate_request({"image": f"  {REPO}:1.1.0\n", "reason": " hotfix "}, service()).model_dump() == {
-        "image": f"{REPO}:1.1.0",
-        "strategy": None,
-        "build": False,
-        "dry_run": False,
-        "reason": "hotfix",
-    }
+@pytest.mark.parametrize("image", [f"  {REPO}:1.1.0", f"{REPO}:1.1.0\n", f"{REPO}:1.1.0 ", f"{REPO}:1.1\t.0"])
+def test_whitespace_anywhere_in_an_image_is_refused_not_dropped(image: str) -> None:
+    # "...:1.1.0\n" is a typo: refused by the model, the Params pattern and the first task alike.
+    with pytest.raises(RequestRefused, match=r"image: .* contains whitespace; an image reference has none"):
+        validate_request({"image": image}, service())
+    assert not jsonschema.Draft7Validator({"pattern": image_pattern(REPO)}).is_valid(image)
+
+
+def test_surrounding_spaces_of_the_reason_are_dropped() -> None:
+    assert validate_request({"image": f"{REPO}:1.1.0", "reason": " hotfix "}, service()).reason == "hotfix"
 
 
 # -- the other fields -----------------------------------------------------------------------------
@@ -202,10 +207,15 @@ def test_a_refusal_says_which_field_and_what_is_wrong(conf: dict, buildable: boo
     assert str(refused.value) == message
 
 
-@pytest.mark.parametrize("build", [False, True])
-def test_a_service_with_an_image_build_may_be_built_or_not(build: bool) -> None:
-    request = validate_request({"image": f"{REPO}:1.1.0", "build": build}, service(build=True))
-    assert request == ReleaseRequest(image=f"{REPO}:1.1.0", build=build)
+def test_a_service_with_an_image_build_releases_without_building() -> None:
+    request = validate_request({"image": f"{REPO}:1.1.0", "build": False}, service(build=True))
+    assert request == ReleaseRequest(image=f"{REPO}:1.1.0", build=False)
+
+
+def test_build_is_refused_until_opsdag_can_build_images() -> None:
+    # Performed or refused, never accepted and ignored.
+    with pytest.raises(RequestRefused, match="build: this version of opsdag cannot build images yet"):
+        validate_request({"image": f"{REPO}:1.1.0", "build": True}, service(build=True))
 
 
 def test_a_service_without_an_image_build_releases_built_images() -> None:

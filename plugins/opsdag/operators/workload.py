@@ -27,13 +27,13 @@ class StartVersionOperator(ServiceOperator):
     release rolls back before any traffic reaches it. Pushes the metric ``selectors``.
 
     :param image: the resolved image reference.
-    :param instances: how many instances to start.
+    :param instances: how many instances to start (None: as many as the stable version runs).
     """
 
     template_fields = ("image",)
 
     def __init__(
-        self, *, image: str, instances: int, ready_timeout: timedelta = READY_TIMEOUT, **kwargs: Any
+        self, *, image: str, instances: int | None, ready_timeout: timedelta = READY_TIMEOUT, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
         self.image = image
@@ -41,10 +41,11 @@ class StartVersionOperator(ServiceOperator):
         self.ready_timeout = ready_timeout
 
     def run(self, context: Any) -> None:
-        self.skip_unless_moving(context, f"start {self.instances} instance(s) of {self.image} at 0 %")
-        self.driver.start(self.image, self.instances)
+        count = self.instances or self._stable_instances()
+        self.skip_unless_moving(context, f"start {count} instance(s) of {self.image} at 0 %")
+        self.driver.start(self.image, count)
         context["ti"].xcom_push(key="selectors", value=self.driver.metric_selectors())
-        self.log.info("%s: %d instance(s) started at 0 %%; waiting until ready", self.image, self.instances)
+        self.log.info("%s: %d instance(s) started at 0 %%; waiting until ready", self.image, count)
         self.defer(
             trigger=RolloutStatusTrigger(
                 service=self.service.model_dump(mode="json"),
@@ -53,6 +54,10 @@ class StartVersionOperator(ServiceOperator):
             ),
             method_name="execute_complete",
         )
+
+    def _stable_instances(self) -> int:
+        stable = self.driver.status().stable
+        return stable.instances if stable else 1
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         context["ti"].xcom_push(key="readiness", value=event)

@@ -186,6 +186,10 @@ class ServiceSpec(StrictModel):
     analysis: Analysis
     notifications: ServiceNotifications = Field(default_factory=ServiceNotifications)
 
+    def instances(self) -> int | None:
+        """Instances per version when the spec says (the sandbox); None: the platform's current count."""
+        return getattr(self.platform, "instances", None)
+
     def strategies(self) -> list[str]:
         """The strategies this service can be released with: those whose section is given."""
         return [name for name in ("canary", "bluegreen", "rolling") if getattr(self, name) is not None]
@@ -217,6 +221,17 @@ class ServiceSpec(StrictModel):
                     f"must be shorter than the shortest bake ({shortest.total_seconds():g}s), "
                     "or the metric is never measured",
                 )
+        return value
+
+    @field_validator("rolling", mode="after")
+    @classmethod
+    def _rolling_knows_its_instances(cls, value: object, info: ValidationInfo) -> object:
+        platform = info.data.get("platform")
+        if value is not None and platform is not None and getattr(platform, "instances", None) is None:
+            raise ValueError(
+                f"rolling batches need the instance count in the spec; platform kind {platform.kind!r} "
+                "has none in this version of opsdag"
+            )
         return value
 
     @field_validator("canary", "bluegreen", "rolling", mode="after")

@@ -22,7 +22,7 @@ def bluegreen_group(spec: ServiceSpec) -> GroupTasks:
     bg = spec.bluegreen
     assert bg is not None  # the factory builds this group only for a spec with a bluegreen section
     with TaskGroup(group_id=NAME, tooltip="blue-green: preview, then one switch"):
-        lead = start_and_smoke(spec, NAME, spec.platform.instances)
+        lead = start_and_smoke(spec, NAME, spec.instances())
         preview_plan, active_plan = bluegreen_stages(spec)
         with stage_group(preview_plan):
             open_preview = OpenPreviewOperator(

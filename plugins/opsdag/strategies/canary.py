@@ -15,7 +15,7 @@ NAME = "canary"
 def canary_group(spec: ServiceSpec) -> GroupTasks:
     """deploy >> smoke >> stage_<w> (set_weight >> gate) for every step."""
     with TaskGroup(group_id=NAME, tooltip="canary: traffic in steps, each judged"):
-        lead = start_and_smoke(spec, NAME, spec.platform.instances)
+        lead = start_and_smoke(spec, NAME, spec.instances())
         stages = []
         for plan in canary_stages(spec):
             with stage_group(plan):

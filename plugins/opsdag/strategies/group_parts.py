@@ -40,7 +40,7 @@ class GroupTasks:
     moving: list[BaseOperator] = field(default_factory=list)
 
 
-def start_and_smoke(spec: ServiceSpec, strategy: str, instances: int) -> GroupTasks:
+def start_and_smoke(spec: ServiceSpec, strategy: str, instances: int | None) -> GroupTasks:
     """``<strategy>.deploy`` (new version at 0 %, deferred until ready) then ``<strategy>.smoke``."""
     deploy = StartVersionOperator(
         task_id="deploy",

@@ -85,7 +85,7 @@ def rolling_stages(spec: ServiceSpec) -> list[StagePlan]:
     rolling = spec.rolling
     if rolling is None:
         return []
-    batches = rolling_plan(spec.platform.instances, rolling.max_surge, rolling.max_unavailable)
+    batches = rolling_plan(spec.instances() or 1, rolling.max_surge, rolling.max_unavailable)
     return [
         StagePlan(
             name=f"batch_{i}",
@@ -128,4 +128,4 @@ def peak_instances(spec: ServiceSpec, strategy: str, stable_now: int) -> int:
     """The most instances of both versions that run at once during a release (for capacity)."""
     if strategy == "rolling":
         return max((s.canary_instances or 0) + (s.stable_instances or 0) for s in stage_plans(spec, strategy))
-    return stable_now + spec.platform.instances
+    return stable_now + (spec.instances() or stable_now)
