@@ -18,12 +18,12 @@ from opsdag.analysis.summary import MetricSummary
 from opsdag.notify.release_messages import release_outcome, release_started, slack_text
 from opsdag.paths import include_dir
 from opsdag.reports.release_facts import ReleaseFacts, build_record, release_status
-from opsdag.strategies.stages import release_task_ids
 from opsdag.reports.release_files import report_data
 from opsdag.reports.release_markdown import markdown_text, note_markdown, render_markdown
 from opsdag.reports.release_record import ReleaseRecord
 from opsdag.reports.release_wording import cause, next_actions, summary
 from opsdag.spec.service import ServiceSpec
+from opsdag.strategies.stages import release_task_ids
 
 IMAGE = "registry.opsdag.local/demo-api:1.1.0"
 STABLE = "registry.opsdag.local/demo-api:1.0.0"
