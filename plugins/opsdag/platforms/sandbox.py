@@ -21,6 +21,7 @@ from opsdag.dev.sandbox import haproxy as hap
 from opsdag.dev.sandbox.controller import FleetController
 from opsdag.dev.sandbox.fleet import CANARY, STABLE
 from opsdag.dev.sandbox.fleet_status import FleetStatus, TrackStatus
+from opsdag.dev.sandbox.routing import RoutingController
 from opsdag.dev.sandbox.state import Layout, SandboxError, SandboxNotRunning
 from opsdag.platforms.base import (
     CanaryReadiness,
@@ -35,7 +36,14 @@ from opsdag.platforms.base import (
     WorkloadStatus,
 )
 
-__all__ = ["SandboxDriver", "SandboxError", "SandboxNotRunning", "SandboxPlatform", "fleet_controller"]
+__all__ = [
+    "SandboxDriver",
+    "SandboxError",
+    "SandboxNotRunning",
+    "SandboxPlatform",
+    "fleet_controller",
+    "routing_controller",
+]
 
 # HAProxy status words of a server whose checks pass (NOLB/DRAIN: passing, weight 0 or draining).
 _CHECKS_PASS = ("UP", "NOLB", "DRAIN")
@@ -55,6 +63,11 @@ def fleet_controller(
         if hosted != service_name:
             raise SandboxError(f"the sandbox in {layout.root} hosts service {hosted!r}, not {service_name!r}")
     return controller
+
+
+def routing_controller(service_name: str, sandbox_dir: Path | None) -> RoutingController:
+    """The traffic side of the same sandbox, after the same check of the service it hosts."""
+    return RoutingController(fleet_controller(service_name, sandbox_dir).layout)
 
 
 class SandboxDriver(WorkloadDriver):
@@ -204,7 +217,7 @@ class SandboxPlatform(Platform):
         return CanaryReadiness(ready=readiness.ready, failed=readiness.failed, reason=readiness.reason)
 
     def set_canary_weight(self, percent: int) -> None:
-        self._controller().set_weight(percent)
+        RoutingController(self._controller().layout).set_weight(percent)
 
     def promote(self) -> None:
         self._controller().promote()

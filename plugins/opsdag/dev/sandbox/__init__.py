@@ -9,7 +9,10 @@ a fleet of demo-app processes (``demo_app``; versions and their faults in
 with a ``demo`` database (``demo_database``, on the reusable ``postgres.PostgresServer``).
 
 ``control`` brings it all up (``starters``, one per server) and down; ``status`` says what
-runs where. ``opsdag.platforms.sandbox.SandboxPlatform`` drives the fleet for release DAGs
-through ``controller.FleetController`` (``fleet`` holds the processes and routing) and
-reads ``fleet_status.FleetStatus``. Nothing here imports Airflow.
+runs where. Release DAGs drive the fleet through ``opsdag.platforms.sandbox.SandboxDriver``
+(over ``controller.FleetController``: versions' processes) and
+``opsdag.platforms.routers.haproxy.HaproxyRouter`` (over ``routing.RoutingController``:
+weights and blue-green's preview route, whose share of the load the load generator
+follows); ``fleet`` holds the processes and HAProxy slots, ``fleet_status.FleetStatus``
+what runs. Nothing here imports Airflow.
 """

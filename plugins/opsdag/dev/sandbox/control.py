@@ -71,7 +71,7 @@ def up(
         starters.start_prometheus(layout, state, fleet, procs, progress)
         save_state(layout, state)
 
-        starters.start_loadgen(layout, state, procs, progress, rate, max_duration)
+        starters.start_loadgen(layout, fleet, procs, progress, rate, max_duration)
         write_connections(layout, state)
         state["up_at"] = state.get("up_at") or time.time()
         save_state(layout, state)

@@ -1,33 +1,21 @@
-"""The release operations on the sandbox fleet: start, scale, weigh, promote and remove versions.
+"""The workload operations on the sandbox fleet: start, scale, promote and remove versions.
 
 Every change ``FleetController`` makes takes the sandbox lock for its whole duration, reads
 the state, changes the processes / HAProxy / file_sd through ``fleet.Fleet`` and saves
 the state, so the operations are idempotent and safe to call from any process (Airflow
 tasks and triggers of one release run in different processes) and thread. Reads
-(``status``, ``readiness``'s probes, ``routing``) take no lock: the state file is
-replaced atomically. ``opsdag.platforms.sandbox.SandboxDriver`` and
-``opsdag.platforms.routers.haproxy.HaproxyRouter`` are thin over it.
-
-Over 300 lines: one class, because every operation shares the same read-change-save
-discipline under the lock, and the driver and router call nothing else.
+(``status``, ``readiness``'s probes) take no lock: the state file is replaced atomically.
+``opsdag.platforms.sandbox.SandboxDriver`` is thin over it; traffic changes are
+``routing.RoutingController``'s (the HAProxy router's).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from opsdag.dev.sandbox import haproxy as hap
-from opsdag.dev.sandbox.fleet import (
-    CANARY,
-    DEFAULT_INSTANCES,
-    STABLE,
-    Fleet,
-    RoutingChange,
-    http_ok,
-    new_deployment_id,
-)
+from opsdag.dev.sandbox.fleet import CANARY, DEFAULT_INSTANCES, STABLE, Fleet, http_ok, new_deployment_id
 from opsdag.dev.sandbox.fleet_status import FleetStatus, read_fleet_status
 from opsdag.dev.sandbox.state import Layout, Progress, SandboxError, locked, require_state, save_state
 from opsdag.dev.sandbox.versions import VersionLookup, load_versions
@@ -39,15 +27,6 @@ _UP_STATES = ("UP", "NOLB", "DRAIN")
 
 def _quiet(_: str) -> None:
     pass
-
-
-@dataclass(frozen=True)
-class RoutingView:
-    """HAProxy's server rows as they are now, and what the state asked for."""
-
-    servers: dict[str, dict[str, str]]
-    requested: int
-    canary_ports: tuple[int, ...]
 
 
 class FleetController:
@@ -79,17 +58,6 @@ class FleetController:
     def resolve(self, image: str) -> VersionLookup:
         """The declared version ``image`` names, or why it cannot be pulled (needs no running sandbox)."""
         return load_versions().resolve(image)
-
-    def routing(self) -> RoutingView:
-        """HAProxy's rows of the main backend, read back now (raises ``HAProxyError`` if it is down)."""
-        state = require_state(self.layout)
-        fleet = Fleet(self.layout, load_versions(), state)
-        canary = fleet.active_canary()
-        return RoutingView(
-            servers=fleet.runtime().servers(),
-            requested=fleet.fleet.get("weight", 0),
-            canary_ports=tuple(inst["port"] for inst in canary),
-        )
 
     def endpoints(self, track: str) -> list[str]:
         """Base URLs of a track's running instances."""
@@ -151,7 +119,7 @@ class FleetController:
                 save_state(self.layout, state)
                 self.progress(f"canary {image}: {lookup.reason}")
                 return
-            self._start_instances(fleet, state, CANARY, count)
+            fleet.add_instances(CANARY, count)
             fleet.apply_routing()
             fleet.write_targets()
             save_state(self.layout, state)
@@ -200,32 +168,11 @@ class FleetController:
             if not canary.get("failed"):
                 canary["failed"] = reason
                 fleet.fleet["weight"] = 0
+                fleet.close_preview()
                 fleet.apply_routing()
                 fleet.write_targets()
                 save_state(self.layout, state)
             return Readiness(False, True, canary["failed"])
-
-    # -- traffic ------------------------------------------------------------------------
-
-    def set_weight(self, percent: int) -> RoutingChange:
-        """``percent`` of the main route's requests to the canary, in one HAProxy call."""
-        if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
-            raise SandboxError(f"canary weight must be an integer between 0 and 100, got {percent!r}")
-        with locked(self.layout):
-            fleet, state = self._open()
-            canary = fleet.fleet.get("canary")
-            if percent > 0:
-                if not canary:
-                    raise SandboxError(f"cannot send {percent} % to the canary: no canary is deployed")
-                if canary.get("failed"):
-                    raise SandboxError(
-                        f"cannot send {percent} % to canary {canary['image']}: {canary['failed']}"
-                    )
-            fleet.fleet["weight"] = percent
-            change = fleet.apply_routing()
-            save_state(self.layout, state)
-            self.progress(f"canary weight set to {percent} % ({len(change.commands)} command(s) in one call)")
-            return change
 
     # -- instances ----------------------------------------------------------------------
 
@@ -253,7 +200,7 @@ class FleetController:
         current = fleet.fleet[track]
         have = len(current["instances"])
         if instances > have:
-            started = self._start_instances(fleet, state, track, instances - have)
+            started = fleet.add_instances(track, instances - have)
             # Instances join the traffic only once they answer (a canary at 0 % may join at once).
             if track == STABLE or fleet.fleet["weight"] > 0:
                 try:
@@ -266,6 +213,7 @@ class FleetController:
                         raise
                     current["failed"] = f"canary {current['image']}: {exc}"
                     fleet.fleet["weight"] = 0
+                    fleet.close_preview()
         elif instances < have:
             gone = sorted(current["instances"], key=lambda i: i["slot"] or "")[instances - have :]
             current["instances"] = [i for i in current["instances"] if i not in gone]
@@ -280,28 +228,6 @@ class FleetController:
             fleet.stop_instances(gone)
         self.progress(f"{track} {current['image']}: {have} -> {instances} instance(s)")
 
-    def _start_instances(
-        self, fleet: Fleet, state: dict[str, Any], track: str, count: int
-    ) -> list[dict[str, Any]]:
-        """Start ``count`` more processes of a track's version in its free slots (saved as they start)."""
-        current = fleet.fleet[track]
-        version = fleet.catalog.get(current["version"])
-        if version is None:
-            raise SandboxError(
-                f"version {current['version']} is no longer declared in {fleet.catalog.source}"
-            )
-        slots = fleet.free_slots(track, current["instances"])[:count]
-        started = []
-        try:
-            for slot in slots:
-                index = fleet.next_index(current["instances"])
-                inst = fleet.start_instance(version, current["deployment"], index, slot)
-                current["instances"].append(inst)
-                started.append(inst)
-        finally:
-            save_state(self.layout, state)
-        return started
-
     def remove_canary(self) -> None:
         """Weight 0 first, then the canary's processes stop; nothing deployed: nothing to do."""
         with locked(self.layout):
@@ -315,7 +241,8 @@ class FleetController:
     def _remove_canary(self, fleet: Fleet) -> None:
         canary = fleet.fleet.get("canary")
         fleet.fleet["weight"] = 0
-        fleet.apply_routing()  # canary slots weight 0 (stable up first)
+        fleet.close_preview()
+        fleet.apply_routing()  # canary slots weight 0 (stable up first), preview slots parked
         if canary:
             instances = canary["instances"]
             fleet.fleet["canary"] = None
@@ -358,25 +285,12 @@ class FleetController:
             f["canary"] = None
             f["weight"] = 0
             f["last_promoted"] = canary["image"]
+            fleet.close_preview()
             fleet.apply_routing()
             fleet.write_targets()
             save_state(self.layout, state)
             fleet.stop_instances(old_stable)
             self.progress(f"promoted {canary['image']} to stable at 100 %")
-
-    # -- the names of the first sandbox driver (``SandboxPlatform``) ------------------------
-
-    def deploy_canary(self, image: str, instances: int | None = None) -> None:
-        self.start(image, instances)
-
-    def canary_readiness(self) -> Readiness:
-        return self.readiness()
-
-    def set_canary_weight(self, percent: int) -> None:
-        self.set_weight(percent)
-
-    def rollback(self) -> None:
-        self.remove_canary()
 
 
 def _check_count(track: str, count: int, least: int, slots: int) -> None:

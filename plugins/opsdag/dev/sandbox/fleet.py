@@ -6,30 +6,32 @@ under the sandbox lock (``controller.FleetController``, ``starters``); what runs
 is read by ``fleet_status``.
 
 Routing model: the HAProxy backend has ``slots.stable`` stable slots and
-``slots.canary`` canary slots (8 each). Stable slot i points at stable process i, canary
-slot i at canary process i; unused slots are parked in maint. A canary weight of p %
+``slots.canary`` canary slots (8 each). Each process of a track has one slot of that
+track (scaling fills the lowest free ones); unused slots are parked in maint. A canary weight of p %
 gives every canary slot in use ``weights.server_weights(p, n_stable, n_canary)[1]`` and
 every stable one ``[0]``, so the canary side gets p % of the requests whatever the counts.
 Promotion re-labels the canary's processes as stable (same processes, stable slots).
+The preview route (blue-green) has its own frontend and backend: while it is open
+(``preview.enabled``), preview slot i points at the process of canary slot i, and the
+load generator sends ``preview.share`` of its requests there (``write_loadgen_control``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import opsdag
 from opsdag.dev.sandbox import haproxy as hap
-from opsdag.dev.sandbox.processes import free_port, log_tail
+from opsdag.dev.sandbox.processes import atomic_write, free_port, log_tail
 from opsdag.dev.sandbox.prometheus_server import AppTarget, write_targets
-from opsdag.dev.sandbox.state import Layout, SandboxError
+from opsdag.dev.sandbox.state import Layout, SandboxError, save_state
 from opsdag.dev.sandbox.versions import AppVersion, VersionCatalog
 from opsdag.platforms.weights import server_weights
 
@@ -37,49 +39,6 @@ STABLE = "stable"
 CANARY = "canary"
 APP_START_TIMEOUT = 20.0
 DEFAULT_INSTANCES = 2
-
-
-@dataclass(frozen=True)
-class RoutingChange:
-    """The runtime commands one routing change sent (in one call) and how long HAProxy took."""
-
-    commands: tuple[str, ...]
-    seconds: float
-
-    def __bool__(self) -> bool:
-        return bool(self.commands)
-
-
-def routing_commands(
-    backend: str, current: Mapping[str, Mapping[str, str]], desired: list[hap.Slot]
-) -> list[str]:
-    """The ``set server`` commands that take ``backend``'s servers from ``current`` (``show stat``
-    rows) to ``desired``: rising weights first, then the rest; per slot weight, address, state."""
-
-    def row(name: str) -> Mapping[str, str]:
-        return current.get(name, {})
-
-    def weight_of(name: str) -> int:
-        return int(row(name).get("uweight") or row(name).get("weight") or 0)
-
-    def effective(name: str) -> int:
-        return 0 if row(name).get("status") == "MAINT" else weight_of(name)
-
-    rising = [s for s in desired if s.weight > effective(s.name)]
-    commands = []
-    for slot in rising + [s for s in desired if s not in rising]:
-        maint = row(slot.name).get("status") == "MAINT"
-        if weight_of(slot.name) != slot.weight:
-            commands.append(hap.weight_command(backend, slot.name, slot.weight))
-        if slot.port is None:
-            if not maint:
-                commands.append(hap.state_command(backend, slot.name, "maint"))
-            continue
-        if row(slot.name).get("addr") != f"127.0.0.1:{slot.port}":
-            commands.append(hap.addr_command(backend, slot.name, slot.port))
-        if maint:
-            commands.append(hap.state_command(backend, slot.name, "ready"))
-    return commands
 
 
 def new_fleet(catalog: VersionCatalog, stable_instances: int = DEFAULT_INSTANCES) -> dict[str, Any]:
@@ -93,6 +52,7 @@ def new_fleet(catalog: VersionCatalog, stable_instances: int = DEFAULT_INSTANCES
         "stable": None,
         "canary": None,
         "weight": 0,
+        "preview": {"enabled": False, "share": 0.0},
         "last_promoted": None,
         "baseline": {"at": time.time(), "responses": {}},
     }
@@ -189,14 +149,26 @@ class Fleet:
             if record is not None:
                 self.procs.stop(record, timeout=10)
 
-    def next_index(self, instances: list[dict[str, Any]]) -> int:
-        """The number of a track's next process name (``app-<deployment>-<n>``), never reused."""
-        return 1 + max([int(i["name"].rsplit("-", 1)[1]) for i in instances] + [0])
-
-    def free_slots(self, track: str, instances: list[dict[str, Any]]) -> list[str]:
-        """A track's slots no instance uses, lowest first."""
-        used = {inst.get("slot") for inst in instances}
-        return [name for name in hap.slot_names(track, self.fleet["slots"][track]) if name not in used]
+    def add_instances(self, track: str, count: int) -> list[dict[str, Any]]:
+        """Start ``count`` more processes of a track's version in its lowest free slots; the state
+        is saved as they start (so none is forgotten if one fails to spawn)."""
+        current = self.fleet[track]
+        version = self.catalog.get(current["version"])
+        if version is None:
+            raise SandboxError(f"version {current['version']} is no longer declared in {self.catalog.source}")
+        used = {inst.get("slot") for inst in current["instances"]}
+        free = [name for name in hap.slot_names(track, self.fleet["slots"][track]) if name not in used]
+        started = []
+        try:
+            for slot in free[:count]:
+                # Process names are never reused: app-<deployment>-<n>, n one above the highest so far.
+                index = 1 + max([int(i["name"].rsplit("-", 1)[1]) for i in current["instances"]] + [0])
+                inst = self.start_instance(version, current["deployment"], index, slot)
+                current["instances"].append(inst)
+                started.append(inst)
+        finally:
+            save_state(self.layout, self.state)
+        return started
 
     # -- routing --------------------------------------------------------------------
 
@@ -207,6 +179,7 @@ class Fleet:
         return [inst for inst in canary["instances"] if inst.get("slot")]
 
     def desired_slots(self) -> list[hap.Slot]:
+        """The main backend's slots as the state wants them (ports, per-server weights)."""
         slots = self.fleet["slots"]
         stable = {inst["slot"]: inst for inst in (self.fleet["stable"] or {}).get("instances", [])}
         canary = {inst["slot"]: inst for inst in self.active_canary()}
@@ -220,21 +193,53 @@ class Fleet:
             desired.append(hap.Slot(name, CANARY, inst["port"] if inst else None, canary_w if inst else 0))
         return desired
 
-    def apply_routing(self) -> RoutingChange:
+    def preview(self) -> dict[str, Any]:
+        """``{"enabled": bool, "share": float}``: whether the preview route is open, and the
+        share of the load generator's requests sent to it."""
+        return self.fleet.setdefault("preview", {"enabled": False, "share": 0.0})
+
+    def desired_preview_slots(self) -> list[hap.Slot]:
+        """Preview slot i points at the process of canary slot i while the preview is open."""
+        count = self.fleet["slots"][CANARY]
+        canary = {inst["slot"]: inst for inst in self.active_canary()} if self.preview()["enabled"] else {}
+        desired = []
+        for i, name in enumerate(hap.slot_names(hap.PREVIEW_TRACK, count)):
+            inst = canary.get(f"{CANARY}{i + 1}")
+            desired.append(hap.Slot(name, CANARY, inst["port"] if inst else None, 1 if inst else 0))
+        return desired
+
+    def close_preview(self) -> None:
+        """The preview route reaches nothing and gets no synthetic load (the canary goes away)."""
+        self.fleet["preview"] = {"enabled": False, "share": 0.0}
+        self.write_loadgen_control()
+
+    def write_loadgen_control(self) -> None:
+        """Tell the load generator which share of its requests goes to the preview route."""
+        preview = self.preview()
+        share = preview["share"] if preview["enabled"] else 0.0
+        self.layout.loadgen_control_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.layout.loadgen_control_file, json.dumps({"preview_share": share}) + "\n")
+
+    def apply_routing(self) -> hap.RoutingChange:
         """Make HAProxy's slots match the state (addresses, weights, ready/maint), in ONE runtime call.
 
-        Only differences are sent, as one ``cmd; cmd; ...`` line. Slots whose weight goes
-        up change first and those going down after, so no moment sends a side more than
-        both the old and the new split would. When anything changed, the measured split
-        starts afresh.
+        Only differences are sent, as one ``cmd; cmd; ...`` line, the main backend's first.
+        Slots whose weight goes up change first and those going down after, so no moment
+        sends a side more than both the old and the new split would. When the main backend
+        changed, its measured split starts afresh.
         """
         runtime = self.runtime()
-        current = runtime.servers()
-        commands = routing_commands(hap.BACKEND, current, self.desired_slots())
+        current = runtime.backends()
+        commands = hap.routing_commands(hap.BACKEND, current.get(hap.BACKEND, {}), self.desired_slots())
+        main = len(commands)
+        if hap.PREVIEW_BACKEND in current:  # a sandbox started before the preview route had none
+            commands += hap.routing_commands(
+                hap.PREVIEW_BACKEND, current[hap.PREVIEW_BACKEND], self.desired_preview_slots()
+            )
         started = time.perf_counter()
         runtime.batch(commands)
-        change = RoutingChange(tuple(commands), time.perf_counter() - started)
-        if change:
+        change = hap.RoutingChange(tuple(commands), time.perf_counter() - started)
+        if main:
             self.reset_baseline(runtime)
         return change
 

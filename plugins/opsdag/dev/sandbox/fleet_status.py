@@ -16,8 +16,9 @@ from typing import Any
 
 from opsdag.dev.sandbox import haproxy as hap
 from opsdag.dev.sandbox.fleet import CANARY, STABLE
+from opsdag.dev.sandbox.preview_status import PreviewStatus, read_preview
 from opsdag.dev.sandbox.processes import ProcessTable
-from opsdag.dev.sandbox.state import Layout
+from opsdag.dev.sandbox.state import Layout, read_counts
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class FleetStatus:
     traffic: TrafficStatus | None  # None while HAProxy does not run
     frontend_url: str | None
     prometheus_url: str | None
+    preview: PreviewStatus | None = None  # blue-green's preview route
 
     @property
     def stable_healthy(self) -> bool:
@@ -176,6 +178,7 @@ class FleetStatus:
             ),
             "canary_weight": self.canary_weight,
             "traffic": self.traffic.to_dict() if self.traffic else None,
+            "preview": self.preview.to_dict() if self.preview else None,
         }
 
 
@@ -219,14 +222,12 @@ def measure_traffic(
     return TrafficStatus(canary_weight, measured, servers)
 
 
-def read_traffic(socket: str, fleet: Mapping[str, Any]) -> TrafficStatus:
-    """Configured and measured split, from the fleet's state and HAProxy's runtime API."""
-    weight = fleet["weight"]
+def read_backends(socket: str) -> tuple[dict[str, dict[str, dict[str, str]]], str | None]:
+    """HAProxy's server rows per backend (one ``show stat``), or the error that kept it from answering."""
     try:
-        rows = hap.HAProxyRuntime(socket).servers()
+        return hap.HAProxyRuntime(socket).backends(), None
     except hap.HAProxyError as exc:
-        return TrafficStatus(weight, None, error=str(exc))
-    return measure_traffic(rows, fleet.get("baseline", {}), weight, time.time())
+        return {}, str(exc)
 
 
 def _track(procs: ProcessTable, track: Mapping[str, Any] | None) -> TrackStatus | None:
@@ -258,13 +259,25 @@ def read_fleet_status(layout: Layout, state: Mapping[str, Any]) -> FleetStatus:
     record = procs.read("haproxy")
     running = record is not None and procs.alive(record)
     frontend = haproxy.get("frontend_port")
+    backends, error = read_backends(haproxy["socket"]) if running else ({}, None)
+    if not running:
+        traffic = None
+    elif error is not None:
+        traffic = TrafficStatus(fleet["weight"], None, error=error)
+    else:
+        rows = backends.get(hap.BACKEND, {})
+        traffic = measure_traffic(rows, fleet.get("baseline", {}), fleet["weight"], time.time())
+    preview = read_preview(
+        fleet, haproxy.get("preview_port"), backends.get(hap.PREVIEW_BACKEND, {}), read_counts(layout)
+    )
     return FleetStatus(
         sandbox_dir=str(layout.root),
         service=fleet.get("service"),
         stable=_track(procs, fleet.get("stable")),
         canary=_track(procs, fleet.get("canary")),
         canary_weight=fleet.get("weight", 0),
-        traffic=read_traffic(haproxy["socket"], fleet) if running else None,
+        traffic=traffic,
         frontend_url=f"http://127.0.0.1:{frontend}/" if frontend else None,
         prometheus_url=state.get("prometheus", {}).get("url"),
+        preview=preview,
     )

@@ -106,7 +106,7 @@ def start_haproxy(
     info["backend"] = hap.BACKEND
     record = procs.read("haproxy")
     runtime = hap.HAProxyRuntime(layout.haproxy_socket)
-    if record is not None and procs.alive(record) and runtime.ping():
+    if record is not None and procs.alive(record) and runtime.ping() and _has_preview(runtime):
         progress(f"haproxy already running on 127.0.0.1:{info['frontend_port']}")
         fleet.apply_routing()
         return
@@ -114,6 +114,7 @@ def start_haproxy(
         procs.stop(record)
     done = timed(progress, "starting haproxy")
     info["frontend_port"] = _port(info.get("frontend_port"))
+    info["preview_port"] = _port(info.get("preview_port"))
     info["stats_port"] = _port(info.get("stats_port"))
     layout.haproxy_dir.mkdir(parents=True, exist_ok=True)
     layout.haproxy_socket.unlink(missing_ok=True)
@@ -124,6 +125,8 @@ def start_haproxy(
             socket_path=layout.haproxy_socket,
             pid_file=layout.haproxy_dir / "haproxy.pid",
             slots=fleet.desired_slots(),
+            preview_port=info["preview_port"],
+            preview_slots=fleet.desired_preview_slots(),
         )
     )
     _check_config([HAPROXY_BIN, "-c", "-q", "-f", str(layout.haproxy_config)], "haproxy")
@@ -141,7 +144,18 @@ def start_haproxy(
     if not wait_until(lambda: all(v.startswith("UP") for v in stable_states().values()), 15, 0.1):
         raise SandboxError(f"haproxy does not see the stable slots UP: {stable_states()}")
     fleet.reset_baseline(runtime)
-    done(f"frontend 127.0.0.1:{info['frontend_port']}, stats/metrics 127.0.0.1:{info['stats_port']}")
+    done(
+        f"frontend 127.0.0.1:{info['frontend_port']}, preview 127.0.0.1:{info['preview_port']}, "
+        f"stats/metrics 127.0.0.1:{info['stats_port']}"
+    )
+
+
+def _has_preview(runtime: hap.HAProxyRuntime) -> bool:
+    """Whether a running HAProxy has the preview route (one started by an older sandbox has not)."""
+    try:
+        return hap.PREVIEW_BACKEND in runtime.backends()
+    except hap.HAProxyError:
+        return False
 
 
 def start_prometheus(
@@ -185,16 +199,21 @@ def start_prometheus(
 
 def start_loadgen(
     layout: Layout,
-    state: dict[str, Any],
+    fleet: Fleet,
     procs: ProcessTable,
     progress: Progress,
     rate: float,
     max_duration: float,
 ) -> None:
+    """The load generator on the main route, sending the preview route its share (control file)."""
+    state = fleet.state
     info = state.setdefault("loadgen", {})
     url = f"http://127.0.0.1:{state['haproxy']['frontend_port']}/"
+    preview_url = f"http://127.0.0.1:{state['haproxy']['preview_port']}/"
+    fleet.write_loadgen_control()
     record = procs.read("loadgen")
-    if record is not None and procs.alive(record) and info.get("url") == url:
+    running = record is not None and procs.alive(record)
+    if running and info.get("url") == url and info.get("preview_url") == preview_url:
         progress(f"loadgen already running ({info['rate']:g} req/s)")
         return
     if record is not None:
@@ -214,13 +233,25 @@ def start_loadgen(
         f"{rate:g}",
         "--max-duration",
         f"{max_duration:g}",
+        "--preview-url",
+        preview_url,
+        "--control-file",
+        str(layout.loadgen_control_file),
     ]
     record = procs.spawn("loadgen", argv, env=app_env())
     if not wait_until(lambda: layout.counts_file.exists() or not procs.alive(record), 15) or not procs.alive(
         record
     ):
         raise SandboxError(f"loadgen did not start; see {record.log}:\n{_tail(record.log)}")
-    info.update({"pid": record.pid, "url": url, "rate": rate, "max_duration_s": max_duration})
+    info.update(
+        {
+            "pid": record.pid,
+            "url": url,
+            "preview_url": preview_url,
+            "rate": rate,
+            "max_duration_s": max_duration,
+        }
+    )
     info["counts_file"] = str(layout.counts_file)
     done(f"counts in {layout.counts_file}")
 

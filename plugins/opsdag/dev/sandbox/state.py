@@ -100,6 +100,11 @@ class Layout:
     def counts_file(self) -> Path:
         return self.root / "loadgen" / "counts.json"
 
+    @property
+    def loadgen_control_file(self) -> Path:
+        """What the load generator reads while it runs: ``{"preview_share": 0.05}``."""
+        return self.root / "loadgen" / "control.json"
+
     def processes(self) -> ProcessTable:
         return ProcessTable(self.run_dir, self.log_dir)
 
@@ -147,3 +152,11 @@ def require_state(layout: Layout) -> dict[str, Any]:
 def save_state(layout: Layout, state: dict[str, Any]) -> None:
     layout.root.mkdir(parents=True, exist_ok=True)
     atomic_write(layout.state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
+def read_counts(layout: Layout) -> dict[str, Any] | None:
+    """The load generator's counts file (cumulative answers per version and status), if any."""
+    try:
+        return json.loads(layout.counts_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

@@ -8,7 +8,6 @@ only named by its file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from opsdag.dev.sandbox.demo_database import postgres_server
 from opsdag.dev.sandbox.fleet_status import FleetStatus, InstanceStatus, TrackStatus, read_fleet_status
 from opsdag.dev.sandbox.processes import ProcessTable
-from opsdag.dev.sandbox.state import Layout, load_state
+from opsdag.dev.sandbox.state import Layout, load_state, read_counts
 
 COMPONENTS = ("postgres", "haproxy", "prometheus", "loadgen")
 
@@ -64,14 +63,6 @@ class SandboxStatus:
         if self.fleet is not None:
             result.update(self.fleet.to_dict())
         return result
-
-
-def read_counts(layout: Layout) -> dict[str, Any] | None:
-    """The load generator's counts file (cumulative answers per version and status), if any."""
-    try:
-        return json.loads(layout.counts_file.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def _process(procs: ProcessTable, name: str, **details: Any) -> ComponentStatus:
@@ -195,4 +186,6 @@ def _fleet_lines(fleet: FleetStatus) -> list[str]:
         f"canary {measured.canary if measured else None} % "
         f"({answered} responses in {measured.window_s if measured else None} s)"
     )
+    if fleet.preview is not None:
+        lines.append(fleet.preview.line())
     return lines

@@ -1,10 +1,10 @@
-"""The sandbox's HAProxy as a traffic router (``platform.router.kind: haproxy``).
+"""The sandbox's HAProxy as a traffic router (``platform.router.kind: haproxy``), with a preview route.
 
 Weights change through HAProxy's runtime API, never by reloading: every change is ONE
 call (``set server ...; set server ...``) that HAProxy runs without serving another
 client in between. ``verify_weight`` reads the per-server weights and states back from
 ``show stat`` and says what share of requests each track gets now. Thin over
-``opsdag.dev.sandbox.controller.FleetController``.
+``opsdag.dev.sandbox.routing.RoutingController``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from opsdag.platforms.base import CANARY, Track, TrafficRouter, TrafficSplit
-from opsdag.platforms.sandbox import fleet_controller
+from opsdag.platforms.sandbox import routing_controller
 from opsdag.platforms.weights import share_in_force, split_is_exact
 
 if TYPE_CHECKING:
-    from opsdag.dev.sandbox.controller import FleetController
+    from opsdag.dev.sandbox.routing import RoutingController
 
 # ``show stat`` statuses of a server that takes new requests ("UP 1/2": up, one failed check).
 _TAKES_TRAFFIC = ("UP", "no check")
@@ -84,8 +84,8 @@ class HaproxyRouter(TrafficRouter):
         share = bluegreen.preview_share if bluegreen is not None else DEFAULT_PREVIEW_SHARE
         return cls(service_name=spec.name, preview_share=share)
 
-    def _controller(self) -> FleetController:
-        return fleet_controller(self.service_name, self.sandbox_dir)
+    def _controller(self) -> RoutingController:
+        return routing_controller(self.service_name, self.sandbox_dir)
 
     def set_weight(self, percent: int) -> None:
         change = self._controller().set_weight(percent)
@@ -97,4 +97,15 @@ class HaproxyRouter(TrafficRouter):
 
     def verify_weight(self) -> TrafficSplit:
         view = self._controller().routing()
-        return split_from_rows(view.servers, view.requested)
+        return split_from_rows(view.servers, view.requested, preview=view.preview_reaches_canary)
+
+    def set_preview(self, enabled: bool, share: float | None = None) -> None:
+        """Open (or close) the preview route on the canary's processes, in one runtime call.
+
+        While it is open, the sandbox's load generator sends it ``share`` of its requests
+        (default: this router's ``preview_share``, the spec's ``bluegreen.preview_share``);
+        the canary's metrics then come from those requests alone while its weight is 0.
+        """
+        chosen = self.preview_share if share is None else share
+        change = self._controller().set_preview(enabled, chosen)
+        self.last_call_s, self.last_commands = change.seconds, len(change.commands)

@@ -1,0 +1,135 @@
+"""Traffic on the sandbox fleet: the canary's weight and blue-green's preview route, through HAProxy.
+
+``RoutingController`` changes the fleet's state under the sandbox lock and applies it with
+ONE HAProxy runtime call (``fleet.Fleet.apply_routing``); ``routing()`` reads back, without
+the lock, what HAProxy has in force. ``opsdag.platforms.routers.haproxy.HaproxyRouter`` is
+thin over it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from opsdag.dev.sandbox import haproxy as hap
+from opsdag.dev.sandbox.fleet import Fleet
+from opsdag.dev.sandbox.haproxy import RoutingChange
+from opsdag.dev.sandbox.loadgen import CONTROL_POLL_S
+from opsdag.dev.sandbox.preview_status import preview_ports, reaches_canary
+from opsdag.dev.sandbox.state import Layout, Progress, SandboxError, locked, require_state, save_state
+from opsdag.dev.sandbox.versions import load_versions
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# The most of the load generator's requests the preview route may take.
+MAX_PREVIEW_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class RoutingView:
+    """HAProxy's server rows as they are now (main and preview backends), and what the state asked for."""
+
+    servers: dict[str, dict[str, str]]
+    preview_servers: dict[str, dict[str, str]]
+    requested: int
+    canary_ports: tuple[int, ...]
+
+    @property
+    def preview_reaches_canary(self) -> bool:
+        """The preview route's servers in rotation are exactly the canary's processes (and there are some)."""
+        return reaches_canary(preview_ports(self.preview_servers), self.canary_ports)
+
+
+class RoutingController:
+    """The canary's share of the main route and the preview route; each change holds the sandbox lock."""
+
+    def __init__(self, layout: Layout | None = None, progress: Progress = _quiet) -> None:
+        self._layout = layout
+        self.progress = progress
+
+    @property
+    def layout(self) -> Layout:
+        return self._layout or Layout.default()
+
+    def _open(self) -> tuple[Fleet, dict[str, Any]]:
+        state = require_state(self.layout)
+        return Fleet(self.layout, load_versions(), state), state
+
+    def routing(self) -> RoutingView:
+        """HAProxy's rows of the main backend, read back now (raises ``HAProxyError`` if it is down)."""
+        state = require_state(self.layout)
+        fleet = Fleet(self.layout, load_versions(), state)
+        backends = fleet.runtime().backends()
+        return RoutingView(
+            servers=backends.get(hap.BACKEND, {}),
+            preview_servers=backends.get(hap.PREVIEW_BACKEND, {}),
+            requested=fleet.fleet.get("weight", 0),
+            canary_ports=tuple(inst["port"] for inst in fleet.active_canary()),
+        )
+
+    def set_weight(self, percent: int) -> RoutingChange:
+        """``percent`` of the main route's requests to the canary, in one HAProxy call."""
+        if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
+            raise SandboxError(f"canary weight must be an integer between 0 and 100, got {percent!r}")
+        with locked(self.layout):
+            fleet, state = self._open()
+            canary = fleet.fleet.get("canary")
+            if percent > 0:
+                if not canary:
+                    raise SandboxError(f"cannot send {percent} % to the canary: no canary is deployed")
+                if canary.get("failed"):
+                    raise SandboxError(
+                        f"cannot send {percent} % to canary {canary['image']}: {canary['failed']}"
+                    )
+            fleet.fleet["weight"] = percent
+            change = fleet.apply_routing()
+            save_state(self.layout, state)
+            self.progress(f"canary weight set to {percent} % ({len(change.commands)} command(s) in one call)")
+            return change
+
+    def set_preview(self, enabled: bool, share: float = 0.0) -> RoutingChange:
+        """Open the preview route on the canary (the load generator sends it ``share`` of its
+        requests), or close it. Opening needs a canary that is not failed.
+
+        Closing first tells the load generator to stop (and gives it one poll of the control
+        file) before the route's servers are parked, so it sees no 503 from an empty backend.
+        """
+        if enabled and not 0 < share <= MAX_PREVIEW_SHARE:
+            raise SandboxError(
+                f"preview share must be above 0 and at most {MAX_PREVIEW_SHARE}, got {share!r}"
+            )
+        if not enabled and self._stop_preview_load():
+            time.sleep(2 * CONTROL_POLL_S)
+        with locked(self.layout):
+            fleet, state = self._open()
+            canary = fleet.fleet.get("canary")
+            if enabled:
+                if not canary:
+                    raise SandboxError("cannot open the preview route: no canary is deployed")
+                if canary.get("failed"):
+                    raise SandboxError(
+                        f"cannot open the preview route to {canary['image']}: {canary['failed']}"
+                    )
+            fleet.fleet["preview"] = {"enabled": enabled, "share": float(share) if enabled else 0.0}
+            change = fleet.apply_routing()
+            fleet.write_loadgen_control()
+            save_state(self.layout, state)
+            what = f"open on {canary['image']}, {share:.0%} of the load" if enabled else "closed"
+            self.progress(f"preview route {what}")
+            return change
+
+    def _stop_preview_load(self) -> bool:
+        """The load generator's preview share to 0, the route left open; whether it had a share."""
+        with locked(self.layout):
+            fleet, state = self._open()
+            preview = fleet.preview()
+            if not (preview["enabled"] and preview["share"] > 0):
+                return False
+            preview["share"] = 0.0
+            fleet.write_loadgen_control()
+            save_state(self.layout, state)
+            return True
