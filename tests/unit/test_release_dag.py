@@ -95,6 +95,8 @@ def test_a_step_with_approval_asks_a_person_first(dags) -> None:
     approval = dag.get_task("canary.stage_25.approval")
     assert type(approval).__name__ == "StageApprovalOperator"
     assert approval.fail_on_reject is True  # a rejection rolls the canary back
+    # the canary keeps taking 5 % while a person decides: it is judged meanwhile, and aborted on a fault
+    assert (approval.current_weight, approval.abort_action) == (5, "weight_zero")
     assert dag.get_task("canary.stage_25.set_weight").upstream_task_ids == {"canary.stage_25.approval"}
     assert "canary.stage_5.approval" not in [t.task_id for t in dag.tasks]
 

@@ -55,11 +55,15 @@ def start_and_smoke(spec: ServiceSpec, strategy: str, instances: int | None) -> 
     return GroupTasks(first=deploy, last=smoke, moving=[deploy, smoke])
 
 
-def stage(spec: ServiceSpec, strategy: str, plan: StagePlan, move: BaseOperator) -> GroupTasks:
+def stage(
+    spec: ServiceSpec, strategy: str, plan: StagePlan, move: BaseOperator, waiting_weight: int = 0
+) -> GroupTasks:
     """One stage in its own task group: [approval >>] ``move`` >> gate.
 
     ``move`` is built by the caller with ``task_id`` equal to the last part of
-    ``plan.move_task`` inside this group's context.
+    ``plan.move_task`` inside this group's context. ``waiting_weight``: the new version's
+    share of the traffic while a person decides (the previous stage's); above 0 it keeps
+    being judged meanwhile, and a failing verdict takes its traffic away at once.
     """
     first: BaseOperator = move
     moving = [move]
@@ -70,6 +74,9 @@ def stage(spec: ServiceSpec, strategy: str, plan: StagePlan, move: BaseOperator)
             subject=f"Release {spec.name}: {plan.name} ({plan.weight} % of the traffic to {IMAGE})?",
             body="Approve to continue; reject to roll the release back.",
             response_timeout=APPROVAL_TIMEOUT,
+            current_weight=waiting_weight,
+            selectors=selectors_of(strategy) if waiting_weight else None,
+            abort_action="weight_zero" if waiting_weight else None,
             trigger_rule=AFTER_PREVIOUS,
         )
         move.trigger_rule = TriggerRule.ALL_SUCCESS
