@@ -16,11 +16,12 @@ def canary_group(spec: ServiceSpec) -> GroupTasks:
     """deploy >> smoke >> stage_<w> (set_weight >> gate) for every step."""
     with TaskGroup(group_id=NAME, tooltip="canary: traffic in steps, each judged"):
         lead = start_and_smoke(spec, NAME, spec.instances())
-        stages = []
+        stages, weight_before = [], 0
         for plan in canary_stages(spec):
             with stage_group(plan):
                 move = SetWeightOperator(
                     task_id="set_weight", service=spec, strategy=NAME, weight=plan.weight
                 )
-                stages.append(stage(spec, NAME, plan, move))
+                stages.append(stage(spec, NAME, plan, move, waiting_weight=weight_before))
+            weight_before = plan.weight
         return chain_stages(lead, stages)
