@@ -13,6 +13,7 @@ from typing import Any
 from opsdag.platforms.base import (
     CanaryReadiness,
     Platform,
+    PlatformError,
     PlatformStatus,
     TrafficRouter,
     WorkloadDriver,
@@ -45,6 +46,7 @@ __all__ = [
     "NoDriver",
     "NoRouter",
     "Platform",
+    "PlatformError",
     "PlatformStatus",
     "TrafficRouter",
     "WorkloadDriver",

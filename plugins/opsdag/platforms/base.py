@@ -32,6 +32,13 @@ CANARY: Track = "canary"
 TRACKS: tuple[Track, Track] = (STABLE, CANARY)
 
 
+class PlatformError(RuntimeError):
+    """A driver or router refused, or could not do, what was asked; the message says why and what to do.
+
+    Drivers raise their own subclasses (the sandbox's ``SandboxError``); callers catch this one.
+    """
+
+
 @dataclass(frozen=True)
 class Readiness:
     """Whether the new version can take traffic; ``failed``: it never will (bad image, crash), with why."""

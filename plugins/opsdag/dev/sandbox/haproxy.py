@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from opsdag.platforms.base import PlatformError
+
 BACKEND = "demo"
 # Blue-green's preview route: its own frontend port and a backend whose slots mirror the canary's.
 PREVIEW_BACKEND = "preview"
@@ -32,7 +34,7 @@ MAX_SOCKET_PATH = 107
 _SET_OK = ("changed", "no need to change")
 
 
-class HAProxyError(RuntimeError):
+class HAProxyError(PlatformError):
     """The runtime API refused a command or could not be reached."""
 
 

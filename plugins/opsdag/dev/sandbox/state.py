@@ -19,6 +19,7 @@ from typing import Any
 
 from opsdag import paths
 from opsdag.dev.sandbox.processes import ProcessTable, atomic_write
+from opsdag.platforms.base import PlatformError
 
 STATE_VERSION = 1
 
@@ -26,7 +27,7 @@ STATE_VERSION = 1
 Progress = Callable[[str], None]
 
 
-class SandboxError(RuntimeError):
+class SandboxError(PlatformError):
     """The sandbox cannot do what was asked; the message says what to do about it."""
 
 
