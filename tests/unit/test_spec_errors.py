@@ -127,6 +127,8 @@ def both(*mutations):
 
 
 S, D, R = "services", "databases", "runbooks"
+BG = {"pre_promotion_bake": "5m", "post_promotion_bake": "5m"}
+SANDBOX = put("platform", {"kind": "sandbox", "instances": 2})
 
 # (id, kind, mutation, exact field, fragment of the problem)
 # fmt: off
@@ -276,6 +278,51 @@ CASES = [
      "did you mean 'max_runs_per_hour'?"),
     ("guards-dry-run-not-bool", R, put("guards", {"dry_run": "maybe"}), "guards.dry_run",
      "must be true or false, not 'maybe'"),
+    # blue-green and rolling (on the sandbox: rolling needs the instance count in the spec)
+    ("bluegreen-without-bake", S, put("bluegreen", {"post_promotion_bake": "5m"}),
+     "bluegreen.pre_promotion_bake", "required but missing"),
+    ("bluegreen-share-too-big", S, put("bluegreen", {**BG, "preview_share": 0.9}), "bluegreen.preview_share",
+     "must be at most 0.5, not 0.9"),
+    ("bluegreen-share-zero", S, put("bluegreen", {**BG, "preview_share": 0}), "bluegreen.preview_share",
+     "must be more than 0, not 0"),
+    ("bluegreen-zero-bake", S, put("bluegreen", {**BG, "post_promotion_bake": "0s"}),
+     "bluegreen.post_promotion_bake", "'0s' must be a positive duration"),
+    ("bluegreen-bad-delay", S, put("bluegreen", {**BG, "scale_down_delay": "later"}),
+     "bluegreen.scale_down_delay", "is not a duration"),
+    ("bluegreen-typo", S, put("bluegreen", {**BG, "preview_shares": 0.1}), "bluegreen.preview_shares",
+     "did you mean 'preview_share'?"),
+    ("bluegreen-default-without-section", S, put("strategy", "bluegreen"), "bluegreen",
+     "the bluegreen strategy (the default) needs a bluegreen section"),
+    ("rolling-no-progress", S,
+     both(SANDBOX, put("rolling", {"bake": "1m", "max_surge": 0, "max_unavailable": 0})), "rolling.max_surge", "max_surge and max_unavailable cannot both be 0"),
+    ("rolling-negative-surge", S, both(SANDBOX, put("rolling", {"bake": "1m", "max_surge": -1})),
+     "rolling.max_surge", "must be at least 0, not -1"),
+    ("rolling-without-bake", S, both(SANDBOX, put("rolling", {"max_surge": 1})), "rolling.bake",
+     "required but missing"),
+    ("rolling-unknown-key", S, both(SANDBOX, put("rolling", {"bake": "1m", "batch": 2})), "rolling.batch",
+     "unknown key; allowed here: max_surge, max_unavailable, bake"),
+    ("rolling-on-kubernetes", S, put("rolling", {"bake": "1m"}), "rolling",
+     "rolling batches need the instance count in the spec; platform kind 'kubernetes' has none"),
+    ("rolling-default-without-section", S, both(SANDBOX, put("strategy", "rolling")), "rolling",
+     "the rolling strategy (the default) needs a rolling section"),
+    # smoke checks, preflight, minimum traffic
+    ("smoke-path-relative", S, put("smoke", [{"name": "health", "path": "healthz"}]), "smoke[0].path",
+     "does not have the expected form"),
+    ("smoke-status-impossible", S, put("smoke", [{"name": "health", "path": "/", "expect_status": 999}]),
+     "smoke[0].expect_status", "must be at most 599, not 999"),
+    ("dependency-without-bound", S, put("preflight", {"dependencies": [{"name": "db", "query": "up"}]}),
+     "preflight.dependencies[0]", "give at least one bound: min or max"),
+    ("backup-age-bad", S, put("preflight", {"backup": {"database": "orders-db", "max_age": "fresh"}}),
+     "preflight.backup.max_age", "is not a duration"),
+    ("backup-database-not-dns", S, put("preflight", {"backup": {"database": "Orders", "max_age": "1d"}}),
+     "preflight.backup.database", "is not a DNS-1123 name"),
+    ("min-requests-without-query", S, put("analysis.metrics[0].min_requests", 50),
+     "analysis.metrics[0].requests_query", "min_requests needs requests_query"),
+    ("requests-query-without-canary", S,
+     both(put("analysis.metrics[0].min_requests", 50), put("analysis.metrics[0].requests_query", "sum(x)")),
+     "analysis.metrics[0].requests_query", "select it with $canary"),
+    ("min-requests-zero", S, put("analysis.metrics[0].min_requests", 0), "analysis.metrics[0].min_requests",
+     "must be at least 1, not 0"),
 ]
 # fmt: on
 

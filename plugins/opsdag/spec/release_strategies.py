@@ -53,13 +53,6 @@ class BlueGreenStrategy(StrictModel):
     scale_down_delay: Duration = timedelta(seconds=30)
     approval: bool = Field(default=False, description="a person approves the switch")
 
-    @field_validator("pre_promotion_bake", "post_promotion_bake")
-    @classmethod
-    def _positive_bake(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
-            raise ValueError("must be longer than 0s: a gate needs time to measure")
-        return value
-
 
 class RollingStrategy(StrictModel):
     """Instances replaced in batches, a gate after each batch.
@@ -78,6 +71,4 @@ class RollingStrategy(StrictModel):
             raise FieldProblem(
                 ("max_surge",), "max_surge and max_unavailable cannot both be 0: no batch could start"
             )
-        if self.bake <= timedelta(0):
-            raise FieldProblem(("bake",), "must be longer than 0s: a gate needs time to measure")
         return self
