@@ -214,8 +214,12 @@ def test_a_service_with_an_image_build_releases_without_building() -> None:
 
 def test_build_is_refused_until_opsdag_can_build_images() -> None:
     # Performed or refused, never accepted and ignored.
-    with pytest.raises(RequestRefused, match="build: this version of opsdag cannot build images yet"):
+    with pytest.raises(RequestRefused) as refused:
         validate_request({"image": f"{REPO}:1.1.0", "build": True}, service(build=True))
+    assert str(refused.value) == (
+        "release request refused:\nbuild: this version of opsdag cannot build images yet; "
+        "build and push the image, then release it by reference"
+    )
 
 
 def test_a_service_without_an_image_build_releases_built_images() -> None:
