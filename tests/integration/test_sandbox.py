@@ -1,5 +1,8 @@
 """The sandbox platform against real servers: HAProxy, Prometheus, PostgreSQL, demo apps.
 
+The driver and router are used through their interfaces here; tests/conformance holds what
+every driver + router pair must do, this file what is the sandbox's own.
+
 Most tests share the session ``sandbox`` (about 2 s to bring up) and leave it with no
 canary; ``test_cli_up_twice_status_down`` runs the real CLI on a sandbox of its own.
 """
@@ -11,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,9 +26,10 @@ from support.waiting import wait_for
 from opsdag.dev.sandbox.demo_app import DemoApp, make_server
 from opsdag.dev.sandbox.processes import group_members, pid_alive
 from opsdag.dev.sandbox.state import SandboxError
+from opsdag.dev.sandbox.status import format_status, sandbox_status
 from opsdag.dev.sandbox.versions import load_versions, parse_versions
-from opsdag.platforms.base import Platform
-from opsdag.platforms.sandbox import SandboxPlatform
+from opsdag.platforms.base import CANARY, TrafficRouter, WorkloadDriver
+from opsdag.platforms.sandbox import SandboxDriver
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,11 +64,11 @@ def test_up_serves_initial_stable_at_100(sbx: SandboxHandle) -> None:
     with urllib.request.urlopen(sbx.frontend_url, timeout=5) as resp:
         assert resp.headers["X-Version"] == "1.0.0"
         assert json.loads(resp.read())["version"] == "1.0.0"
-    platform = sbx.platform()
-    assert isinstance(platform, Platform)
-    status = platform.status()
-    assert status.stable_image == "registry.opsdag.local/demo-api:1.0.0"
-    assert status.canary_image is None and status.canary_weight == 0 and status.stable_healthy
+    driver, router = sbx.driver(), sbx.router()
+    assert isinstance(driver, WorkloadDriver) and isinstance(router, TrafficRouter)
+    status = driver.status()
+    assert status.stable.image == "registry.opsdag.local/demo-api:1.0.0"
+    assert status.canary is None and router.verify_weight().canary == 0 and status.stable_healthy
 
 
 def test_status_names_ports_and_never_the_password(sbx: SandboxHandle) -> None:
@@ -96,13 +101,13 @@ def test_loadgen_counts_grow(sbx: SandboxHandle) -> None:
 
 
 def test_canary_split_then_promote(sbx: SandboxHandle) -> None:
-    platform = sbx.platform()
+    driver, router = sbx.driver(), sbx.router()
     old_stable_pids = [i["pid"] for i in sbx.status()["stable"]["instances"]]
-    platform.deploy_canary(sbx.image("1.1.0"))
-    assert platform.status().canary_weight == 0
-    wait_for(lambda: platform.canary_readiness().ready, 20, what="canary 1.1.0 ready")
+    driver.start(sbx.image("1.1.0"), 2)
+    assert router.verify_weight().canary == 0
+    wait_for(lambda: driver.readiness().ready, 20, what="canary 1.1.0 ready")
 
-    platform.set_canary_weight(50)
+    router.set_weight(50)
     assert sbx.status()["traffic"]["configured"] == {"stable": 50, "canary": 50}
     share = wait_for(
         lambda: (m := measured(sbx)) and sum(m["responses"].values()) >= 100 and m,
@@ -112,10 +117,10 @@ def test_canary_split_then_promote(sbx: SandboxHandle) -> None:
     assert 40 <= share["canary"] <= 60, share
     wait_for(lambda: sbx.counts()["by_version"].get("1.1.0", 0) > 20, 10, what="loadgen answers from 1.1.0")
 
-    platform.promote()
-    status = platform.status()
-    assert status.stable_image == sbx.image("1.1.0")
-    assert status.canary_image is None and status.canary_weight == 0
+    driver.promote()
+    status = driver.status()
+    assert status.stable.image == sbx.image("1.1.0")
+    assert status.canary is None and router.verify_weight().canary == 0
     assert sbx.status()["stable"]["version"] == "1.1.0"
     assert not any(pid_alive(pid) for pid in old_stable_pids)
 
@@ -124,68 +129,69 @@ def test_canary_split_then_promote(sbx: SandboxHandle) -> None:
         return len(recent) >= 2 and all(set(b["by_version"]) == {"1.1.0"} for b in recent[-2:])
 
     wait_for(only_new_version, 10, what="a full second answered only by 1.1.0")
-    platform.promote()  # idempotent: already promoted
-    assert platform.status().stable_image == sbx.image("1.1.0")
+    driver.promote()  # idempotent: already promoted
+    assert driver.status().stable.image == sbx.image("1.1.0")
 
 
 def test_undeclared_tag_never_becomes_ready(sbx: SandboxHandle) -> None:
-    platform = sbx.platform()
-    platform.deploy_canary("registry.opsdag.local/demo-api:9.9.9")
-    readiness = platform.canary_readiness()
+    driver, router = sbx.driver(), sbx.router()
+    driver.start("registry.opsdag.local/demo-api:9.9.9", 2)
+    readiness = driver.readiness()
     assert readiness.failed and not readiness.ready
     assert "registry.opsdag.local/demo-api:9.9.9 cannot be pulled" in readiness.reason
     assert "tag 9.9.9 is not declared in include/sandbox/versions.yaml" in readiness.reason
     with pytest.raises(SandboxError, match="cannot be pulled"):
-        platform.set_canary_weight(10)
+        router.set_weight(10)
     digest = "registry.opsdag.local/demo-api@sha256:" + "0" * 64
-    platform.deploy_canary(digest)
-    assert "is not declared" in platform.canary_readiness().reason
-    platform.rollback()
-    assert platform.status().canary_image is None
+    driver.start(digest, 2)
+    assert "is not declared" in driver.readiness().reason
+    driver.remove(CANARY)
+    assert driver.status().canary is None
 
 
 def test_crash_on_start_fails_with_exit_status(sbx: SandboxHandle) -> None:
-    platform = sbx.platform()
-    platform.deploy_canary(sbx.image("1.4.0-crash"))
+    driver = sbx.driver()
+    driver.start(sbx.image("1.4.0-crash"), 2)
     readiness = wait_for(
-        lambda: (r := platform.canary_readiness()).failed and r, 15, what="crashing canary reported failed"
+        lambda: (r := driver.readiness()).failed and r, 15, what="crashing canary reported failed"
     )
     assert not readiness.ready
     assert "exited with status 3" in readiness.reason
     assert "crash_on_start" in readiness.reason  # from the log tail
     with pytest.raises(SandboxError):
-        platform.promote()
-    assert platform.status().stable_healthy
+        driver.promote()
+    assert driver.status().stable_healthy
 
 
 def test_rollback_removes_canary_and_stable_keeps_serving(sbx: SandboxHandle) -> None:
-    platform = sbx.platform()
-    platform.deploy_canary(sbx.image("1.2.0-errors"))
-    wait_for(lambda: platform.canary_readiness().ready, 20, what="canary ready")
-    platform.set_canary_weight(50)
+    driver, router = sbx.driver(), sbx.router()
+    driver.start(sbx.image("1.2.0-errors"), 2)
+    wait_for(lambda: driver.readiness().ready, 20, what="canary ready")
+    router.set_weight(50)
     wait_for(lambda: measured(sbx)["responses"]["canary"] >= 20, 10, what="canary answering")
     canary_pids = [i["pid"] for i in sbx.status()["canary"]["instances"]]
 
-    platform.rollback()
-    status = platform.status()
-    assert status.canary_image is None and status.canary_weight == 0 and status.stable_healthy
+    router.set_weight(0)
+    driver.remove(CANARY)
+    status = driver.status()
+    assert status.canary is None and router.verify_weight().canary == 0 and status.stable_healthy
     assert sbx.status()["traffic"]["configured"] == {"stable": 100, "canary": 0}
     assert not any(pid_alive(pid) or group_members(pid) for pid in canary_pids)
     wait_for(lambda: measured(sbx)["responses"]["stable"] >= 25, 10, what="stable answering after rollback")
     assert measured(sbx)["canary"] == 0.0
-    platform.rollback()  # idempotent
+    driver.remove(CANARY)  # idempotent
 
 
 def test_deploy_canary_twice_keeps_one_set(sbx: SandboxHandle) -> None:
-    platform = sbx.platform()
+    driver = sbx.driver()
     before = app_pidfiles(sbx)
-    platform.deploy_canary(sbx.image("1.1.0"))
+    driver.start(sbx.image("1.1.0"), 2)
     first = sbx.status()["canary"]["instances"]
-    platform.deploy_canary(sbx.image("1.1.0"))
+    driver.start(sbx.image("1.1.0"), 2)
     assert sbx.status()["canary"]["instances"] == first
     assert len(app_pidfiles(sbx)) == len(before) + 2
 
-    platform.deploy_canary(sbx.image("1.3.0-slow"))  # a different image replaces the canary
+    driver.start(sbx.image("1.3.0-slow"), 2)  # a different image replaces the canary
     st = sbx.status()
     assert st["canary"]["version"] == "1.3.0-slow"
     assert len(app_pidfiles(sbx)) == len(before) + 2
@@ -193,41 +199,120 @@ def test_deploy_canary_twice_keeps_one_set(sbx: SandboxHandle) -> None:
 
 
 def test_instances_per_version(sbx: SandboxHandle) -> None:
-    platform = sbx.platform(instances=1)
-    platform.deploy_canary(sbx.image("1.1.0"))
-    wait_for(lambda: platform.canary_readiness().ready, 20, what="one-instance canary ready")
-    platform.set_canary_weight(20)
+    driver, router = sbx.driver(), sbx.router()
+    driver.start(sbx.image("1.1.0"), 1)
+    wait_for(lambda: driver.readiness().ready, 20, what="one-instance canary ready")
+    router.set_weight(20)
     share = wait_for(
         lambda: (m := measured(sbx)) and sum(m["responses"].values()) >= 100 and m, 15, what="100 responses"
     )
     assert 12 <= share["canary"] <= 28, share
     with pytest.raises(SandboxError, match="canary instances must be between 1 and 8"):
-        sbx.platform(instances=9).deploy_canary(sbx.image("1.3.0-slow"))
-    platform.promote()  # the promoted version keeps its one process
+        driver.start(sbx.image("1.3.0-slow"), 9)
+    driver.promote()  # the promoted version keeps its one process
     stable = sbx.status()["stable"]
     assert stable["version"] == "1.1.0"
     assert [i["slot"] for i in stable["instances"]] == ["stable1"]
     assert all(i["running"] for i in stable["instances"])
     # A 3-process canary against the 1-process stable still gets the share asked for.
-    three = sbx.platform(instances=3)
-    three.deploy_canary(sbx.image("1.0.0"))
-    wait_for(lambda: three.canary_readiness().ready, 20, what="three-instance canary ready")
-    three.set_canary_weight(25)
+    driver.start(sbx.image("1.0.0"), 3)
+    wait_for(lambda: driver.readiness().ready, 20, what="three-instance canary ready")
+    router.set_weight(25)
     share = wait_for(
         lambda: (m := measured(sbx)) and sum(m["responses"].values()) >= 100 and m, 15, what="100 responses"
     )
     assert 17 <= share["canary"] <= 33, share
-    three.promote()
+    driver.promote()
     assert len(sbx.status()["stable"]["instances"]) == 3
 
 
+def only_version(sbx: SandboxHandle, version: str) -> bool:
+    """The load generator's last full second on the main route was answered by ``version`` only."""
+    recent = sbx.counts()["recent"]
+    return len(recent) >= 2 and set(recent[-1]["by_version"]) == {version}
+
+
+def test_switch_moves_all_answers_in_one_haproxy_call(sbx: SandboxHandle) -> None:
+    driver, router = sbx.driver(), sbx.router()
+    driver.start(sbx.image("1.1.0"), 2)
+    wait_for(lambda: driver.readiness().ready, 20, what="canary ready")
+    router.switch(CANARY)
+    # 2 stable + 2 canary weights flipped, in one runtime call that HAProxy runs in well under 50 ms
+    assert router.last_commands == 4 and router.last_call_s < 0.05, (router.last_commands, router.last_call_s)
+    wait_for(lambda: only_version(sbx, "1.1.0"), 10, what="a full second answered only by 1.1.0")
+    assert len(sbx.status()["stable"]["instances"]) == 2  # the old colour stays up for a switch back
+    router.switch("stable")
+    wait_for(lambda: only_version(sbx, "1.0.0"), 10, what="a full second answered only by 1.0.0 again")
+
+
+def test_preview_route_gets_its_share_of_the_load_and_nothing_of_the_main_route(sbx: SandboxHandle) -> None:
+    driver, router = sbx.driver(), sbx.router(preview_share=0.2)
+    driver.start(sbx.image("1.1.0"), 2)
+    wait_for(lambda: driver.readiness().ready, 20, what="canary ready")
+    router.set_preview(True)
+    assert router.verify_weight().preview and router.verify_weight().canary == 0
+    start = sbx.counts()
+    wait_for(
+        lambda: sbx.counts()["preview"]["by_version"].get("1.1.0", 0) >= 30, 15, what="30 preview answers"
+    )
+    end = sbx.counts()
+    main = end["total"] - start["total"]
+    preview = end["preview"]["total"] - (start.get("preview") or {}).get("total", 0)
+    assert 0.12 <= preview / (main + preview) <= 0.28, (main, preview)  # 20 % of the requests
+    assert end["by_version"].get("1.1.0", 0) == start["by_version"].get("1.1.0", 0)  # main: old only
+    assert set(end["preview"]["by_version"]) == {"1.1.0"}
+    st = sbx.status()["preview"]
+    assert st["enabled"] and st["reaches_canary"] and st["share"] == 0.2
+    assert st["url"].startswith("http://127.0.0.1:")
+    ports = sorted(i["port"] for i in sbx.status()["canary"]["instances"])
+    assert st["ports"] == ports
+    text = format_status(sandbox_status(sbx.layout))
+    assert f"preview     {st['url']} open -> the canary {ports}, 20% of the load" in text
+
+    router.set_preview(False)
+    closed_at = time.time()
+    assert not router.verify_weight().preview
+    # The counts file is rewritten every 0.5 s: the first write after the close has every
+    # preview answer there will be; a second later there is still no other.
+    wait_for(lambda: sbx.counts()["updated_at"] > closed_at + 0.1, 5, what="counts written after the close")
+    closed = sbx.counts()["preview"]["total"]
+    wait_for(lambda: sbx.counts()["updated_at"] > closed_at + 1.1, 5, what="a second of counts")
+    assert sbx.counts()["preview"]["total"] == closed  # no preview request once it is closed
+    assert "none" not in sbx.counts()["preview"]["by_version"]  # and none met a closed route
+    assert "preview     " in format_status(sandbox_status(sbx.layout))
+    assert not sbx.status()["preview"]["enabled"]
+
+
+def test_rolling_replaces_instances_within_the_slots(sbx: SandboxHandle) -> None:
+    driver, router = sbx.driver(), sbx.router()
+    old = {i["slot"]: i["pid"] for i in sbx.status()["stable"]["instances"]}
+    driver.start(sbx.image("1.1.0"), 1)
+    wait_for(lambda: driver.readiness().ready, 20, what="first new instance ready")
+    driver.scale("stable", 1)  # the old instance of the highest slot goes
+    stable = sbx.status()["stable"]["instances"]
+    assert [i["slot"] for i in stable] == ["stable1"]
+    assert not pid_alive(old["stable2"]) and pid_alive(old["stable1"])
+    driver.scale(CANARY, 2)
+    wait_for(lambda: driver.readiness().ready, 20, what="second new instance ready")
+    assert sorted(i["slot"] for i in sbx.status()["canary"]["instances"]) == ["canary1", "canary2"]
+    router.set_weight(67)  # the replica ratio of 2 new beside 1 old
+    share = wait_for(
+        lambda: (m := measured(sbx)) and sum(m["responses"].values()) >= 100 and m, 15, what="100 responses"
+    )
+    assert 57 <= share["canary"] <= 77, share
+    driver.promote()  # the last old instance goes only now
+    assert not pid_alive(old["stable1"])
+    stable = sbx.status()["stable"]
+    assert stable["version"] == "1.1.0" and [i["slot"] for i in stable["instances"]] == ["stable1", "stable2"]
+
+
 def test_prometheus_scrapes_apps_with_track_labels(sbx: SandboxHandle) -> None:
-    platform = sbx.platform()
-    platform.deploy_canary(sbx.image("1.1.0"))
-    wait_for(lambda: platform.canary_readiness().ready, 20, what="canary ready")
-    platform.set_canary_weight(50)
+    driver, router = sbx.driver(), sbx.router()
+    driver.start(sbx.image("1.1.0"), 2)
+    wait_for(lambda: driver.readiness().ready, 20, what="canary ready")
+    router.set_weight(50)
     prom = sbx.prometheus
-    selectors = platform.metric_selectors()
+    selectors = driver.metric_selectors()
     assert 'track="canary"' in selectors["canary"] and 'version="1.1.0"' in selectors["canary"]
     assert 'track="stable"' in selectors["stable"]
 
@@ -245,7 +330,7 @@ def test_prometheus_scrapes_apps_with_track_labels(sbx: SandboxHandle) -> None:
     assert prom.query("opsdag_demo_http_request_duration_seconds_bucket")
     assert prom.query('haproxy_server_http_responses_total{proxy="demo"}')
 
-    platform.promote()
+    driver.promote()
     # After promote the same processes are scraped as stable.
     wait_for(
         lambda: any(
@@ -255,7 +340,7 @@ def test_prometheus_scrapes_apps_with_track_labels(sbx: SandboxHandle) -> None:
         10,
         what="promoted processes labelled track=stable",
     )
-    assert 'track="canary"' in platform.metric_selectors()["canary"]
+    assert 'track="canary"' in driver.metric_selectors()["canary"]
 
 
 def test_outage_and_restart_of_one_component(sbx: SandboxHandle) -> None:
@@ -327,9 +412,9 @@ def test_versions_file_and_image_resolution() -> None:
 
 
 def test_platform_without_sandbox_says_how_to_start_it(tmp_path: Path) -> None:
-    platform = SandboxPlatform(sandbox_dir=tmp_path / "nowhere")
+    driver = SandboxDriver(sandbox_dir=tmp_path / "nowhere")
     with pytest.raises(SandboxError, match=r"python -m opsdag\.sandbox up"):
-        platform.status()
+        driver.status()
 
 
 def test_cli_up_twice_status_down(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from opsdag.dev.sandbox.state import Layout, load_state, locked
 from opsdag.dev.sandbox.status import read_counts, status
 from opsdag.dev.sandbox.versions import load_versions
 from opsdag.platforms.routers.haproxy import HaproxyRouter
-from opsdag.platforms.sandbox import SandboxDriver, SandboxPlatform
+from opsdag.platforms.sandbox import SandboxDriver
 from support.waiting import wait_for
 
 
@@ -52,9 +52,6 @@ class SandboxHandle:
 
     def status(self) -> dict[str, Any]:
         return status(layout=self.layout)
-
-    def platform(self, **kwargs: Any) -> SandboxPlatform:
-        return SandboxPlatform(sandbox_dir=self.layout.root, **kwargs)
 
     def driver(self) -> SandboxDriver:
         """The workload driver of this sandbox (``platform.kind: sandbox``)."""

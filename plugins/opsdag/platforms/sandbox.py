@@ -24,10 +24,7 @@ from opsdag.dev.sandbox.fleet_status import FleetStatus, TrackStatus
 from opsdag.dev.sandbox.routing import RoutingController
 from opsdag.dev.sandbox.state import Layout, SandboxError, SandboxNotRunning
 from opsdag.platforms.base import (
-    CanaryReadiness,
     ImageResolution,
-    Platform,
-    PlatformStatus,
     Readiness,
     RollbackTarget,
     Track,
@@ -40,7 +37,6 @@ __all__ = [
     "SandboxDriver",
     "SandboxError",
     "SandboxNotRunning",
-    "SandboxPlatform",
     "fleet_controller",
     "routing_controller",
 ]
@@ -176,55 +172,3 @@ def _details(fleet: FleetStatus) -> dict[str, Any]:
         "haproxy_frontend": fleet.frontend_url,
         "prometheus_url": fleet.prometheus_url,
     }
-
-
-class SandboxPlatform(Platform):
-    """The first, one-piece sandbox driver (``Platform``), kept until no operator uses it.
-
-    :param instances: processes per version (the service spec's ``platform.instances``):
-        a canary starts this many (default: as many as the stable version runs; at most 8).
-    """
-
-    def __init__(
-        self,
-        service_name: str = "demo-api",
-        sandbox_dir: str | Path | None = None,
-        instances: int | None = None,
-    ) -> None:
-        self.service_name = service_name
-        self.sandbox_dir = Path(sandbox_dir) if sandbox_dir is not None else None
-        self.instances = instances
-
-    def _controller(self, check_service: bool = True) -> FleetController:
-        return fleet_controller(self.service_name, self.sandbox_dir, check_service)
-
-    def status(self) -> PlatformStatus:
-        fleet = self._controller().status()
-        stable, canary = fleet.stable, fleet.canary
-        return PlatformStatus(
-            stable_image=stable.image if stable else None,
-            canary_image=canary.image if canary else None,
-            canary_weight=fleet.canary_weight,
-            stable_healthy=fleet.stable_healthy,
-            details=_details(fleet),
-        )
-
-    def deploy_canary(self, image: str) -> None:
-        self._controller().start(image, self.instances)
-
-    def canary_readiness(self) -> CanaryReadiness:
-        readiness = self._controller().readiness()
-        return CanaryReadiness(ready=readiness.ready, failed=readiness.failed, reason=readiness.reason)
-
-    def set_canary_weight(self, percent: int) -> None:
-        RoutingController(self._controller().layout).set_weight(percent)
-
-    def promote(self) -> None:
-        self._controller().promote()
-
-    def rollback(self) -> None:
-        self._controller().remove_canary()
-
-    def metric_selectors(self) -> dict[str, str]:
-        selectors = self._controller(check_service=False).selectors()
-        return {"canary": selectors[CANARY], "stable": selectors[STABLE]}

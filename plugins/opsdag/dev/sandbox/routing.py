@@ -17,7 +17,16 @@ from opsdag.dev.sandbox.fleet import Fleet
 from opsdag.dev.sandbox.haproxy import RoutingChange
 from opsdag.dev.sandbox.loadgen import CONTROL_POLL_S
 from opsdag.dev.sandbox.preview_status import preview_ports, reaches_canary
-from opsdag.dev.sandbox.state import Layout, Progress, SandboxError, locked, require_state, save_state
+from opsdag.dev.sandbox.processes import wait_until
+from opsdag.dev.sandbox.state import (
+    Layout,
+    Progress,
+    SandboxError,
+    locked,
+    read_counts,
+    require_state,
+    save_state,
+)
 from opsdag.dev.sandbox.versions import load_versions
 
 
@@ -95,15 +104,16 @@ class RoutingController:
         """Open the preview route on the canary (the load generator sends it ``share`` of its
         requests), or close it. Opening needs a canary that is not failed.
 
-        Closing first tells the load generator to stop (and gives it one poll of the control
-        file) before the route's servers are parked, so it sees no 503 from an empty backend.
+        Closing first tells the load generator to stop sending there and waits (at most 2 s)
+        until its counts show it did, then parks the route's servers: it meets no 503 from
+        an empty backend.
         """
         if enabled and not 0 < share <= MAX_PREVIEW_SHARE:
             raise SandboxError(
                 f"preview share must be above 0 and at most {MAX_PREVIEW_SHARE}, got {share!r}"
             )
         if not enabled and self._stop_preview_load():
-            time.sleep(2 * CONTROL_POLL_S)
+            self._wait_preview_load_stopped(time.time())
         with locked(self.layout):
             fleet, state = self._open()
             canary = fleet.fleet.get("canary")
@@ -121,6 +131,20 @@ class RoutingController:
             what = f"open on {canary['image']}, {share:.0%} of the load" if enabled else "closed"
             self.progress(f"preview route {what}")
             return change
+
+    def _wait_preview_load_stopped(self, since: float, timeout: float = 2.0) -> None:
+        """Until the load generator's counts (written after ``since``) show it sends the preview nothing.
+
+        Bounded: a load generator that does not run, or lags, only costs ``timeout``.
+        """
+        wait_until(
+            lambda: (
+                (c := read_counts(self.layout)) is not None
+                and c.get("updated_at", 0) > since + CONTROL_POLL_S
+                and (c.get("preview") or {}).get("share", 0) == 0
+            ),
+            timeout,
+        )
 
     def _stop_preview_load(self) -> bool:
         """The load generator's preview share to 0, the route left open; whether it had a share."""
