@@ -137,9 +137,9 @@ def _service_spec(name: str) -> Any:
 
 
 def _request_conf(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
-    from opsdag.platforms.registry import NoDriver, router_class
+    from opsdag.platforms.registry import NoDriver
     from opsdag.spec.request import RequestRefused, validate_request
-    from opsdag.strategies.choice import StrategyRefused, choose_strategy
+    from opsdag.strategies.choice import StrategyRefused, choose_strategy_for
 
     conf: dict[str, Any] = {
         "image": args.image,
@@ -151,14 +151,7 @@ def _request_conf(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
         conf["strategy"] = args.strategy
     try:
         request = validate_request(conf, spec)
-        router = router_class(spec)
-        choose_strategy(
-            request.strategy,
-            spec,
-            router_kind=router.kind,
-            can_split=router.can_split,
-            can_preview=router.can_preview,
-        )
+        choose_strategy_for(request.strategy, spec)
     except RequestRefused as exc:
         raise UsageError(str(exc)) from None
     except (StrategyRefused, NoDriver) as exc:

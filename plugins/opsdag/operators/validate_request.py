@@ -10,7 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from opsdag.operators.run_state import RecordsItsError
 from opsdag.spec.request import RequestRefused, validate_request
 from opsdag.spec.service import ServiceSpec
-from opsdag.strategies.choice import StrategyRefused, choose_strategy
+from opsdag.strategies.choice import StrategyRefused, choose_strategy_for
 
 
 class ValidateRequestOperator(RecordsItsError, BaseOperator):
@@ -38,20 +38,13 @@ class ValidateRequestOperator(RecordsItsError, BaseOperator):
         self.service = service
 
     def run(self, context: Any) -> dict[str, Any]:
-        from opsdag.platforms.registry import NoDriver, driver_for, router_class
+        from opsdag.platforms.registry import NoDriver, driver_for
 
         conf = {**dict(context["params"]), **dict(context["dag_run"].conf or {})}
         try:
             request = validate_request(conf, self.service)
-            router = router_class(self.service)
+            strategy = choose_strategy_for(request.strategy, self.service)
             driver = driver_for(self.service)
-            strategy = choose_strategy(
-                request.strategy,
-                self.service,
-                router_kind=router.kind,
-                can_split=router.can_split,
-                can_preview=router.can_preview,
-            )
         except RequestRefused as exc:
             raise AirflowFailException(str(exc)) from None
         except (StrategyRefused, NoDriver) as exc:

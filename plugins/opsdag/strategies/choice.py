@@ -42,3 +42,17 @@ def choose_strategy(
             f"{router_kind!r} has none"
         )
     return strategy
+
+
+def choose_strategy_for(requested: str | None, spec: ServiceSpec) -> str:
+    """:func:`choose_strategy` with the abilities of the service's router, from the registry.
+
+    Raises ``StrategyRefused``, or ``NoDriver`` (a ``LookupError`` naming ``platform.router.kind``)
+    when the service's router does not exist in this version.
+    """
+    from opsdag.platforms.registry import router_class
+
+    router = router_class(spec)
+    return choose_strategy(
+        requested, spec, router_kind=router.kind, can_split=router.can_split, can_preview=router.can_preview
+    )
