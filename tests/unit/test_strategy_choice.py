@@ -165,3 +165,12 @@ def test_capacity_needed_at_the_peak_of_each_strategy() -> None:
     assert peak_instances(DEMO, "canary", 2) == 4  # two versions side by side
     assert peak_instances(DEMO, "bluegreen", 2) == 4
     assert peak_instances(DEMO, "rolling", 2) == 3  # one extra instance at a time
+
+
+def test_the_router_s_abilities_come_from_the_registry() -> None:
+    from opsdag.platforms.registry import NoRouter
+    from opsdag.strategies.choice import choose_strategy_for
+
+    assert choose_strategy_for("bluegreen", DEMO) == "bluegreen"  # HAProxy has a preview route
+    with pytest.raises(NoRouter, match="platform.router.kind: 'nginx' has no traffic router"):
+        choose_strategy_for(None, CHECKOUT)
