@@ -16,7 +16,7 @@ _PLACEHOLDER = re.compile(r"\$(canary|stable)\b")
 def render_query(query: str, selectors: Mapping[str, str]) -> str:
     """Replace ``$canary`` and ``$stable`` in ``query`` by the platform's matchers.
 
-    ``selectors`` is ``Platform.metric_selectors()``, e.g. ``{"canary": 'track="canary"'}``.
+    ``selectors`` is ``WorkloadDriver.metric_selectors()``, e.g. ``{"canary": 'track="canary"'}``.
     A placeholder without a non-empty selector is an error: an unrendered ``$canary``
     would otherwise reach Prometheus as a parse error far from its cause.
     """
