@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from opsdag.dev.sandbox.haproxy import Slot, routing_commands
+from opsdag.dev.sandbox.haproxy_server import Slot, routing_commands
 from opsdag.dev.sandbox.preview_status import PreviewStatus, preview_ports, reaches_canary
 from opsdag.platforms.routers.haproxy import split_from_rows
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from opsdag.analysis import preflight as decide
+from opsdag.analysis import preflight_checks as decide
 from opsdag.analysis.rollout_state import promoted_state_problems, restored_state_problems
-from opsdag.analysis.smoke import SmokeResult, smoke_problems
+from opsdag.analysis.smoke_checks import SmokeResult, smoke_problems
 from opsdag.platforms.base import RollbackTarget, TrackState, TrafficSplit, WorkloadStatus
 from opsdag.spec.service import SmokeCheck
 

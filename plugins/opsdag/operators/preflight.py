@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from opsdag.analysis import preflight as decide
+from opsdag.analysis import preflight_checks as decide
 from opsdag.operators.service_base import ServiceOperator
 from opsdag.strategies.stages import peak_instances
 

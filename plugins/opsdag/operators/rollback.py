@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from opsdag.analysis.preflight import preflight_passed
+from opsdag.analysis.preflight_checks import preflight_passed
 from opsdag.analysis.rollout_state import restored_state_problems
 from opsdag.operators.service_base import ServiceOperator
 from opsdag.platforms.base import RollbackTarget

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 from airflow.sdk.exceptions import AirflowFailException
 
-from opsdag.analysis.smoke import SmokeResult, smoke_problems
+from opsdag.analysis.smoke_checks import SmokeResult, smoke_problems
 from opsdag.operators.service_base import ServiceOperator
 
 

@@ -180,7 +180,7 @@ class PostPromotionCheckOperator(ServiceOperator):
 
     def run(self, context: Any) -> dict[str, Any]:
         from opsdag.analysis.rollout_state import promoted_state_problems
-        from opsdag.analysis.smoke import smoke_problems
+        from opsdag.analysis.smoke_checks import smoke_problems
         from opsdag.operators.smoke import smoke_test
 
         status = self.driver.status()

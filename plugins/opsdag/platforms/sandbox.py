@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Self
 
-from opsdag.dev.sandbox import haproxy as hap
+from opsdag.dev.sandbox import haproxy_server as hap
 from opsdag.dev.sandbox.controller import FleetController
 from opsdag.dev.sandbox.fleet import CANARY, STABLE
 from opsdag.dev.sandbox.fleet_status import FleetStatus, TrackStatus

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from opsdag.analysis.preflight import preflight_passed
+from opsdag.analysis.preflight_checks import preflight_passed
 from opsdag.analysis.summary import MetricSummary
 from opsdag.format import plain_text
 from opsdag.reports.release_record import FailedStep, ReleaseRecord, StageRecord, Status, read_time

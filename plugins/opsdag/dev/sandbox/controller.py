@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from opsdag.dev.sandbox import haproxy as hap
+from opsdag.dev.sandbox import haproxy_server as hap
 from opsdag.dev.sandbox.fleet import CANARY, DEFAULT_INSTANCES, STABLE, Fleet, http_ok, new_deployment_id
 from opsdag.dev.sandbox.fleet_status import FleetStatus, read_fleet_status
 from opsdag.dev.sandbox.state import Layout, Progress, SandboxError, locked, require_state, save_state

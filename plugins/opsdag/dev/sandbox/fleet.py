@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import opsdag
-from opsdag.dev.sandbox import haproxy as hap
+from opsdag.dev.sandbox import haproxy_server as hap
 from opsdag.dev.sandbox.processes import atomic_write, free_port, log_tail
 from opsdag.dev.sandbox.prometheus_server import AppTarget, write_targets
 from opsdag.dev.sandbox.state import Layout, SandboxError, save_state

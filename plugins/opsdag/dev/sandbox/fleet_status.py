@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from opsdag.dev.sandbox import haproxy as hap
+from opsdag.dev.sandbox import haproxy_server as hap
 from opsdag.dev.sandbox.fleet import CANARY, STABLE
 from opsdag.dev.sandbox.preview_status import PreviewStatus, read_preview
 from opsdag.dev.sandbox.processes import ProcessTable

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from opsdag.dev.sandbox import haproxy as hap
+from opsdag.dev.sandbox import haproxy_server as hap
 from opsdag.dev.sandbox.fleet import Fleet
-from opsdag.dev.sandbox.haproxy import RoutingChange
+from opsdag.dev.sandbox.haproxy_server import RoutingChange
 from opsdag.dev.sandbox.loadgen import CONTROL_POLL_S
 from opsdag.dev.sandbox.preview_status import preview_ports, reaches_canary
 from opsdag.dev.sandbox.processes import wait_until

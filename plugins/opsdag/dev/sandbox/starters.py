@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from opsdag.dev.sandbox import haproxy as hap
+from opsdag.dev.sandbox import haproxy_server as hap
 from opsdag.dev.sandbox import prometheus_server as prom
 from opsdag.dev.sandbox.demo_database import DEMO_DATABASE, create_demo_database, postgres_server
 from opsdag.dev.sandbox.fleet import STABLE, Fleet, app_env, new_deployment_id
