@@ -29,6 +29,20 @@ ERRORS = "opsdag_test_error_ratio"
 LATENCY = "opsdag_test_latency_seconds"
 UP = "opsdag_test_up"
 SELECTORS = {"canary": 'track="canary"', "stable": 'track="stable"'}
+
+
+def service_judged_by(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """A service spec whose analysis is ``metrics`` (the gate judges its service's analysis)."""
+    return {
+        "name": "demo-api",
+        "owners": ["tests"],
+        "platform": {"kind": "sandbox"},
+        "image": {"repository": "registry.opsdag.local/demo-api"},
+        "canary": {"steps": [{"weight": 100, "bake": "5m"}]},
+        "analysis": {"metrics": metrics},
+    }
+
+
 CONN_ENV = "AIRFLOW_CONN_PROMETHEUS_DEFAULT"
 
 # No skip without Prometheus: a test skipped in CI tests nothing. scripts/setup installs it.
@@ -362,6 +376,7 @@ from airflow.sdk import DAG, task
 from opsdag.operators.gate import HealthGateOperator
 
 METRICS = {metrics}
+SERVICE = {service}
 
 for dag_id, bake in (("gate_pass", "3s"), ("gate_fail", "60s")):
     with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1, tzinfo=UTC), catchup=False) as dag:
@@ -370,7 +385,7 @@ for dag_id, bake in (("gate_pass", "3s"), ("gate_fail", "60s")):
             gate_name="stage_10",
             weight=10,
             bake=bake,
-            analysis={{"metrics": METRICS}},
+            service=SERVICE,
             selectors={{"canary": "{{{{ params.canary }}}}", "stable": 'track="stable"'}},
             params={{"canary": 'track="canary"'}},
             retries=2,
@@ -390,7 +405,10 @@ for dag_id, bake in (("gate_pass", "3s"), ("gate_fail", "60s")):
 def gate_dags(airflow_db: Path) -> dict[str, Any]:
     """The test's release-like DAGs (a gate, then a report task reading its verdict either way)."""
     path = airflow_db / "dags" / "gate_test_dags.py"
-    path.write_text(GATE_DAGS.format(metrics=pprint.pformat(analysis_metrics())))
+    metrics = analysis_metrics()
+    path.write_text(
+        GATE_DAGS.format(metrics=pprint.pformat(metrics), service=pprint.pformat(service_judged_by(metrics)))
+    )
     return runpy.run_path(str(path))
 
 
@@ -441,14 +459,13 @@ def test_gate_operator_refuses_to_start_without_prometheus(
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
     from opsdag.operators.gate import HealthGateOperator
-    from opsdag.spec.service import Analysis
 
     monkeypatch.setenv(CONN_ENV, json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": 1}))
     gate = HealthGateOperator(
         task_id="gate",
         weight=25,
         bake=timedelta(seconds=30),
-        analysis=Analysis(metrics=analysis_metrics()),
+        service=service_judged_by(analysis_metrics()),
         selectors=SELECTORS,
     )
 
@@ -470,12 +487,13 @@ def test_gate_operator_refuses_to_start_without_prometheus(
     assert "never promoted on missing data" in ti.xcom["verdict"]["reason"]
 
 
-def test_gate_operator_takes_its_analysis_when_the_dag_is_built_and_refuses_a_bad_one() -> None:
+def test_gate_operator_takes_its_service_s_analysis_when_the_dag_is_built_and_refuses_a_bad_one() -> None:
     from pydantic import ValidationError
 
     from opsdag.operators.gate import HealthGateOperator
 
-    with pytest.raises(TypeError, match="analysis"):
+    with pytest.raises(TypeError, match="service"):
         HealthGateOperator(task_id="gate", weight=50, bake="30s", selectors=SELECTORS)  # type: ignore[call-arg]
+    bad = {**service_judged_by(analysis_metrics()), "analysis": {"metrics": "x"}}
     with pytest.raises(ValidationError, match="metrics"):
-        HealthGateOperator(task_id="g", weight=50, bake="30s", analysis={"metrics": "x"}, selectors=SELECTORS)
+        HealthGateOperator(task_id="g", weight=50, bake="30s", service=bad, selectors=SELECTORS)
