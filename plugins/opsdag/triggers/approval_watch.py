@@ -5,12 +5,12 @@ trigger: nothing watches the canary, which may take traffic for the whole approv
 timeout. :class:`~opsdag.operators.stage_approval.StageApprovalOperator` defers to this
 trigger instead, which runs two things at once and yields whichever decides first:
 
-- Airflow's own :class:`HITLTrigger` (the provider's, kept for Airflow < 3.3), which polls
-  the recorded response and applies the response timeout (its defaults, or a timeout
-  error). On 3.3 a response given in the UI or through the REST API
-  (``PATCH .../hitlDetails``) resumes a *deferred* task at once by itself (the route
-  calls ``handle_event_submit`` for tasks in ``deferred`` or ``awaiting_input``): this
-  trigger is then cancelled, and its polling is only a fallback.
+- the response polling of Airflow's HITLTrigger (:mod:`opsdag.triggers.hitl_response`):
+  the recorded response, or the response timeout (its defaults, or a timeout error). On
+  3.3 a response given in the UI or through the REST API (``PATCH .../hitlDetails``)
+  resumes a *deferred* task at once by itself (the route calls ``handle_event_submit``
+  for tasks in ``deferred`` or ``awaiting_input``): this trigger is then cancelled, and
+  its polling only applies the timeout (and reads the response under ``dag.test()``).
 - the gate's measuring loop (:class:`~opsdag.triggers.analysis_run.AnalysisRun`) with no
   window end: only a failing verdict ends it. Then, with ``abort``, the trigger takes
   traffic off the canary through the router before its event goes out.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,6 +33,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from opsdag.hooks.prometheus import DEFAULT_TIMEOUT, PrometheusHook
 from opsdag.spec.service import Metric
 from opsdag.triggers.analysis_run import AnalysisRun
+from opsdag.triggers.hitl_response import wait_for_answer
 from opsdag.triggers.traffic_abort import TrafficAbort, check_abort
 
 ANALYSIS_SOURCE = "analysis"
@@ -42,8 +42,8 @@ ANALYSIS_SOURCE = "analysis"
 class ApprovalWatchTrigger(BaseTrigger):
     """A stage's approval and its canary's analysis, raced; the first to decide is the event.
 
-    :param hitl: the keyword arguments of Airflow's ``HITLTrigger`` (``ti_id``, ``options``,
-        ``params``, ``defaults``, ``multiple``, ``timeout_datetime``, ``poke_interval``).
+    :param hitl: what Airflow's ``HITLTrigger`` takes (``ti_id``, ``options``, ``params``,
+        ``defaults``, ``multiple``, ``timeout_datetime``, ``poke_interval``).
     :param gate: the name in messages, e.g. ``stage_50.approval``.
     :param metrics: the analysis metrics, as ``Metric.model_dump(mode="json")`` dicts.
     :param selectors: label matchers for ``$canary`` and ``$stable``.
@@ -125,19 +125,5 @@ class ApprovalWatchTrigger(BaseTrigger):
         yield TriggerEvent(answer.result())
 
     async def _answer(self) -> dict[str, Any]:
-        """The person's answer (or the timeout's), as Airflow's HITLTrigger yields it.
-
-        A failure to read the response (the API server restarting) is retried: the
-        canary stays watched meanwhile.
-        """
-        from airflow.providers.standard.triggers.hitl import HITLTrigger
-
-        poke = float(self.hitl.get("poke_interval") or 5.0)
-        while True:
-            try:
-                # HITLTrigger consumes its params: each attempt gets its own copy.
-                event = await anext(HITLTrigger(**copy.deepcopy(self.hitl)).run())
-                return dict(event.payload)
-            except Exception as exc:
-                self.log.warning("approval %s: cannot read the response yet: %s", self.gate, exc)
-                await asyncio.sleep(poke)
+        """The person's answer (or the timeout's), as Airflow's HITLTrigger yields it."""
+        return await wait_for_answer(**self.hitl, log=self.log)
