@@ -171,12 +171,27 @@ def answer_when_asked(dag_id: str, option: str) -> threading.Thread:
     return worker
 
 
-def test_fault_while_the_approval_waits_aborts_and_fails_the_approval(approval_dag, fleet) -> None:
+def test_fault_while_the_approval_waits_aborts_and_fails_the_approval(
+    approval_dag, fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from support.slack_server import SlackRecorder
+
     from opsdag.platforms.registry import router_for
 
     spec = spec_of(approval_dag)
     selectors = canary_at(fleet, spec, "1.2.0-errors", WEIGHT)
-    states, report, elapsed = run_dag(approval_dag, {"selectors": selectors})
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://airflow.example:8080")
+    with SlackRecorder() as slack:
+        monkeypatch.setenv("AIRFLOW_CONN_SLACK_DEFAULT", slack.connection_json())
+        states, report, elapsed = run_dag(approval_dag, {"selectors": selectors})
+        [request] = slack.wait_for(1)
+
+    # People were asked, with the link to the approval page, before the canary was watched.
+    assert request["text"] == "Approval needed: send 50 % of the traffic to the canary?"
+    link = "http://airflow.example:8080/dags/approval_watch/runs/"
+    assert link in json.dumps(request["blocks"]) and "/tasks/approval/required_actions" in json.dumps(
+        request["blocks"]
+    )
 
     assert states == {"approval": "failed", "report": "success"}
     assert elapsed < 60  # not the 2 min response timeout
