@@ -53,9 +53,10 @@ def fleet(sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     sandbox.reset()
 
 
-def canary_at(sandbox, spec, tag: str, weight: int) -> dict[str, str]:
-    """Start ``tag`` as the canary, wait until ready, send it ``weight`` % and wait until Prometheus
-    has every metric of it (as after a stage's initial delay); its metric selectors."""
+def canary_at(sandbox, spec, tag: str, weight: int, preview_share: float | None = None) -> dict[str, str]:
+    """Start ``tag`` as the canary, wait until ready, send it ``weight`` % (and ``preview_share`` of
+    the load on the preview route) and wait until Prometheus has every metric of it (as after a
+    stage's initial delay); its metric selectors."""
     from opsdag.analysis.query import render_query
     from opsdag.hooks.prometheus import PrometheusHook
     from opsdag.platforms.registry import driver_for, router_for
@@ -65,6 +66,9 @@ def canary_at(sandbox, spec, tag: str, weight: int) -> dict[str, str]:
     wait_for(lambda: driver.readiness().ready, 30, what=f"canary {tag} ready")
     router.set_weight(weight)
     assert router.verify_weight().canary == pytest.approx(weight, abs=1)
+    if preview_share:
+        router.set_preview(True, preview_share)
+        assert router.verify_weight().preview
     selectors = driver.metric_selectors()
     hook = PrometheusHook()
     queries = [render_query(m.query, selectors) for m in spec.analysis.metrics]
@@ -193,6 +197,21 @@ def test_router_out_of_reach_is_recorded_and_the_event_still_goes_out(fleet, spe
     assert router.verify_weight().canary == pytest.approx(WEIGHT, abs=1)
     router.set_weight(0)
     assert router.verify_weight().canary == 0
+
+
+def test_failing_preview_is_closed_before_the_event(fleet, spec) -> None:
+    """Blue-green before the switch: the canary takes only the preview route's share; abort closes it."""
+    from opsdag.platforms.registry import router_for
+
+    selectors = canary_at(fleet, spec, "1.2.0-errors", 0, preview_share=0.3)
+    payload, _ = run_trigger(analysis_trigger(spec, selectors, 60, "preview_off"), timeout=60)
+    split = router_for(spec).verify_weight()
+
+    assert payload["phase"] == "fail", payload["reason"]
+    abort = payload["abort"]
+    assert (abort["action"], abort["error"], abort["split_after"]["preview"]) == ("preview_off", None, False)
+    assert (split.preview, split.canary) == (False, 0)
+    print(f"\ndecided_at -> preview closed: {abort['done_at'] - payload['decided_at']:.3f} s")
 
 
 # -- the readiness trigger -----------------------------------------------------------------
