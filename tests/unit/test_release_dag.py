@@ -181,3 +181,16 @@ def test_release_client_refuses_bad_input_locally(args, message) -> None:
     )
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+def test_a_bluegreen_switch_with_approval_keeps_judging_the_preview_while_a_person_decides() -> None:
+    from opsdag.factory.release_dag import release_dag
+    from opsdag.spec.loader import load_kind
+
+    spec = load_kind(INCLUDE, "services").specs["demo-api"]
+    data = spec.model_dump(mode="json")
+    data["bluegreen"]["approval"] = True
+    dag = release_dag(type(spec).model_validate(data))
+    approval = dag.get_task("bluegreen.active.approval")
+    assert (approval.current_weight, approval.abort_action) == (5, "preview_off")
+    assert dag.get_task("bluegreen.active.switch").upstream_task_ids == {"bluegreen.active.approval"}

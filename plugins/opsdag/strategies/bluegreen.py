@@ -31,7 +31,11 @@ def bluegreen_group(spec: ServiceSpec) -> GroupTasks:
             preview = stage(spec, NAME, preview_plan, open_preview)
         with stage_group(active_plan):
             switch = SwitchOperator(task_id="switch", service=spec, strategy=NAME)
-            active = stage(spec, NAME, active_plan, switch)
+            # while a person decides on the switch, the preview keeps being judged
+            preview_percent = max(1, round(bg.preview_share * 100))
+            active = stage(
+                spec, NAME, active_plan, switch, waiting_weight=preview_percent, waiting_abort="preview_off"
+            )
         delay = ScaleDownDelayOperator(
             task_id="scale_down_delay", service=spec, strategy=NAME, delay=bg.scale_down_delay
         )

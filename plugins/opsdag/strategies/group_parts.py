@@ -56,14 +56,20 @@ def start_and_smoke(spec: ServiceSpec, strategy: str, instances: int | None) -> 
 
 
 def stage(
-    spec: ServiceSpec, strategy: str, plan: StagePlan, move: BaseOperator, waiting_weight: int = 0
+    spec: ServiceSpec,
+    strategy: str,
+    plan: StagePlan,
+    move: BaseOperator,
+    waiting_weight: int = 0,
+    waiting_abort: str = "weight_zero",
 ) -> GroupTasks:
     """One stage in its own task group: [approval >>] ``move`` >> gate.
 
     ``move`` is built by the caller with ``task_id`` equal to the last part of
     ``plan.move_task`` inside this group's context. ``waiting_weight``: the new version's
-    share of the traffic while a person decides (the previous stage's); above 0 it keeps
-    being judged meanwhile, and a failing verdict takes its traffic away at once.
+    share of the traffic while a person decides (the previous stage's, or blue-green's
+    preview share); above 0 it keeps being judged meanwhile, and a failing verdict takes its
+    traffic away at once (``waiting_abort``).
     """
     first: BaseOperator = move
     moving = [move]
@@ -76,7 +82,7 @@ def stage(
             response_timeout=APPROVAL_TIMEOUT,
             current_weight=waiting_weight,
             selectors=selectors_of(strategy) if waiting_weight else None,
-            abort_action="weight_zero" if waiting_weight else None,
+            abort_action=waiting_abort if waiting_weight else None,
             trigger_rule=AFTER_PREVIOUS,
         )
         move.trigger_rule = TriggerRule.ALL_SUCCESS
