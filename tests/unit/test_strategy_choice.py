@@ -172,5 +172,6 @@ def test_the_router_s_abilities_come_from_the_registry() -> None:
     from opsdag.strategies.choice import choose_strategy_for
 
     assert choose_strategy_for("bluegreen", DEMO) == "bluegreen"  # HAProxy has a preview route
+    assert choose_strategy_for("canary", DEMO) == "canary"  # and splits traffic by weight
     with pytest.raises(NoRouter, match=r"platform\.router\.kind: 'nginx' has no traffic router"):
         choose_strategy_for(None, CHECKOUT)
