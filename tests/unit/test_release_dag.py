@@ -58,6 +58,9 @@ def test_canary_stages_follow_the_spec(dags) -> None:
     assert dag.get_task("canary.stage_10.set_weight").upstream_task_ids == {"canary.smoke"}
     assert dag.get_task("canary.stage_25.set_weight").upstream_task_ids == {"canary.stage_10.gate"}
     assert dag.get_task("canary.stage_10.gate").abort_action == "weight_zero"
+    # deferred tasks retry once (Airflow may fail a task as it resumes); a verdict never retries
+    assert (dag.get_task("canary.stage_10.gate").retries, dag.get_task("canary.deploy").retries) == (1, 1)
+    assert dag.get_task("canary.stage_10.set_weight").retries == 0
 
 
 def test_bluegreen_judges_a_preview_then_switches_once_and_can_switch_back(dags) -> None:

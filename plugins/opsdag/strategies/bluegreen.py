@@ -12,7 +12,14 @@ from airflow.sdk import TaskGroup
 from opsdag.operators.traffic import OpenPreviewOperator, SwitchOperator
 from opsdag.operators.workload import ScaleDownDelayOperator
 from opsdag.spec.service import ServiceSpec
-from opsdag.strategies.group_parts import GroupTasks, chain_stages, stage, stage_group, start_and_smoke
+from opsdag.strategies.group_parts import (
+    DEFERRED_RETRY,
+    GroupTasks,
+    chain_stages,
+    stage,
+    stage_group,
+    start_and_smoke,
+)
 from opsdag.strategies.stages import bluegreen_stages
 
 NAME = "bluegreen"
@@ -37,7 +44,11 @@ def bluegreen_group(spec: ServiceSpec) -> GroupTasks:
                 spec, NAME, active_plan, switch, waiting_weight=preview_percent, waiting_abort="preview_off"
             )
         delay = ScaleDownDelayOperator(
-            task_id="scale_down_delay", service=spec, strategy=NAME, delay=bg.scale_down_delay
+            task_id="scale_down_delay",
+            service=spec,
+            strategy=NAME,
+            delay=bg.scale_down_delay,
+            **DEFERRED_RETRY,
         )
         tasks = chain_stages(lead, [preview, active])
         tasks.last >> delay

@@ -24,6 +24,11 @@ from opsdag.strategies.stages import StagePlan
 
 AFTER_PREVIOUS = TriggerRule.ALL_DONE
 APPROVAL_TIMEOUT = timedelta(hours=1)
+# Deferred tasks retry once: Airflow 3.3 can fail a task as it resumes from its trigger
+# (the executor and the task instance disagree on its state) although nothing went wrong.
+# A real verdict or a version that never gets ready fails with AirflowFailException, which
+# is never retried; a retry judges a fresh window (every step here is idempotent).
+DEFERRED_RETRY = {"retries": 1, "retry_delay": timedelta(seconds=2)}
 
 
 def selectors_of(strategy: str) -> str:
@@ -49,6 +54,7 @@ def start_and_smoke(spec: ServiceSpec, strategy: str, instances: int | None) -> 
         image=IMAGE,
         instances=instances,
         trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+        **DEFERRED_RETRY,
     )
     smoke = SmokeCheckOperator(task_id="smoke", service=spec, strategy=strategy, track="canary")
     deploy >> smoke
@@ -101,6 +107,7 @@ def stage(
         abort_action=plan.abort,
         on_success_callback=StageVerdictNotifier(service=spec),
         on_failure_callback=StageVerdictNotifier(service=spec),
+        **DEFERRED_RETRY,
     )
     move >> gate
     moving.append(gate)

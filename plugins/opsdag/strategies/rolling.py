@@ -12,7 +12,14 @@ from airflow.sdk import TaskGroup
 from opsdag.operators.service_base import IMAGE
 from opsdag.operators.workload import ReplaceBatchOperator
 from opsdag.spec.service import ServiceSpec
-from opsdag.strategies.group_parts import GroupTasks, chain_stages, stage, stage_group, start_and_smoke
+from opsdag.strategies.group_parts import (
+    DEFERRED_RETRY,
+    GroupTasks,
+    chain_stages,
+    stage,
+    stage_group,
+    start_and_smoke,
+)
 from opsdag.strategies.stages import rolling_stages
 
 NAME = "rolling"
@@ -33,6 +40,7 @@ def rolling_group(spec: ServiceSpec) -> GroupTasks:
                     canary=plan.canary_instances,
                     stable=plan.stable_instances,
                     weight=plan.weight,
+                    **DEFERRED_RETRY,
                 )
                 stages.append(stage(spec, NAME, plan, move))
         return chain_stages(lead, stages)
