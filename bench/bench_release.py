@@ -116,10 +116,14 @@ def rest_run(client, sandbox, sampler: CountsSampler, strategy: str, tag: str, k
             xcoms[f"{task_id}.verdict"] = client.xcom(DAG, run_id, task_id, "verdict")
         elif task_id.endswith((".deploy", ".replace")) and state == "failed":
             xcoms[f"{task_id}.readiness"] = client.xcom(DAG, run_id, task_id, "readiness")
+    tries = {ti["task_id"]: ti.get("try_number") or 1 for ti in tis}
     for key, value in list(xcoms.items()):
-        if value is None and (event := trigger_event(run_id, key.rpartition(".")[0])):
-            # Airflow failed the resumed task before it could push what its trigger decided.
-            xcoms[key] = {**event, "from": "trigger log"}
+        task_id, _, name = key.rpartition(".")
+        if value is None or tries.get(task_id, 1) > 1:
+            # Airflow failed a resumed try before it could push what its trigger decided (and
+            # a retry may have replaced that XCom): every try's event, from the triggerer's log.
+            for attempt, event in trigger_events(run_id, task_id).items():
+                xcoms[f"{task_id}.{name}@{attempt}"] = {**event, "from": "trigger log"}
     xcoms["rollback.rollback"] = client.xcom(DAG, run_id, "rollback", "rollback")
     summary = client.xcom(DAG, run_id, "report", "summary") or {}
     report = json.loads(Path(summary["json"]).read_text()) if summary.get("json") else {"status": "no report"}
@@ -135,15 +139,16 @@ def rest_run(client, sandbox, sampler: CountsSampler, strategy: str, tag: str, k
     return row
 
 
-def trigger_event(run_id: str, task_id: str) -> dict | None:
-    """The event a task's trigger fired, read back from the triggerer's log of that task."""
+def trigger_events(run_id: str, task_id: str) -> dict[int, dict]:
+    """The event each try's trigger fired (by try number), from the triggerer's log of that task."""
     from opsdag import paths
 
     folder = (
         paths.state_dir() / "airflow" / "logs" / f"dag_id={DAG}" / f"run_id={run_id}" / f"task_id={task_id}"
     )
-    event = None
+    events = {}
     for path in sorted(folder.glob("attempt=*.log.trigger.*.log")):
+        attempt = int(path.name.split("=", 1)[1].split(".", 1)[0])
         for line in path.read_text(errors="replace").splitlines():
             try:
                 entry = json.loads(line)
@@ -152,10 +157,10 @@ def trigger_event(run_id: str, task_id: str) -> dict | None:
             result = str(entry.get("result") or "")
             if entry.get("event") == "Trigger fired event" and result.startswith("TriggerEvent<"):
                 try:
-                    event = ast.literal_eval(result.removeprefix("TriggerEvent<").removesuffix(">"))
+                    events[attempt] = ast.literal_eval(result.removeprefix("TriggerEvent<").removesuffix(">"))
                 except (ValueError, SyntaxError):
                     continue
-    return event
+    return events
 
 
 def state_mismatches(run_id: str) -> list[str]:

@@ -108,6 +108,7 @@ def failing_decision(xcoms: dict[str, Any]) -> tuple[str, dict[str, Any]] | None
         if not isinstance(value, dict) or value.get("decided_at") is None:
             continue
         task_id, _, name = key.rpartition(".")
+        name = name.partition("@")[0]  # "verdict@1": try 1's event, read from the triggerer's log
         if (name == "verdict" and value.get("phase") != "pass") or (
             name == "readiness" and value.get("status") != "ready"
         ):
@@ -197,7 +198,33 @@ def faulty_figures(kind: str, samples: list[Sample], xcoms: dict[str, Any], star
     else:
         out["exposure_s"] = 0.0  # the main route never reached it
     out["resolution_s"] = r(max((b.width for b in brackets), default=0.0), 3)
+    out["decision"] = {"decided_at": decided, "abort": abort or None, "from": value.get("from", "xcom")}
+    out["counts"] = counts_trace(samples, version)
     return out
+
+
+def counts_trace(samples: list[Sample], version: str) -> list[list[float | int]]:
+    """The faulty version's answers as the counts file showed them (each change and the sample
+    before it): ``[t, main, main 5xx, preview, preview 5xx]`` since the run's start, to check a figure."""
+
+    def row(sample: Sample) -> list[float | int]:
+        return [
+            round(sample.t, 3),
+            *(
+                sample.answers(route, version, errors) - samples[0].answers(route, version, errors)
+                for route in (MAIN, PREVIEW)
+                for errors in (False, True)
+            ),
+        ]
+
+    rows = [row(s) for s in samples]
+    keep = [rows[0]]
+    for earlier, later in itertools.pairwise(rows):
+        if later[1:] != earlier[1:]:
+            if keep[-1] is not earlier:
+                keep.append(earlier)
+            keep.append(later)
+    return keep
 
 
 def stats(values: list[float | None]) -> dict[str, Any]:
