@@ -1,5 +1,8 @@
 """Release benchmark on the real path: ``airflow standalone`` (scheduler + triggerer), runs through REST.
 
+(Over 300 lines: the bench's procedure, its two runners and the Airflow log readers in one
+place; the figures, the table and the setting up are in release_figures/_table/_setup.py.)
+
 A sandbox and an ``airflow standalone`` of its own (free loopback ports, temporary
 directories, stopped by PID/process group at the end), a copy of include/ with short
 bakes (canary 10/25/50/100 % x 5 s; blue-green 8 s + 8 s, scale-down delay 3 s, preview
