@@ -183,20 +183,10 @@ class BackupReportOperator(DatabaseOperator):
 
     def run(self, context: Any) -> dict[str, Any]:
         from opsdag.reports.backup_report import write_backup_report
-        from opsdag.reports.run_note import set_run_note
 
-        dag_run = context["dag_run"]
         report = backup_report_of(context, self.database.name, self.backup_id(context))
         written = write_backup_report(report)
-        self.log.info("%s", report.summary)
-        self.log.info("report written to %s and %s", written.markdown, written.json)
-        note = set_run_note(dag_run.dag_id, dag_run.run_id, report.summary, log=self.log)
-        return {
-            **report.to_json(),
-            "markdown": str(written.markdown),
-            "json": str(written.json),
-            "note_set": note,
-        }
+        return self.publish_report(context, report, written)
 
 
 class BackupNotifyOperator(DatabaseOperator):

@@ -58,6 +58,21 @@ class DatabaseOperator(RecordsItsError, BaseOperator):
         dag_run = context["dag_run"]
         return backup_id_for(dag_run.run_after, dag_run.run_id)
 
+    def publish_report(self, context: Any, report: Any, written: Any) -> dict[str, Any]:
+        """Log a written backup or drill report, make its summary the run's note, return its XCom."""
+        from opsdag.reports.run_note import set_run_note
+
+        dag_run = context["dag_run"]
+        self.log.info("%s", report.summary)
+        self.log.info("report written to %s and %s", written.markdown, written.json)
+        note = set_run_note(dag_run.dag_id, dag_run.run_id, report.summary, log=self.log)
+        return {
+            **report.to_json(),
+            "markdown": str(written.markdown),
+            "json": str(written.json),
+            "note_set": note,
+        }
+
 
 def slack_conn_id(database: DatabaseSpec) -> str | None:
     """The spec's Slack connection, else ``slack_default`` when that connection exists."""

@@ -233,7 +233,6 @@ class DrillReportOperator(DrillOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from opsdag.reports.drill_report import build_drill_report, write_drill_report
-        from opsdag.reports.run_note import set_run_note
 
         ti, dag_run = context["ti"], context["dag_run"]
 
@@ -256,15 +255,7 @@ class DrillReportOperator(DrillOperator):
             teardown=result_of("teardown", "teardown"),
         )
         written = write_drill_report(report)
-        self.log.info("%s", report.summary)
-        self.log.info("report written to %s and %s", written.markdown, written.json)
-        note = set_run_note(dag_run.dag_id, dag_run.run_id, report.summary, log=self.log)
-        return {
-            **report.to_json(),
-            "markdown": str(written.markdown),
-            "json": str(written.json),
-            "note_set": note,
-        }
+        return self.publish_report(context, report, written)
 
 
 class DrillNotifyOperator(DrillOperator):

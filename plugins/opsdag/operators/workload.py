@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from opsdag.operators.service_base import ServiceOperator
 from opsdag.triggers.rollout import RolloutStatusTrigger
+from opsdag.triggers.traffic_abort import abort_request
 
 READY_TIMEOUT = timedelta(minutes=5)
 
@@ -109,7 +110,7 @@ class ReplaceBatchOperator(ServiceOperator):
                 service=self.service.model_dump(mode="json"),
                 image=self.image,
                 timeout_at=time.time() + self.ready_timeout.total_seconds(),
-                abort={"service": self.service.model_dump(mode="json"), "action": "weight_zero"},
+                abort=abort_request(self.service, "weight_zero"),
             ),
             method_name="execute_complete",
         )

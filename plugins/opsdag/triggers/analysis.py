@@ -27,9 +27,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from opsdag.hooks.prometheus import DEFAULT_TIMEOUT, PrometheusHook
-from opsdag.spec.service import Metric
-from opsdag.triggers.analysis_run import AnalysisRun
-from opsdag.triggers.traffic_abort import TrafficAbort, check_abort
+from opsdag.triggers.traffic_abort import check_abort, measuring
 
 
 class AnalysisTrigger(BaseTrigger):
@@ -91,17 +89,7 @@ class AnalysisTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        analysis = AnalysisRun(
-            gate=self.gate,
-            metrics=[Metric.model_validate(m) for m in self.metrics],
-            selectors=self.selectors,
-            compare_with_stable=self.compare_with_stable,
-            hook=PrometheusHook(self.prometheus_conn_id, timeout=self.query_timeout),
-            log=self.log,
-        )
-        traffic = TrafficAbort(self.abort, self.log) if self.abort else None
-        if traffic:
-            await traffic.prepare()
+        analysis, traffic = await measuring(self)
         verdict = await analysis.until_final(window_start=self.window_start, window_end=self.window_end)
         payload = analysis.payload(verdict)
         payload["abort"] = await traffic.perform() if traffic and verdict.phase != "pass" else None

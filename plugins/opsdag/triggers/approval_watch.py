@@ -31,10 +31,8 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from opsdag.hooks.prometheus import DEFAULT_TIMEOUT, PrometheusHook
-from opsdag.spec.service import Metric
-from opsdag.triggers.analysis_run import AnalysisRun
 from opsdag.triggers.hitl_response import wait_for_answer
-from opsdag.triggers.traffic_abort import TrafficAbort, check_abort
+from opsdag.triggers.traffic_abort import check_abort, measuring
 
 ANALYSIS_SOURCE = "analysis"
 
@@ -92,17 +90,7 @@ class ApprovalWatchTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        analysis = AnalysisRun(
-            gate=self.gate,
-            metrics=[Metric.model_validate(m) for m in self.metrics],
-            selectors=self.selectors,
-            compare_with_stable=self.compare_with_stable,
-            hook=PrometheusHook(self.prometheus_conn_id, timeout=self.query_timeout),
-            log=self.log,
-        )
-        traffic = TrafficAbort(self.abort, self.log) if self.abort else None
-        if traffic:
-            await traffic.prepare()
+        analysis, traffic = await measuring(self)
         # The canary has taken this weight since the previous stage: no initial delay to wait out.
         watch = asyncio.ensure_future(
             analysis.until_final(window_start=None, window_end=math.inf, initial_delays=False)

@@ -131,3 +131,28 @@ def _build_router(service: dict[str, Any]) -> TrafficRouter:
     from opsdag.platforms.registry import router_for
 
     return router_for(service)
+
+
+async def measuring(trigger: Any) -> tuple[Any, TrafficAbort | None]:
+    """The measuring loop and the abort (prepared, or None) of a trigger that judges a canary.
+
+    ``trigger`` has the serialised fields AnalysisTrigger and ApprovalWatchTrigger share:
+    ``gate``, ``metrics``, ``selectors``, ``compare_with_stable``, ``prometheus_conn_id``,
+    ``query_timeout``, ``abort`` and its ``log``.
+    """
+    from opsdag.hooks.prometheus import PrometheusHook
+    from opsdag.spec.service import Metric
+    from opsdag.triggers.analysis_run import AnalysisRun
+
+    analysis = AnalysisRun(
+        gate=trigger.gate,
+        metrics=[Metric.model_validate(m) for m in trigger.metrics],
+        selectors=trigger.selectors,
+        compare_with_stable=trigger.compare_with_stable,
+        hook=PrometheusHook(trigger.prometheus_conn_id, timeout=trigger.query_timeout),
+        log=trigger.log,
+    )
+    traffic = TrafficAbort(trigger.abort, trigger.log) if trigger.abort else None
+    if traffic:
+        await traffic.prepare()
+    return analysis, traffic

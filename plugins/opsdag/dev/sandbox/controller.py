@@ -15,9 +15,17 @@ import time
 from typing import Any
 
 from opsdag.dev.sandbox import haproxy_server as hap
-from opsdag.dev.sandbox.fleet import CANARY, DEFAULT_INSTANCES, STABLE, Fleet, http_ok, new_deployment_id
+from opsdag.dev.sandbox.fleet import (
+    CANARY,
+    DEFAULT_INSTANCES,
+    STABLE,
+    Fleet,
+    FleetSession,
+    http_ok,
+    new_deployment_id,
+)
 from opsdag.dev.sandbox.fleet_status import FleetStatus, read_fleet_status
-from opsdag.dev.sandbox.state import Layout, Progress, SandboxError, locked, require_state, save_state
+from opsdag.dev.sandbox.state import SandboxError, locked, require_state, save_state
 from opsdag.dev.sandbox.versions import VersionLookup, load_versions
 from opsdag.platforms.base import Readiness
 
@@ -25,24 +33,8 @@ from opsdag.platforms.base import Readiness
 _UP_STATES = ("UP", "NOLB", "DRAIN")
 
 
-def _quiet(_: str) -> None:
-    pass
-
-
-class FleetController:
+class FleetController(FleetSession):
     """The release operations on the sandbox fleet; each change holds the sandbox lock throughout."""
-
-    def __init__(self, layout: Layout | None = None, progress: Progress = _quiet) -> None:
-        self._layout = layout
-        self.progress = progress
-
-    @property
-    def layout(self) -> Layout:
-        return self._layout or Layout.default()
-
-    def _open(self) -> tuple[Fleet, dict[str, Any]]:
-        state = require_state(self.layout)
-        return Fleet(self.layout, load_versions(), state), state
 
     # -- reading ----------------------------------------------------------------------
 

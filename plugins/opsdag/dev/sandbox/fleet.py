@@ -31,8 +31,8 @@ import opsdag
 from opsdag.dev.sandbox import haproxy_server as hap
 from opsdag.dev.sandbox.processes import atomic_write, free_port, log_tail
 from opsdag.dev.sandbox.prometheus_server import AppTarget, write_targets
-from opsdag.dev.sandbox.state import Layout, SandboxError, save_state
-from opsdag.dev.sandbox.versions import AppVersion, VersionCatalog
+from opsdag.dev.sandbox.state import Layout, Progress, SandboxError, require_state, save_state
+from opsdag.dev.sandbox.versions import AppVersion, VersionCatalog, load_versions
 from opsdag.platforms.weights import server_weights
 
 STABLE = "stable"
@@ -268,3 +268,23 @@ class Fleet:
                 AppTarget(inst["port"], CANARY, inst["version"], canary["deployment"], inst["slot"])
             )
         write_targets(self.layout.targets_file, self.fleet["service"], targets)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class FleetSession:
+    """What the sandbox's controllers share: where the sandbox is, and opening its fleet from state."""
+
+    def __init__(self, layout: Layout | None = None, progress: Progress = _quiet) -> None:
+        self._layout = layout
+        self.progress = progress
+
+    @property
+    def layout(self) -> Layout:
+        return self._layout or Layout.default()
+
+    def _open(self) -> tuple[Fleet, dict[str, Any]]:
+        state = require_state(self.layout)
+        return Fleet(self.layout, load_versions(), state), state

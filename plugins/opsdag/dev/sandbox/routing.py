@@ -10,29 +10,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from opsdag.dev.sandbox import haproxy_server as hap
-from opsdag.dev.sandbox.fleet import Fleet
+from opsdag.dev.sandbox.fleet import FleetSession
 from opsdag.dev.sandbox.haproxy_server import RoutingChange
 from opsdag.dev.sandbox.loadgen import CONTROL_POLL_S
 from opsdag.dev.sandbox.preview_status import preview_ports, reaches_canary
 from opsdag.dev.sandbox.processes import wait_until
 from opsdag.dev.sandbox.state import (
-    Layout,
-    Progress,
     SandboxError,
     locked,
     read_counts,
-    require_state,
     save_state,
 )
-from opsdag.dev.sandbox.versions import load_versions
-
-
-def _quiet(_: str) -> None:
-    pass
-
 
 # The most of the load generator's requests the preview route may take.
 MAX_PREVIEW_SHARE = 0.5
@@ -53,25 +43,12 @@ class RoutingView:
         return reaches_canary(preview_ports(self.preview_servers), self.canary_ports)
 
 
-class RoutingController:
+class RoutingController(FleetSession):
     """The canary's share of the main route and the preview route; each change holds the sandbox lock."""
-
-    def __init__(self, layout: Layout | None = None, progress: Progress = _quiet) -> None:
-        self._layout = layout
-        self.progress = progress
-
-    @property
-    def layout(self) -> Layout:
-        return self._layout or Layout.default()
-
-    def _open(self) -> tuple[Fleet, dict[str, Any]]:
-        state = require_state(self.layout)
-        return Fleet(self.layout, load_versions(), state), state
 
     def routing(self) -> RoutingView:
         """HAProxy's rows of the main backend, read back now (raises ``HAProxyError`` if it is down)."""
-        state = require_state(self.layout)
-        fleet = Fleet(self.layout, load_versions(), state)
+        fleet, _ = self._open()
         backends = fleet.runtime().backends()
         return RoutingView(
             servers=backends.get(hap.BACKEND, {}),
