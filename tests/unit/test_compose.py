@@ -187,6 +187,25 @@ def test_every_airflow_service_runs_the_same_celery_configuration(
         assert service["image"] == services["airflow-apiserver"]["image"], name
 
 
+def test_compose_and_scripts_cluster_run_the_same_topology_and_settings(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The container form and the process form (opsdag.dev.cluster) of one Celery cluster agree."""
+    from opsdag.dev.cluster import topology
+
+    assert topology.roles() == ALL_SERVICES - {"airflow-init"}
+    for item in topology.COMPONENTS:
+        assert " ".join(item.command).startswith(AIRFLOW_SERVICES[item.role]), item.name
+    for name in AIRFLOW_SERVICES:
+        env = environment(services[name])
+        for setting, value in topology.SHARED_SETTINGS.items():
+            assert env.get(setting, "").lower() == value.lower(), (name, setting)
+        # secrets and addresses are set in both, from .env there and from 0600 files in the cluster
+        assert set(topology.SECRET_SETTINGS) <= set(env), name
+        # where the cluster differs on purpose (documented in topology), compose keeps Airflow's default
+        assert not set(topology.CLUSTER_ONLY_SETTINGS) & set(env) - {"AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"}
+
+
 def test_opsdag_finds_its_code_specs_and_state_in_the_containers(services: dict[str, dict[str, Any]]) -> None:
     for name in [*AIRFLOW_SERVICES, "airflow-init"]:
         service = services[name]

@@ -35,6 +35,10 @@ def airflow_environment(extra_connections: dict[str, dict] | None = None) -> dic
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "opsdag.dev.airflow_env.SQLITE_CONNECT_ARGS",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        # Airflow 3.3.2 can fail a task as it resumes from its trigger when the worker's first
+        # heartbeat races the scheduler (apache/airflow#67287); a 1 s floor between heartbeats
+        # made it go away in bench/results/release_min_heartbeat_1s.json.
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "PYTHONPATH": os.pathsep.join(p for p in (str(root / "plugins"), os.environ.get("PYTHONPATH")) if p),
     }
     connections = sandbox_connections()

@@ -16,11 +16,10 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 from opsdag import paths
-from opsdag.airflow_api import AirflowApiError, AirflowClient, Credentials, credentials_file
+from opsdag.airflow_api import Credentials, credentials_file
 from opsdag.dev.airflow_env import airflow_environment
+from opsdag.dev.airflow_health import Progress, healthy
 from opsdag.dev.sandbox.processes import ProcessTable, atomic_write, free_port, log_tail, wait_until
 
 NAME = "airflow-standalone"
@@ -86,48 +85,14 @@ def start(*, progress: Callable[[str], None] = print, timeout: float = 240) -> C
     )
     progress(f"starting airflow standalone on {url} (log: {record.log}) ...")
     # Stop waiting early if standalone exits (a port taken, a broken config).
-    wait_until(lambda: _healthy(url, progress) or not ProcessTable.alive(record), timeout, interval=2.0)
-    if not ProcessTable.alive(record) or not _healthy(url, progress):
+    say = Progress(progress)
+    wait_until(lambda: healthy(credentials, say) or not ProcessTable.alive(record), timeout, interval=2.0)
+    if not ProcessTable.alive(record) or not healthy(credentials, say):
         tail = log_tail(record.log, 30)
         stop(progress=progress)
         raise RuntimeError(f"airflow standalone did not become healthy within {timeout:.0f} s:\n{tail}")
     progress(f"airflow standalone is ready at {url}")
     return credentials
-
-
-_last_said: dict[str, str] = {}
-
-
-def _healthy(url: str, progress: Callable[[str], None]) -> bool:
-    """API up, scheduler, triggerer and dag processor heartbeating, and the release DAGs parsed."""
-    try:
-        health = httpx.get(f"{url}/api/v2/monitor/health", timeout=3).json()
-    except (httpx.HTTPError, ValueError):  # not up yet: no client needed for an unauthenticated probe
-        _say(progress, "waiting for the API server")
-        return False
-    waiting = [
-        name
-        for name in ("metadatabase", "scheduler", "triggerer", "dag_processor")
-        if (health.get(name) or {}).get("status") != "healthy"
-    ]
-    if waiting:
-        _say(progress, f"waiting for {', '.join(waiting)}")
-        return False
-    try:
-        with AirflowClient(running_credentials(), timeout=5) as client:
-            dags = client.request("GET", "/dags", attempts=1, params={"dag_id_pattern": "release__"})
-    except (AirflowApiError, OSError, ValueError, KeyError):
-        return False
-    if not dags.get("dags"):
-        _say(progress, "waiting for the DAGs to be parsed")
-        return False
-    return True
-
-
-def _say(progress: Callable[[str], None], message: str) -> None:
-    if _last_said.get("message") != message:
-        _last_said["message"] = message
-        progress(f"  {message} ...")
 
 
 def stop(*, progress: Callable[[str], None] = print) -> bool:
