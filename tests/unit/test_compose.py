@@ -203,7 +203,8 @@ def test_compose_and_scripts_cluster_run_the_same_topology_and_settings(
         # secrets and addresses are set in both, from .env there and from 0600 files in the cluster
         assert set(topology.SECRET_SETTINGS) <= set(env), name
         # where the cluster differs on purpose (documented in topology), compose keeps Airflow's default
-        assert not set(topology.CLUSTER_ONLY_SETTINGS) & set(env) - {"AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"}
+        differing = set(topology.CLUSTER_ONLY_SETTINGS) - {"AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"}
+        assert not differing & set(env), name
 
 
 def test_opsdag_finds_its_code_specs_and_state_in_the_containers(services: dict[str, dict[str, Any]]) -> None:
