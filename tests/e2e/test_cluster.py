@@ -28,6 +28,14 @@ ROOT = Path(__file__).resolve().parents[2]
 CANARY_STEPS = ("canary.stage_25", "canary.stage_50", "canary.stage_75", "canary.stage_100")
 
 
+@pytest.fixture(autouse=True)
+def whole_cluster_after(cluster):
+    """A test that failed half-way still leaves every component running for the next one."""
+    yield
+    if not all(p["running"] for p in control.status()["processes"].values()):
+        cluster.restart_missing()
+
+
 def report(cluster, run_id: str) -> dict:
     path = cluster.state / "reports" / RELEASE / f"{run_id}.json"
     return json.loads(wait_for(lambda: path.exists() and path.read_text(), 30, what=f"report {path.name}"))

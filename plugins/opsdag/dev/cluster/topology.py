@@ -58,6 +58,7 @@ SHARED_SETTINGS = {
     "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
     # apache/airflow#67287: see opsdag.dev.airflow_env
     "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1",  # see opsdag.dev.airflow_env
 }
 
 # Settings of the cluster that the compose file sets differently, and why.
