@@ -44,10 +44,11 @@ def slack(monkeypatch: pytest.MonkeyPatch):
         yield recorder
 
 
-def take_backup(env: OpsdagEnv, pg_server, method: str = "logical") -> str:
-    """A verified backup of the test database, taken by the engine (quicker than a DAG run)."""
+def take_backup(env: OpsdagEnv, pg_server, method: str = "logical", run: str = "") -> str:
+    """A verified backup of the test database, taken by the engine (quicker than a DAG run).
+    ``run`` names the run, so that two backups taken within a second are two backups."""
     store = BackupStore(env.backups)
-    backup_id = engine.backup_id_for(datetime.now(UTC), f"{env.dbname}-{method}")
+    backup_id = engine.backup_id_for(datetime.now(UTC), f"{env.dbname}-{method}{run}")
     options = engine.BackupOptions(
         method=method, compression="zstd" if method == "physical" else "gzip", level=3
     )
@@ -221,6 +222,9 @@ def test_a_table_altered_after_the_manifest_fails_verification_naming_it(
     bad = [t for t in report["verification"]["tables"] if not t["ok"]]
     assert [t["table"] for t in bad] == ["public.customers"]
     assert "| `public.customers` | 300 | 300 | differs | **NO** |" in markdown
+    verification = json.loads((opsdag_env.backups / "e2e-db" / backup_id / "verification.json").read_text())
+    assert verification["status"] == "bad"
+    assert verification["problems"] == ["table public.customers: restored data differs from the manifest"]
     assert drill_databases(pg_server) == []
     [message] = slack.wait_for(1)
     assert "DR drill FAILED" in message["text"] and "public.customers" in json.dumps(message)
@@ -258,6 +262,61 @@ def test_a_flipped_byte_is_refused_before_pg_restore_reads_it(opsdag_env, airflo
     result = run_dag(dags(airflow_home)["drill__e2e-db"])
     assert result.states["restore"] == "failed" and result.states["teardown"] == "success"
     assert "data/toc.dat: does not match the manifest" in result.xcoms["restore.error"]
+    assert drill_databases(pg_server) == []
+
+
+def test_a_backup_a_drill_proved_corrupt_is_marked_bad_and_the_next_drill_restores_another(
+    opsdag_env, airflow_home, pg_server
+):
+    """A drill that finds a stored file not matching the manifest marks the backup bad, so that
+    retention never keeps it as the newest good one and the next drill picks another."""
+    from opsdag.backups.retention import RetentionPolicy, plan_retention
+
+    write_spec(opsdag_env, notifications={})
+    older = take_backup(opsdag_env, pg_server, run="older")
+    newer = take_backup(opsdag_env, pg_server, run="newer")
+    toc = opsdag_env.backups / "e2e-db" / newer / "data" / "toc.dat"
+    raw = bytearray(toc.read_bytes())
+    raw[100] ^= 0xFF
+    toc.write_bytes(bytes(raw))
+
+    failed = run_dag(dags(airflow_home)["drill__e2e-db"])
+    assert failed.states["restore"] == "failed"
+    assert f"backup {newer} is marked bad" in failed.xcoms["restore.error"]
+    verification = json.loads((opsdag_env.backups / "e2e-db" / newer / "verification.json").read_text())
+    assert verification["status"] == "bad"
+    assert verification["found_by"] == f"drill__e2e-db run {failed.dagrun.run_id}"
+    assert "data/toc.dat: does not match the manifest" in verification["problems"][0]
+    assert verification["previous"]["status"] == "verified"  # what the backup's own check said
+
+    store = BackupStore(opsdag_env.backups)
+    assert store.newest_verified("e2e-db").id == older
+    records = [b.record() for b in store.list_backups("e2e-db")]
+    policy = RetentionPolicy(keep_last=1, daily=0, weekly=0, monthly=0)
+    plan = plan_retention(records, policy, datetime.now(UTC))
+    assert "newest verified" in plan.keep[older] and newer not in plan.keep
+
+    again = run_dag(dags(airflow_home)["drill__e2e-db"])
+    assert again.state == "success", again.states
+    assert report_of(opsdag_env, again)[0]["backup"]["backup_id"] == older
+
+
+@pytest.mark.parametrize(
+    ("conf", "named"),
+    [
+        ({"target_conn_id": "postgres_elsewhere"}, "target_conn_id: unknown key; allowed here: backup_id"),
+        ({"backupid": "x"}, "backupid: unknown key; did you mean 'backup_id'?"),
+    ],
+)
+def test_unknown_run_conf_keys_are_refused_naming_them_before_anything_changes(
+    opsdag_env, airflow_home, pg_server, conf, named
+):
+    write_spec(opsdag_env, notifications={})
+    take_backup(opsdag_env, pg_server)
+    result = run_dag(dags(airflow_home)["drill__e2e-db"], conf)
+    assert result.state == "failed"
+    assert result.states["pick_backup"] == "failed" and result.states["provision"] == "upstream_failed"
+    assert named in result.xcoms["pick_backup.error"]
     assert drill_databases(pg_server) == []
 
 

@@ -49,6 +49,14 @@ class DrillError(RuntimeError):
     """A drill step failed (restore, verification, objective): the message says which and why."""
 
 
+class BackupCorrupt(DrillError):
+    """The drill proved the backup does not hold what its manifest says: it is marked bad."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
 # -- names ----------------------------------------------------------------------------
 
 
@@ -193,7 +201,8 @@ def restore(
     if check_checksums:
         problems = check_files(store, manifest, store.backup_dir(database, manifest.id))
         if problems:
-            raise DrillError("the backup's files do not match its manifest: " + "; ".join(problems))
+            message = "the backup's files do not match its manifest: " + "; ".join(problems)
+            raise BackupCorrupt(message, problems)
     data = local_copy(store, database, manifest.id, names)
     fetch_seconds = time.monotonic() - t0
     major = manifest.server_version_num // 10000

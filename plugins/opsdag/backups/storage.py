@@ -148,6 +148,20 @@ class BackupStore:
         except (FileNotFoundError, ValueError):
             return None
 
+    def mark_bad(self, database: str, backup_id: str, problems: list[str], found_by: str) -> dict[str, Any]:
+        """Record that ``backup_id`` was proved corrupt (by a drill): from now on retention does not
+        count it as a good backup and no drill picks it. The earlier verification is kept inside."""
+        result = {
+            "status": "bad",
+            "backup_id": backup_id,
+            "checked_at": datetime.now(UTC).isoformat(),
+            "found_by": found_by,
+            "problems": list(problems),
+            "previous": self.read_verification(database, backup_id),
+        }
+        self.write_json(self.backup_dir(database, backup_id) / VERIFICATION, result)
+        return result
+
     def list_backups(self, database: str) -> list[StoredBackup]:
         """Every backup of ``database`` (published or in progress), oldest first.
 

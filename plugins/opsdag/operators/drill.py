@@ -33,6 +33,7 @@ from opsdag.operators.backup import backup_asset
 from opsdag.operators.database_base import DatabaseOperator, slack_conn_id
 from opsdag.operators.run_state import task_states
 from opsdag.reports.drill_report import PHASES as DRILL_TASKS
+from opsdag.spec.run_conf import ConfRefused, DrillConf, check_conf
 
 
 def _now() -> str:
@@ -66,6 +67,16 @@ class DrillOperator(DatabaseOperator):
         conn = BaseHook.get_connection(self.database.drill.target_conn_id)
         return target_from_connection(conn, conn.schema or "postgres"), dict(conn.extra_dejson or {})
 
+    def mark_bad(self, context: Any, problems: list[str]) -> str:
+        """The drill proved the backup corrupt: say so in its verification.json (the sentence to log)."""
+        backup_id = self.picked(context)["backup_id"]
+        run = context["dag_run"]
+        self.store().mark_bad(self.database.name, backup_id, problems, f"{run.dag_id} run {run.run_id}")
+        return (
+            f"backup {backup_id} is marked bad: retention no longer counts it as a good backup "
+            "and no drill picks it again"
+        )
+
     def execute(self, context: Any) -> Any:
         """``run``, with when it started and ended and how long it took added to its result."""
         started, started_at = time.monotonic(), _now()
@@ -95,6 +106,10 @@ class PickBackupOperator(DrillOperator):
             return []
 
     def run(self, context: Any) -> dict[str, Any]:
+        try:
+            check_conf(DrillConf, context["dag_run"].conf, context["dag_run"].dag_id)
+        except ConfRefused as exc:
+            raise AirflowFailException(str(exc)) from exc
         store = self.store()
         announcement = announced_backup(self.triggering_events(context))
         try:
@@ -155,6 +170,8 @@ class RestoreDrillOperator(DrillOperator):
                 jobs=self.database.drill.jobs or self.database.backup.jobs,
                 logger=self.log,
             )
+        except drill.BackupCorrupt as exc:
+            raise AirflowFailException(f"{exc}; {self.mark_bad(context, exc.problems)}") from exc
         except drill.DrillError as exc:
             raise AirflowFailException(str(exc)) from exc
         self.log.info("restored backup %s: %s", manifest.id, result)
@@ -176,7 +193,12 @@ class VerifyDrillOperator(DrillOperator):
         result["verified_at"] = _now() if result["ok"] else None
         context["ti"].xcom_push(key="verification", value=result)
         if not result["ok"]:
-            raise AirflowFailException(verification_failure(result))
+            message = verification_failure(result)
+            differing = [t for t in result["tables"] if not t["ok"]]
+            if differing:  # the restored data is not what the manifest recorded: the backup is corrupt
+                problems = [f"table {t['table']}: restored data differs from the manifest" for t in differing]
+                message = f"{message}; {self.mark_bad(context, problems)}"
+            raise AirflowFailException(message)
         self.log.info(
             "restored copy verified: %d tables, %d checks", len(result["tables"]), len(result["checks"])
         )
