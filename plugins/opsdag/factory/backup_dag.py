@@ -24,6 +24,7 @@ def backup_doc(spec: DatabaseSpec) -> str:
         f"- method `{b.method}` with {b.jobs} job(s), compression {compression}, "
         f"table checksums {'on' if b.table_checksums else 'off'}\n"
         f"- storage `{b.storage or 'the state directory (OPSDAG_BACKUPS_DIR)'}`\n"
+        f"- {_wal_doc(spec)}\n"
         f"- schedule `{b.schedule}`; retention: last {r.keep_last}, daily {r.daily}, weekly {r.weekly}, "
         f"monthly {r.monthly}\n"
         f"- objectives: RTO {format_duration(spec.objectives.rto)}, "
@@ -32,6 +33,18 @@ def backup_doc(spec: DatabaseSpec) -> str:
         "Trigger by hand (or through the REST API) with `dry_run_retention: true` to see what retention "
         "would prune without deleting anything.\n\n"
         "Reports: `<reports root>/backup__<database>/<run_id>.md|.json`."
+    )
+
+
+def _wal_doc(spec: DatabaseSpec) -> str:
+    wal = spec.backup.wal_archive
+    if not wal.enabled:
+        return "WAL archiving: off"
+    return (
+        f"WAL archiving: on (archive_timeout {format_duration(wal.archive_timeout)}): "
+        "`wal_continuity` checks that the archive holds every segment from the base backup's start on "
+        "(a gap fails the run, naming the first missing segment) and reports the newest archived point "
+        "(the RPO); retention prunes WAL older than the oldest kept base backup's start"
     )
 
 
@@ -45,6 +58,7 @@ def backup_dag(spec: DatabaseSpec) -> DAG:
         PgBackupOperator,
         PublishBackupOperator,
         VerifyBackupOperator,
+        WalContinuityOperator,
     )
 
     with DAG(
@@ -79,5 +93,9 @@ def backup_dag(spec: DatabaseSpec) -> DAG:
         publish = PublishBackupOperator(task_id="publish", retries=1, **common)
         report = BackupReportOperator(task_id="report", **common)
         notify = BackupNotifyOperator(task_id="notify", **common)
-        preflight >> backup >> manifest >> verify >> retention >> publish >> report >> notify
+        checked = verify
+        if spec.backup.wal_archive.enabled:
+            checked = verify >> WalContinuityOperator(task_id="wal_continuity", **common)
+        preflight >> backup >> manifest >> verify
+        checked >> retention >> publish >> report >> notify
     return dag

@@ -1,5 +1,5 @@
-"""Operators of the backup DAG: preflight -> backup -> manifest -> verify -> retention -> publish
--> report -> notify.
+"""Operators of the backup DAG: preflight -> backup -> manifest -> verify -> [wal_continuity] ->
+retention -> publish -> report -> notify (``wal_continuity`` when the spec archives WAL).
 
 Each is idempotent for its run (the backup id comes from the run, see
 ``DatabaseOperator.backup_id``): a retried backup replaces its own partial dump, a
@@ -12,7 +12,9 @@ is the backup's.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset
@@ -23,8 +25,7 @@ from opsdag.backups.retention import RetentionPolicy
 from opsdag.operators.database_base import DatabaseOperator, slack_conn_id
 from opsdag.operators.run_state import ERROR_KEY, first_failure, task_states
 from opsdag.reports.backup_record import BackupReport
-from opsdag.reports.backup_report import BACKUP_STEPS as BACKUP_TASKS
-from opsdag.reports.backup_report import build_backup_report
+from opsdag.reports.backup_report import WAL_STEP, backup_steps, build_backup_report
 
 
 def backup_asset(database: str) -> Asset:
@@ -97,6 +98,53 @@ class VerifyBackupOperator(DatabaseOperator):
         return result
 
 
+class WalContinuityOperator(DatabaseOperator):
+    """The WAL archive holds every segment from this run's base backup on: the RPO, or the gap.
+
+    Waits (polling, at most ``archive_timeout`` + ``grace``) only while the archive has no gap
+    but has not reached the backup's end segment yet; a gap or a segment failing its sha256
+    fails at once, naming the segment. The verdict is pure (``wal_continuity``).
+
+    :param grace: seconds to wait beyond ``archive_timeout`` for the backup's end segment.
+    """
+
+    def __init__(self, *, grace: float = 60.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.grace = grace
+
+    def wal_root(self) -> Path:
+        store = self.store()
+        if not store.is_local:
+            raise AirflowFailException(f"WAL archiving needs a local backup storage, not {store.url}")
+        return store.local(store.root)
+
+    def run(self, context: Any) -> dict[str, Any]:
+        from opsdag.backups.wal_archive import WalArchiveError, check_archive
+
+        backup_id = self.backup_id(context)
+        timeout = self.database.backup.wal_archive.archive_timeout.total_seconds() + self.grace
+        deadline = time.monotonic() + timeout
+        try:
+            verdict = check_archive(self.wal_root(), self.database.name, backup_id)
+            while verdict.status == "waiting" and time.monotonic() < deadline:
+                self.log.info("%s: waiting up to %.0f s more", verdict.reason, deadline - time.monotonic())
+                time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+                verdict = check_archive(self.wal_root(), self.database.name, backup_id)
+        except WalArchiveError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        result = verdict.to_dict()
+        if verdict.status == "waiting":
+            result["reason"] = (
+                f"{verdict.reason} after {timeout:.0f} s: the server's archiving is behind or failing "
+                "(see pg_stat_archiver and the server log)"
+            )
+        if not verdict.ok:
+            context["ti"].xcom_push(key="wal", value=result)
+            raise AirflowFailException(result["reason"])
+        self.log.info("%s", verdict.reason)
+        return result
+
+
 class BackupRetentionOperator(DatabaseOperator):
     """Prune old backups by the spec's retention policy (or only list them in a dry run).
 
@@ -113,9 +161,20 @@ class BackupRetentionOperator(DatabaseOperator):
         )
         r = self.database.retention
         policy = RetentionPolicy(r.keep_last, r.daily, r.weekly, r.monthly)
+        store = self.store()
         result = engine.apply_retention(
-            self.store(), self.database.name, policy, now=datetime.now(UTC), dry_run=dry_run, logger=self.log
+            store, self.database.name, policy, now=datetime.now(UTC), dry_run=dry_run, logger=self.log
         )
+        if self.database.backup.wal_archive.enabled:
+            from opsdag.backups.wal_retention import apply_wal_retention
+
+            result["wal"] = apply_wal_retention(
+                store.local(store.root),
+                self.database.name,
+                list(result["keep"]),
+                dry_run=dry_run,
+                logger=self.log,
+            )
         return result
 
 
@@ -141,23 +200,31 @@ class PublishBackupOperator(DatabaseOperator):
             "bytes": manifest.bytes,
             "consistent_at": manifest.consistent_at.isoformat(),
         }
+        wal = context["ti"].xcom_pull(task_ids=WAL_STEP) if self.database.backup.wal_archive.enabled else None
+        if wal:
+            extra["wal"] = {
+                k: wal.get(k) for k in ("start_segment", "newest_segment", "newest_at", "rpo_seconds")
+            }
         context["outlet_events"][backup_asset(self.database.name)].extra = extra
         self.log.info("published %s", extra)
         return extra
 
 
-def backup_report_of(context: Any, database: str, backup_id: str) -> BackupReport:
+def backup_report_of(
+    context: Any, database: str, backup_id: str, *, wal_archive: bool = False
+) -> BackupReport:
     """The run's backup record, from what its tasks recorded (their results, errors and states)."""
     ti, dag_run = context["ti"], context["dag_run"]
-    failed_task, error = first_failure(context, BACKUP_TASKS)
+    tasks = backup_steps(wal_archive)
+    failed_task, error = first_failure(context, tasks)
     return build_backup_report(
         database=database,
         dag_id=dag_run.dag_id,
         run_id=dag_run.run_id,
         started_at=(dag_run.start_date or datetime.now(UTC)).isoformat(),
         finished_at=datetime.now(UTC).isoformat(),
-        states=task_states(context, BACKUP_TASKS),
-        errors={t: e for t in BACKUP_TASKS if (e := ti.xcom_pull(task_ids=t, key=ERROR_KEY))},
+        states=task_states(context, tasks),
+        errors={t: e for t in tasks if (e := ti.xcom_pull(task_ids=t, key=ERROR_KEY))},
         preflight=ti.xcom_pull(task_ids="preflight"),
         backup=ti.xcom_pull(task_ids="backup"),
         manifest=ti.xcom_pull(task_ids="manifest"),
@@ -167,6 +234,10 @@ def backup_report_of(context: Any, database: str, backup_id: str) -> BackupRepor
         failed_task=failed_task,
         error=error,
         backup_id=backup_id,
+        wal=(ti.xcom_pull(task_ids=WAL_STEP) or ti.xcom_pull(task_ids=WAL_STEP, key="wal"))
+        if wal_archive
+        else None,
+        steps=tasks,
     )
 
 
@@ -184,7 +255,12 @@ class BackupReportOperator(DatabaseOperator):
     def run(self, context: Any) -> dict[str, Any]:
         from opsdag.reports.backup_report import write_backup_report
 
-        report = backup_report_of(context, self.database.name, self.backup_id(context))
+        report = backup_report_of(
+            context,
+            self.database.name,
+            self.backup_id(context),
+            wal_archive=self.database.backup.wal_archive.enabled,
+        )
         written = write_backup_report(report)
         return self.publish_report(context, report, written)
 
@@ -209,7 +285,12 @@ class BackupNotifyOperator(DatabaseOperator):
         if written:
             report = BackupReport.model_validate(written)
         else:
-            report = backup_report_of(context, self.database.name, self.backup_id(context))
+            report = backup_report_of(
+                context,
+                self.database.name,
+                self.backup_id(context),
+                wal_archive=self.database.backup.wal_archive.enabled,
+            )
             self.log.warning("the report task left no report: notifying from the tasks' results")
         text, blocks = backup_message(report, report_file=(written or {}).get("markdown"))
         self.log.info("%s", text)

@@ -40,12 +40,37 @@ class BackupVerification(BaseModel):
 
 
 class RetentionDecisions(BaseModel):
-    """What retention kept and why, what it deleted (or, in a dry run, would delete) and why."""
+    """What retention kept and why, what it deleted (or, in a dry run, would delete) and why.
+
+    ``wal``: the archived WAL's retention (``wal_retention``), when the database archives WAL.
+    """
 
     dry_run: bool = False
     keep: dict[str, list[str]] = Field(default_factory=dict)
     delete: dict[str, str] = Field(default_factory=dict)
     deleted: list[str] = Field(default_factory=list)
+    wal: dict[str, Any] | None = None
+
+
+class WalArchiveStatus(BaseModel):
+    """The ``wal_continuity`` task's verdict: the archive's chain from the base backup, and the RPO.
+
+    ``newest_at`` is the time of the newest segment of the unbroken chain: the latest point
+    a point-in-time recovery reaches; ``rpo_seconds`` is how long before the check that was.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str | None = None
+    reason: str = ""
+    start_segment: str | None = None
+    end_segment: str | None = None
+    newest_segment: str | None = None
+    newest_at: str | None = None
+    segments: int | None = None
+    first_missing: str | None = None
+    corrupt: list[str] = Field(default_factory=list)
+    rpo_seconds: float | None = None
 
 
 class BackupReport(BaseModel):
@@ -78,6 +103,7 @@ class BackupReport(BaseModel):
     throughput_bytes_per_s: float | None = None
     verification: BackupVerification | None = None
     retention: RetentionDecisions | None = None
+    wal: WalArchiveStatus | None = None
     published: bool = False
     steps: list[BackupStep] = Field(default_factory=list)
     failed_task: str | None = None

@@ -20,6 +20,12 @@ from opsdag.reports.backup_record import BackupReport
 from opsdag.reports.store import ReportPaths, write_report
 
 BACKUP_STEPS = ["preflight", "backup", "manifest", "verify", "retention", "publish"]
+WAL_STEP = "wal_continuity"
+
+
+def backup_steps(wal_archive: bool) -> list[str]:
+    """The backup DAG's steps in run order: the WAL check follows verify when WAL is archived."""
+    return [*BACKUP_STEPS[:4], WAL_STEP, *BACKUP_STEPS[4:]] if wal_archive else list(BACKUP_STEPS)
 
 
 def build_backup_report(
@@ -40,14 +46,21 @@ def build_backup_report(
     preflight: dict[str, Any] | None = None,
     published: dict[str, Any] | None = None,
     backup_id: str | None = None,
+    wal: dict[str, Any] | None = None,
+    steps: list[str] | None = None,
 ) -> BackupReport:
-    """The run's record: ``verified`` when no step failed, else ``failed`` with the first failure."""
+    """The run's record: ``verified`` when no step failed, else ``failed`` with the first failure.
+
+    ``wal`` is the WAL check's result (``wal_continuity``), ``steps`` the DAG's step names
+    (default: without the WAL check).
+    """
     states, errors = states or {}, errors or {}
     results = {
         "preflight": preflight,
         "backup": backup,
         "manifest": manifest,
         "verify": verification,
+        WAL_STEP: wal,
         "retention": retention,
         "publish": published,
     }
@@ -57,12 +70,14 @@ def build_backup_report(
             "status": states.get(name) or ("success" if results[name] else "not run"),
             "error": errors.get(name) or (error if name == failed_task else None),
         }
-        for name in BACKUP_STEPS
+        for name in steps or BACKUP_STEPS
     ]
     problems = [f"{failed_task}: {error}"] if failed_task else []
     problems += [f"{s['name']}: {s['error']}" for s in steps if s["error"] and s["name"] != failed_task]
     if verification and verification.get("status") == "bad":
         problems += [f"verification: {p}" for p in verification.get("problems", [])]
+    if wal and wal.get("status") not in (None, "ok"):
+        problems.append(f"WAL archive: {wal.get('reason')}")
     timings = (backup or {}).get("timings") or {}
     backup_seconds = timings.get("total_seconds")
     database_bytes = (backup or {}).get("database_bytes") or (preflight or {}).get("database_bytes")
@@ -93,6 +108,7 @@ def build_backup_report(
             "throughput_bytes_per_s": throughput,
             "verification": verification,
             "retention": retention,
+            "wal": wal,
             "published": bool(published),
             "steps": steps,
             "failed_task": failed_task,
@@ -125,6 +141,11 @@ def backup_summary(
         f"in {duration(report.backup_seconds)} ({size(report.throughput_bytes_per_s)}/s), "
         f"verified in {duration(report.verify_seconds)}"
     )
+    if report.wal is not None and report.wal.status == "ok":
+        text += (
+            f"; WAL archived up to {_when(report.wal.newest_at)} "
+            f"(RPO {duration(report.wal.rpo_seconds)}, {report.wal.segments} segment(s) since the backup)"
+        )
     if report.pruned:
         text += f"; {report.pruned} old backup(s) pruned"
     if report.retention and report.retention.dry_run and report.retention.delete:
@@ -196,6 +217,27 @@ def _retention_lines(report: BackupReport) -> list[str]:
     return out
 
 
+def _wal_lines(report: BackupReport) -> list[str]:
+    wal = report.wal
+    assert wal is not None
+    out = [
+        f"- {_cell(wal.status)}: {_cell(wal.reason)}",
+        f"- chain from `{_cell(wal.start_segment)}` (the base backup's start) to "
+        f"`{_cell(wal.newest_segment)}`: {_cell(wal.segments)} segment(s)",
+        f"- newest archived point {_when(wal.newest_at)}: RPO {duration(wal.rpo_seconds)}",
+    ]
+    if wal.first_missing:
+        out.append(f"- first missing segment `{_cell(wal.first_missing)}`")
+    out += [f"- corrupt: {_cell(c)}" for c in wal.corrupt]
+    kept = (report.retention.wal if report.retention else None) or {}
+    if kept:
+        out.append(
+            f"- retention: {_cell(kept.get('reason'))}; {kept.get('deleted_files', 0)} file(s) pruned"
+            + (f", {kept.get('delete_files', 0)} would be" if kept.get("dry_run") else "")
+        )
+    return out
+
+
 def render_markdown(report: BackupReport) -> str:
     """The backup run's Markdown report."""
     out = [
@@ -223,6 +265,8 @@ def render_markdown(report: BackupReport) -> str:
         out.append("- none: no backup was taken")
     out += ["", "## Steps", "", "| step | status | error |", "|---|---|---|"]
     out += [f"| {s.name} | {s.status} | {_cell(s.error)} |" for s in report.steps]
+    if report.wal is not None:
+        out += ["", "## WAL archive", "", *_wal_lines(report)]
     out += ["", "## Retention", "", *_retention_lines(report)]
     if report.problems:
         out += ["", "## Problems", "", *[f"- {_cell(p)}" for p in report.problems]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -25,6 +26,30 @@ def check_schedule(value: str) -> str:
     return value
 
 
+class WalArchive(StrictModel):
+    """Continuous WAL archiving: the server's ``archive_command`` is ``python -m opsdag wal push``.
+
+    With physical base backups it makes point-in-time recovery possible, to within
+    ``archive_timeout`` of now (the server switches to a new segment at least that often when
+    there were writes). The backup DAG checks the archive's continuity and reports its RPO.
+    """
+
+    enabled: bool = False
+    archive_timeout: Duration = Field(
+        default=timedelta(seconds=60), description="postgresql.conf's archive_timeout: the longest RPO"
+    )
+
+    @field_validator("archive_timeout")
+    @classmethod
+    def _whole_seconds(cls, value: timedelta) -> timedelta:
+        seconds = value.total_seconds()
+        if seconds < 1 or seconds != int(seconds):
+            raise ValueError(
+                f"{seconds:g} s is not an archive_timeout: PostgreSQL takes whole seconds, 1s or more"
+            )
+        return value
+
+
 class Backup(StrictModel):
     """``logical``: pg_dump directory format; ``physical``: pg_basebackup + pg_verifybackup."""
 
@@ -45,6 +70,9 @@ class Backup(StrictModel):
     )
     storage_conn_id: str | None = None
     timeout: Duration | None = Field(default=None, description="longest a dump may take")
+    wal_archive: WalArchive = Field(
+        default_factory=WalArchive, description="continuous WAL archiving (physical base backups only)"
+    )
 
     @field_validator("schedule")
     @classmethod
@@ -64,6 +92,26 @@ class Backup(StrictModel):
         if value is None or value.startswith("/") or value.split("://", 1)[0] in {"file", "s3", "gs", "gcs"}:
             return value
         raise ValueError(f"{value!r} must be an absolute path or a file://, s3:// or gs:// URL")
+
+    @field_validator("wal_archive")
+    @classmethod
+    def _wal_archive_fits(cls, value: WalArchive, info: ValidationInfo) -> WalArchive:
+        """Archived WAL replays onto a pg_basebackup copy only, and is written by the database host."""
+        if not value.enabled:
+            return value
+        method = info.data.get("method")
+        if method is not None and method != "physical":
+            raise ValueError(
+                f"WAL archiving needs method: physical (the method is {method!r}): archived WAL replays "
+                "onto a pg_basebackup copy, never onto a pg_dump; switch the method or set enabled: false"
+            )
+        storage = info.data.get("storage")
+        if storage and "://" in storage and not storage.startswith("file://"):
+            raise ValueError(
+                f"WAL archiving writes to a local or mounted directory, not {storage!r}: "
+                "the server's archive_command stores each segment there"
+            )
+        return value
 
 
 class Retention(StrictModel):

@@ -46,8 +46,13 @@ WHERE NOT EXISTS (SELECT 1 FROM orders);
 
 
 def postgres_server(layout: Layout) -> PostgresServer:
-    """The sandbox's server (started or not)."""
-    return PostgresServer(layout.postgres_dir, superuser="postgres")
+    """The sandbox's server (started or not); it archives WAL when demo-db's spec says so."""
+    from opsdag.backups.pg_server import server_user
+    from opsdag.dev.sandbox.wal_archiving import archive_settings
+
+    return PostgresServer(
+        layout.postgres_dir, superuser="postgres", settings=archive_settings(layout, server_user())
+    )
 
 
 def create_demo_database(server: PostgresServer) -> None:

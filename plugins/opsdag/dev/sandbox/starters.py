@@ -16,12 +16,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from opsdag.backups.pg_server import server_user
 from opsdag.dev.sandbox import haproxy_server as hap
 from opsdag.dev.sandbox import prometheus_server as prom
 from opsdag.dev.sandbox.demo_database import DEMO_DATABASE, create_demo_database, postgres_server
 from opsdag.dev.sandbox.fleet import STABLE, Fleet, app_env, new_deployment_id
 from opsdag.dev.sandbox.processes import ProcessTable, free_port, log_tail, port_free, wait_until
 from opsdag.dev.sandbox.state import Layout, Progress, SandboxError
+from opsdag.dev.sandbox.wal_archiving import prepare_archive
 
 HAPROXY_BIN = "/usr/sbin/haproxy"
 PROMETHEUS_BIN = "/usr/bin/prometheus"
@@ -51,6 +53,7 @@ def start_postgres(layout: Layout, state: dict[str, Any], progress: Progress) ->
         progress(f"postgres already running on 127.0.0.1:{server.port}")
     else:
         done = timed(progress, "starting postgres" + ("" if server.initialized else " (initdb first)"))
+        prepare_archive(layout, server_user())
         server.start()
         done(f"127.0.0.1:{server.port}")
     create_demo_database(server)

@@ -1,0 +1,100 @@
+"""``python -m opsdag wal push PATH NAME``: PostgreSQL's ``archive_command`` (``%p %f``).
+
+In postgresql.conf (see the README's WAL section)::
+
+    archive_mode = on
+    archive_command = 'PYTHONPATH=/opt/opsdag/plugins python3 -m opsdag wal push --database demo-db %p %f'
+    archive_timeout = 60s
+
+The segment goes to ``<storage>/<database>/wal/<NAME>`` with its sha256 next to it
+(``opsdag.backups.wal_push``). ``--database`` is the spec's name (``include/databases/
+<name>.yaml``), or ``OPSDAG_WAL_DATABASE``; ``--storage`` is the backups' root, or
+``OPSDAG_BACKUPS_DIR``, or opsdag's state directory: the same place the backup DAG reads.
+Both go in postgresql.conf because the archiver's environment is the server's.
+
+Exit codes: 0 stored (or already stored with the same bytes: PostgreSQL retries); 1 not
+stored (a different file holds the name, or the write failed; PostgreSQL keeps the segment
+and retries); 2 bad usage (not a WAL name, no database, a remote storage URL). Runs on the
+database host for every segment: only the standard library is imported, never Airflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from opsdag.cli import EXIT_OK, EXIT_PROBLEMS, UsageError
+
+DATABASE_ENV = "OPSDAG_WAL_DATABASE"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "wal",
+        help="WAL archiving: the archive_command of a database's server",
+        description="Continuous WAL archiving into the backups' storage.",
+    )
+    commands = parser.add_subparsers(dest="wal_command", metavar="WAL_COMMAND")
+    push = commands.add_parser(
+        "push",
+        help="archive one WAL file (archive_command = '... wal push --database NAME %%p %%f')",
+        description="Store one WAL file durably in <storage>/<database>/wal/ with its sha256.",
+    )
+    push.add_argument("path", help="the file to archive (%%p)")
+    push.add_argument("name", help="its WAL file name (%%f)")
+    push.add_argument("--database", help=f"the database spec's name (default: ${DATABASE_ENV})")
+    push.add_argument(
+        "--storage",
+        help="the backups' root directory (default: $OPSDAG_BACKUPS_DIR, else the state directory)",
+    )
+    push.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
+    push.set_defaults(run=run_push)
+    parser.set_defaults(run=_no_command(parser))
+
+
+def _no_command(parser: argparse.ArgumentParser):
+    def run(_args: argparse.Namespace) -> int:
+        raise UsageError("say what to do: wal push PATH NAME")
+
+    return run
+
+
+def storage_root(value: str | None) -> str:
+    """The local root the archive goes under (a ``file://`` URL is taken as its path)."""
+    if value is None:
+        from opsdag import paths
+
+        return str(paths.backups_root())
+    if value.startswith("file://"):
+        value = value[len("file://") :]
+    if "://" in value:
+        raise UsageError(f"{value}: WAL archiving writes to a local or mounted directory, not a URL")
+    if not value.startswith("/"):
+        raise UsageError(f"{value}: give the storage as an absolute path")
+    return value
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from opsdag.backups.wal_push import PushFailed, PushRefused, archive_dir, push
+
+    database = args.database or os.environ.get(DATABASE_ENV)
+    if not database:
+        raise UsageError(f"which database is this? give --database NAME (or set {DATABASE_ENV})")
+    if "/" in database or database.startswith("."):
+        raise UsageError(f"{database!r} is not a database spec name")
+    directory = archive_dir(storage_root(args.storage), database)
+    try:
+        result = push(args.path, args.name, directory)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    except PushRefused as exc:
+        print(f"opsdag wal push: REFUSED {args.name}: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except PushFailed as exc:
+        print(f"opsdag wal push: FAILED {args.name}: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    if not args.quiet:
+        digest = result.sha256[:16]
+        print(f"opsdag wal push: {result.status} {result.name} ({result.bytes} bytes, sha256 {digest}...)")
+    return EXIT_OK
