@@ -112,7 +112,12 @@ class TempServer:
         hand_over(self.run_dir, self.user)
         try:
             self.process.start(
-                log_file=self.log_file, options=f"-c config_file={conf}", timeout=timeout, cwd=self.run_dir
+                # archive_mode on the command line too: it beats a postgresql.auto.conf restored
+                # with the data (ALTER SYSTEM), so a temporary copy never pushes into the real archive
+                log_file=self.log_file,
+                options=f"-c config_file={conf} -c archive_mode=off",
+                timeout=timeout,
+                cwd=self.run_dir,
             )
         except PgServerError as exc:
             raise PgServerError(f"the restored server did not start: {exc}\n{self.log_tail()}") from None
