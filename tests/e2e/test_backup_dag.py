@@ -153,3 +153,14 @@ def test_retention_dry_run_lists_and_a_real_run_prunes(opsdag_env, airflow_home,
     assert real.xcoms["retention.return_value"]["dry_run"] is False, real.xcoms["retention.return_value"]
     # keep_last 1: only the newest verified backup is left, the one this run took.
     assert [b.id for b in store.list_backups("e2e-db")] == [real.xcoms["backup.return_value"]["backup_id"]]
+
+
+def test_an_unknown_run_conf_key_is_refused_naming_it_before_anything_is_written(
+    opsdag_env, airflow_home, pg_server
+):
+    write_spec(opsdag_env, notifications={})
+    result = run_dag(dags(airflow_home)["backup__e2e-db"], {"dry_run": True})  # meant dry_run_retention
+    assert result.state == "failed"
+    assert result.states["preflight"] == "failed" and result.states["backup"] == "upstream_failed"
+    assert "dry_run: unknown key; allowed here: dry_run_retention" in result.xcoms["preflight.error"]
+    assert not (opsdag_env.backups / "e2e-db").exists() or not any((opsdag_env.backups / "e2e-db").iterdir())

@@ -26,6 +26,7 @@ from opsdag.operators.database_base import DatabaseOperator, slack_conn_id
 from opsdag.operators.run_state import ERROR_KEY, first_failure, task_states
 from opsdag.reports.backup_record import BackupReport
 from opsdag.reports.backup_report import WAL_STEP, backup_steps, build_backup_report
+from opsdag.spec.run_conf import BackupConf, ConfRefused, check_conf
 
 
 def backup_asset(database: str) -> Asset:
@@ -37,6 +38,10 @@ class BackupPreflightOperator(DatabaseOperator):
     """Server reachable, its version, client tools able to back it up, room at the destination."""
 
     def run(self, context: Any) -> dict[str, Any]:
+        try:  # the run conf whole, before anything is read or written: unknown keys named
+            check_conf(BackupConf, context["dag_run"].conf, context["dag_run"].dag_id)
+        except ConfRefused as exc:
+            raise AirflowFailException(str(exc)) from exc
         try:
             result = engine.preflight(self.source(), self.store(), self.database.name, self.options())
         except engine.BackupError as exc:
