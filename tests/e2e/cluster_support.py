@@ -22,9 +22,16 @@ from support.waiting import wait_for
 
 from opsdag.airflow_api import AirflowClient, Credentials
 from opsdag.dev.cluster import control, process_tree
+from opsdag.dev.sandbox.wal_archiving import archive_root
 
 RELEASE = "release__demo-api"
-KEYS = ("OPSDAG_STATE_DIR", "OPSDAG_INCLUDE_DIR", "OPSDAG_SANDBOX_DIR", "OPSDAG_REPORTS_DIR")
+KEYS = (
+    "OPSDAG_STATE_DIR",
+    "OPSDAG_INCLUDE_DIR",
+    "OPSDAG_SANDBOX_DIR",
+    "OPSDAG_REPORTS_DIR",
+    "OPSDAG_BACKUPS_DIR",
+)
 
 
 @dataclass
@@ -32,6 +39,7 @@ class Cluster:
     credentials: Credentials
     slack: SlackRecorder
     state: Path
+    backups: Path
 
     def client(self) -> AirflowClient:
         return AirflowClient(self.credentials)
@@ -76,6 +84,9 @@ def cluster(e2e_include: Path, sandbox, tmp_path_factory: pytest.TempPathFactory
         "OPSDAG_INCLUDE_DIR": str(include),
         "OPSDAG_SANDBOX_DIR": str(sandbox.root),
         "OPSDAG_REPORTS_DIR": str(state / "reports"),
+        # where the session's sandbox archives the demo database's WAL: the cluster's backups
+        # must be there too, for the backup DAG's WAL continuity check
+        "OPSDAG_BACKUPS_DIR": str(archive_root(sandbox.layout)),
     }
     saved = {k: os.environ.get(k) for k in (*KEYS, "AIRFLOW_CONN_SLACK_E2E")}
     with SlackRecorder() as slack:
@@ -83,7 +94,7 @@ def cluster(e2e_include: Path, sandbox, tmp_path_factory: pytest.TempPathFactory
         os.environ["AIRFLOW_CONN_SLACK_E2E"] = slack.connection_json()
         try:
             credentials = control.up(progress=lambda _m: None, timeout=400)
-            yield Cluster(credentials, slack, state)
+            yield Cluster(credentials, slack, state, Path(values["OPSDAG_BACKUPS_DIR"]))
         finally:
             started = [r.pid for r in control.table().records()]
             control.down(progress=lambda _m: None)

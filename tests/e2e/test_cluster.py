@@ -90,7 +90,7 @@ def test_a_backup_and_the_drill_it_starts_end_to_end(cluster) -> None:
         before = {r["dag_run_id"] for r in client.request("GET", "/dags/drill__demo-db/dagRuns")["dag_runs"]}
         backup = client.trigger("backup__demo-db", {})["dag_run_id"]
     assert cluster.wait_end("backup__demo-db", backup, 300)["state"] == "success"
-    stored = (cluster.state / "backups" / "demo-db").glob("*/manifest.json")
+    stored = (cluster.backups / "demo-db").glob("*/manifest.json")
     manifests = [json.loads(m.read_text()) for m in stored]
     # (the scheduler may also have started the DAG's latest scheduled run when it was unpaused)
     assert [m for m in manifests if m["run"]["run_id"] == backup], manifests
