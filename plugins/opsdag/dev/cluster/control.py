@@ -10,7 +10,6 @@ Settings and secrets: ``settings``; where everything lives: ``layout``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -115,9 +114,7 @@ def down(*, progress: Callable[[str], None] = print) -> bool:
             progress(f"  stopping {item.name} (process group {record.pgid})")
             tree = process_tree.descendants(set(ProcessTable.group_alive(record)))
             table().stop(record, timeout=30)
-            for pid in filter(process_tree.alive, tree):  # task processes in groups of their own
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            process_tree.signal_all(tree, signal.SIGKILL)  # task processes in groups of their own
             stopped = True
     broker = redis()
     if broker.running():
@@ -163,9 +160,7 @@ def kill(name: str, sig: signal.Signals = signal.SIGKILL) -> int:
         raise RuntimeError(f"{name} is not running")
     tree = process_tree.descendants(set(ProcessTable.group_alive(record)))
     os.killpg(record.pgid, sig)
-    for pid in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
+    process_tree.signal_all(tree, sig)
     wait_until(lambda: not ProcessTable.group_alive(record) and not any(map(process_tree.alive, tree)), 30)
     return record.pid
 

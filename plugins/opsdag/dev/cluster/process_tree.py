@@ -7,6 +7,10 @@ tests must do the same.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -45,3 +49,11 @@ def descendants(roots: set[int]) -> set[int]:
     while more := {pid for pid, parent in parents.items() if parent in found} - found:
         found |= more
     return found
+
+
+def signal_all(pids: Iterable[int], sig: signal.Signals) -> None:
+    """Signal each of ``pids`` still there (one may have exited meanwhile)."""
+    for pid in pids:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
