@@ -121,7 +121,13 @@ class BackupStore:
 
     # -- listing and reading ----------------------------------------------------------
 
+    def refresh(self, directory: Any) -> None:
+        """Forget cached listings below ``directory`` (s3fs caches them; other processes write too)."""
+        if not self.is_local:
+            directory.fs.invalidate_cache(directory.path)
+
     def _names(self, directory: Any) -> list[str]:
+        self.refresh(directory)
         try:
             return sorted(p.name for p in directory.iterdir())
         except (FileNotFoundError, NotADirectoryError):
@@ -207,6 +213,7 @@ class BackupStore:
                 if p.is_file()
             }
         base = directory.path.rstrip("/")
+        self.refresh(directory)
         found = {}
         for path in directory.fs.find(base):
             rel = path[len(base) :].lstrip("/")
@@ -267,9 +274,17 @@ class BackupStore:
             if self.is_local:
                 os.replace(self.local(partial), self.local(final))
             else:
-                partial.fs.mv(partial.path, final.path, recursive=True)
+                self._move_objects(partial, final)
         self.write_json(final / MANIFEST, manifest.to_json())
         return self.location(database, backup_id)
+
+    def _move_objects(self, source: Any, destination: Any) -> None:
+        """Object by object (server-side copies, then the deletes): object stores have no rename.
+        Explicit rather than ``fs.mv(recursive=True)``, whose placement of a prefix varies."""
+        files = self.files_under(source)
+        for rel, path in sorted(files.items()):
+            path.fs.copy(path.path, (destination / rel).path)
+        self.remove_tree(source)
 
     def delete(self, database: str, backup_id: str) -> None:
         """Remove a backup: its manifest first (it stops existing), then its files."""
