@@ -8,9 +8,10 @@ Layout, next to the database's backups (``wal_push`` writes it)::
 
 The range of WAL a physical base backup spans is read from pg_basebackup's own
 ``backup_manifest`` (``WAL-Ranges``) stored in the backup. The decision itself is the pure
-``wal_continuity.check_continuity``; this module gathers its inputs. Local (or mounted)
-storage only: the archive is written by ``archive_command`` on the database host. No
-Airflow import.
+``wal_continuity.check_continuity``; this module gathers its inputs. The root is a local
+path, or the backup store's ObjectStoragePath (S3, written by ``wal push --conn-id``): the
+same functions read both, a listing of the object store giving each object's size and
+LastModified time. No Airflow import (an ObjectStoragePath is only used, never made here).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from opsdag.backups.wal_continuity import ArchivedSegment, WalContinuity, check_continuity
 from opsdag.backups.wal_names import (
@@ -51,18 +53,51 @@ class ArchivedFile:
     archived_at: datetime
 
 
-def list_archive(directory: Path) -> list[ArchivedFile]:
-    """Every archived WAL file (segments, history, backup history), by name; temp files left out."""
+def is_object_store(directory: Any) -> bool:
+    """True for an ObjectStoragePath on S3/GCS (a local Path, or a file:// one, is a directory)."""
+    return hasattr(directory, "fs") and getattr(directory, "protocol", "file") not in ("file", "local", "")
+
+
+def archive_files(directory: Any) -> list[ArchivedFile]:
+    """Every file of the archive directory (segments, checksums, temp files), by name."""
+    if is_object_store(directory):
+        return _object_files(directory)
     try:
-        entries = list(os.scandir(directory))
+        entries = list(os.scandir(Path(directory.path) if hasattr(directory, "fs") else directory))
     except FileNotFoundError:
         return []
     out = []
     for entry in entries:
-        if entry.is_file() and is_archivable(entry.name):
+        if entry.is_file():
             st = entry.stat()
             out.append(ArchivedFile(entry.name, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
     return sorted(out, key=lambda f: f.name)
+
+
+def _object_files(directory: Any) -> list[ArchivedFile]:
+    fs = directory.fs
+    fs.invalidate_cache(directory.path)  # s3fs caches listings; the archive is written elsewhere
+    try:
+        infos = fs.ls(directory.path, detail=True)
+    except FileNotFoundError:
+        return []
+    out = []
+    for info in infos:
+        if info.get("type") != "file":
+            continue
+        when = info.get("LastModified") or info.get("mtime") or info.get("updated")
+        if isinstance(when, int | float):
+            when = datetime.fromtimestamp(when, UTC)
+        elif isinstance(when, str):
+            when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        name = info["name"].rstrip("/").rsplit("/", 1)[-1]
+        out.append(ArchivedFile(name, int(info.get("size") or 0), when or datetime.now(UTC)))
+    return sorted(out, key=lambda f: f.name)
+
+
+def list_archive(directory: Any) -> list[ArchivedFile]:
+    """Every archived WAL file (segments, history, backup history), by name; temp files left out."""
+    return [f for f in archive_files(directory) if is_archivable(f.name)]
 
 
 def segment_size_of(files: list[ArchivedFile]) -> int:
@@ -79,7 +114,7 @@ def segment_size_of(files: list[ArchivedFile]) -> int:
         raise WalArchiveError(f"archived segments are not whole: {exc}") from exc
 
 
-def checksum_state(directory: Path, name: str) -> str:
+def checksum_state(directory: Any, name: str) -> str:
     """``ok``, ``mismatch`` (the bytes changed since archiving) or ``missing`` (no .sha256)."""
     stored = read_checksum(directory, name)
     if stored is None:
@@ -88,7 +123,7 @@ def checksum_state(directory: Path, name: str) -> str:
     return "ok" if digest == stored else "mismatch"
 
 
-def backup_wal_range(backup_dir: Path, segment_size: int = DEFAULT_SEGMENT_SIZE) -> tuple[Segment, Segment]:
+def backup_wal_range(backup_dir: Any, segment_size: int = DEFAULT_SEGMENT_SIZE) -> tuple[Segment, Segment]:
     """(start, end) segments of a physical base backup, from its ``backup_manifest``."""
     path = backup_dir / BACKUP_MANIFEST
     try:
@@ -105,8 +140,13 @@ def backup_wal_range(backup_dir: Path, segment_size: int = DEFAULT_SEGMENT_SIZE)
     return start, end
 
 
+def backup_path(root: Any, database: str, backup_id: str) -> Any:
+    """``<root>/<database>/<backup_id>`` (a Path for a local root, else the root's own kind)."""
+    return archive_dir(root, database).parent / backup_id
+
+
 def check_archive(
-    root: Path,
+    root: Any,
     database: str,
     backup_id: str,
     *,
@@ -117,7 +157,7 @@ def check_archive(
     directory = archive_dir(root, database)
     files = list_archive(directory)
     size = segment_size_of(files)
-    start, end = backup_wal_range(Path(root) / database / backup_id, size)
+    start, end = backup_wal_range(backup_path(root, database, backup_id), size)
     archived = []
     for f in files:
         if not is_segment(f.name):
@@ -129,11 +169,16 @@ def check_archive(
     return check_continuity(start, archived, now=now or datetime.now(UTC), end=end, segment_size=size)
 
 
-def orphan_checksums(directory: Path) -> list[str]:
-    """``.sha256`` files whose segment is gone (a retention interrupted between the two)."""
-    names = {f.name for f in list_archive(directory)}
-    try:
-        sums = [p.name for p in directory.iterdir() if p.name.endswith(CHECKSUM_SUFFIX)]
-    except FileNotFoundError:
-        return []
-    return sorted(s for s in sums if s[: -len(CHECKSUM_SUFFIX)] not in names)
+def orphan_checksums(directory: Any, *, older_than: datetime | None = None) -> list[str]:
+    """``.sha256`` files whose segment is gone (a retention interrupted between the two, or on an
+    object store a push that died between its checksum and its segment), optionally only those
+    last written before ``older_than`` (a young one may belong to a push in progress)."""
+    files = archive_files(directory)
+    names = {f.name for f in files if is_archivable(f.name)}
+    return sorted(
+        f.name
+        for f in files
+        if f.name.endswith(CHECKSUM_SUFFIX)
+        and f.name[: -len(CHECKSUM_SUFFIX)] not in names
+        and (older_than is None or f.archived_at < older_than)
+    )

@@ -27,6 +27,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from opsdag.backups.wal_names import is_archivable
 
@@ -52,16 +53,27 @@ class PushResult:
     path: Path
 
 
-def archive_dir(root: Path | str, database: str) -> Path:
-    """``<backups root>/<database>/wal``: where a database's WAL archive lives."""
-    return Path(root) / database / WAL_DIR
+def archive_dir(root: Any, database: str) -> Any:
+    """``<backups root>/<database>/wal``: where a database's WAL archive lives.
+
+    ``root`` is a local path (str or Path: a Path comes back) or an ObjectStoragePath (S3:
+    the same kind comes back, see ``wal_push_remote``)."""
+    return (Path(root) if isinstance(root, str) else root) / database / WAL_DIR
+
+
+def check_wal_name(name: str) -> None:
+    """ValueError unless ``name`` is a bare WAL file name PostgreSQL archives."""
+    if not is_archivable(name) or name != os.path.basename(name):
+        raise ValueError(
+            f"{name!r} is not a WAL file name PostgreSQL archives (like 000000010000000000000002)"
+        )
 
 
 def checksum_line(digest: str, name: str) -> str:
     return f"{digest}  {name}\n"
 
 
-def read_checksum(directory: Path, name: str) -> str | None:
+def read_checksum(directory: Any, name: str) -> str | None:
     """The sha256 stored next to ``name`` at archiving, or None."""
     try:
         text = (directory / f"{name}{CHECKSUM_SUFFIX}").read_text()
@@ -71,10 +83,11 @@ def read_checksum(directory: Path, name: str) -> str | None:
     return digest if len(digest) == 64 else None
 
 
-def sha256_file(path: Path) -> tuple[int, str]:
+def sha256_file(path: Any) -> tuple[int, str]:
+    """Size and sha256 of a local file (Path or str) or of an object (ObjectStoragePath)."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
+    with (Path(path) if isinstance(path, str) else path).open("rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
             size += len(chunk)
@@ -83,10 +96,7 @@ def sha256_file(path: Path) -> tuple[int, str]:
 
 def push(source: Path | str, name: str, directory: Path | str) -> PushResult:
     """Store ``source`` as ``directory/name`` (and its ``.sha256``), durably and at most once."""
-    if not is_archivable(name) or name != os.path.basename(name):
-        raise ValueError(
-            f"{name!r} is not a WAL file name PostgreSQL archives (like 000000010000000000000002)"
-        )
+    check_wal_name(name)
     directory, source = Path(directory), Path(source)
     target = directory / name
     try:

@@ -10,7 +10,10 @@ read, nothing is pruned: an archive is never emptied by a misreading.
 ``plan_wal_retention`` is the pure decision; ``apply_wal_retention`` reads the archive and
 the kept backups' ``backup_manifest``, and deletes (segment first, then its ``.sha256``).
 Called from the backup DAG's retention step, after the backups' own retention
-(``retention.py``), with the ids that step keeps. No Airflow import.
+(``retention.py``), with the ids that step keeps. The root is a local path or the backup
+store's ObjectStoragePath (S3): on an object store there are no temp files, and a ``.sha256``
+without its segment is removed only once it is an hour old (a push writes the checksum
+first, so a young orphan may be a push in progress). No Airflow import.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from opsdag.backups.wal_archive import (
     WalArchiveError,
+    backup_path,
     backup_wal_range,
+    is_object_store,
     list_archive,
     orphan_checksums,
     segment_size_of,
@@ -34,6 +40,7 @@ from opsdag.backups.wal_push import CHECKSUM_SUFFIX, archive_dir
 
 log = logging.getLogger(__name__)
 STALE_TMP_SECONDS = 24 * 3600
+ORPHAN_CHECKSUM_MIN_AGE = timedelta(hours=1)
 
 
 @dataclass
@@ -92,12 +99,12 @@ def plan_wal_retention(
 
 
 def kept_starts(
-    root: Path, database: str, backup_ids: list[str], segment_size: int
+    root: Any, database: str, backup_ids: list[str], segment_size: int
 ) -> tuple[dict[str, Segment], list[str]]:
     """Start segments of the kept physical backups, and the kept ones whose start cannot be read."""
     starts, unknown = {}, []
     for backup_id in backup_ids:
-        backup_dir = Path(root) / database / backup_id
+        backup_dir = backup_path(root, database, backup_id)
         try:
             method = json.loads((backup_dir / "manifest.json").read_bytes()).get("method")
         except FileNotFoundError:
@@ -115,7 +122,7 @@ def kept_starts(
 
 
 def apply_wal_retention(
-    root: Path,
+    root: Any,
     database: str,
     kept_backup_ids: list[str],
     *,
@@ -141,9 +148,12 @@ def apply_wal_retention(
             (directory / name).unlink(missing_ok=True)
             (directory / f"{name}{CHECKSUM_SUFFIX}").unlink(missing_ok=True)
             deleted += 1
-        for orphan in orphan_checksums(directory):
+        remote = is_object_store(directory)
+        older_than = datetime.now(UTC) - ORPHAN_CHECKSUM_MIN_AGE if remote else None
+        for orphan in orphan_checksums(directory, older_than=older_than):
             (directory / orphan).unlink(missing_ok=True)
-        _remove_stale_temp_files(directory)
+        if not remote:
+            _remove_stale_temp_files(Path(directory.path) if hasattr(directory, "fs") else directory)
     return plan.to_dict(deleted, dry_run)
 
 

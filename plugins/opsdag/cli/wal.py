@@ -12,10 +12,17 @@ The segment goes to ``<storage>/<database>/wal/<NAME>`` with its sha256 next to 
 ``OPSDAG_BACKUPS_DIR``, or opsdag's state directory: the same place the backup DAG reads.
 Both go in postgresql.conf because the archiver's environment is the server's.
 
+``--storage s3://bucket/prefix --conn-id ID`` archives into object storage instead
+(``opsdag.backups.wal_push_remote``: the sha256 object first, then the segment with a
+conditional PUT), with the credentials of the Airflow connection ``ID`` (so Airflow must be
+importable there, and each push costs its import: seconds, not milliseconds). The local
+path never imports Airflow.
+
 Exit codes: 0 stored (or already stored with the same bytes: PostgreSQL retries); 1 not
 stored (a different file holds the name, or the write failed; PostgreSQL keeps the segment
-and retries); 2 bad usage (not a WAL name, no database, a remote storage URL). Runs on the
-database host for every segment: only the standard library is imported, never Airflow.
+and retries); 2 bad usage (not a WAL name, no database, a remote storage URL without
+--conn-id). Runs on the database host for every segment: to a local directory only the
+standard library is imported, never Airflow.
 """
 
 from __future__ import annotations
@@ -46,7 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     push.add_argument("--database", help=f"the database spec's name (default: ${DATABASE_ENV})")
     push.add_argument(
         "--storage",
-        help="the backups' root directory (default: $OPSDAG_BACKUPS_DIR, else the state directory)",
+        help="the backups' root directory (default: $OPSDAG_BACKUPS_DIR, else the state directory), "
+        "or an s3:// URL with --conn-id",
+    )
+    push.add_argument(
+        "--conn-id", help="the Airflow connection of an s3:// storage (its credentials and endpoint)"
     )
     push.add_argument("--quiet", "-q", action="store_true", help="print nothing on success")
     push.set_defaults(run=run_push)
@@ -75,6 +86,25 @@ def storage_root(value: str | None) -> str:
     return value
 
 
+def is_remote(storage: str | None) -> bool:
+    return bool(storage) and "://" in storage and not storage.startswith("file://")
+
+
+def remote_directory(storage: str, conn_id: str | None, database: str):
+    """The archive on object storage and the function that pushes there (imports Airflow)."""
+    if not conn_id:
+        raise UsageError(
+            f"{storage}: without --conn-id WAL archiving writes to a local directory, not a URL; "
+            "give --conn-id (the Airflow connection with the object storage's credentials)"
+        )
+    from opsdag.backups.wal_push_remote import push_remote, remote_archive_dir
+
+    try:
+        return remote_archive_dir(storage, conn_id, database), push_remote
+    except ValueError as exc:
+        raise UsageError(f"{storage}: {exc}") from exc
+
+
 def run_push(args: argparse.Namespace) -> int:
     from opsdag.backups.wal_push import PushFailed, PushRefused, archive_dir, push
 
@@ -83,9 +113,16 @@ def run_push(args: argparse.Namespace) -> int:
         raise UsageError(f"which database is this? give --database NAME (or set {DATABASE_ENV})")
     if "/" in database or database.startswith("."):
         raise UsageError(f"{database!r} is not a database spec name")
-    directory = archive_dir(storage_root(args.storage), database)
+    if is_remote(args.storage):
+        directory, pusher = remote_directory(args.storage, args.conn_id, database)
+    else:
+        if args.conn_id:
+            raise UsageError(
+                f"--conn-id is for an s3:// storage, not the directory {args.storage or '(default)'}"
+            )
+        directory, pusher = archive_dir(storage_root(args.storage), database), push
     try:
-        result = push(args.path, args.name, directory)
+        result = pusher(args.path, args.name, directory)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     except PushRefused as exc:
