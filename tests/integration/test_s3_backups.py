@@ -12,6 +12,7 @@ the S3 server received); retention deletes old backups' objects; a drill restore
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -147,3 +148,15 @@ def test_a_drill_restores_a_backup_from_s3(pg_server, make_db, s3_bucket, tmp_pa
         assert table_rows(restored) == table_rows(target_for(pg_server, dbname))
     finally:
         assert drill.teardown(server, names)["clean"]
+
+
+def test_a_bucket_refusing_the_upload_fails_the_backup_naming_it(pg_server, make_db, s3_bucket):
+    dbname = make_db(orders=50)
+    url = f"s3://opsdag-no-such-bucket-{s3_bucket.name[-6:]}/backups"
+    store = BackupStore(url, conn_id=s3_bucket.conn_id)
+    backup_id = engine.backup_id_for(datetime.now(UTC), "refused")
+    with pytest.raises(engine.StorageRefused, match=f"the storage {url} refused the write"):
+        engine.take_backup(target_for(pg_server, dbname), store, DB, backup_id, engine.BackupOptions())
+    assert store.list_backups(DB) == []
+    scratch = Path(os.environ["OPSDAG_STATE_DIR"]) / "scratch" / "backups" / DB / backup_id
+    assert not scratch.exists()  # the local copy of the dump is gone too

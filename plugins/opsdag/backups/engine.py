@@ -10,6 +10,7 @@ backup whose manifest is already published is left alone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ from opsdag.backups.manifest import Manifest, build_manifest
 from opsdag.backups.pg import PgTarget, ToolError, pg_tool, server_info, tool_major
 from opsdag.backups.retention import RetentionPolicy, plan_retention
 from opsdag.backups.storage import DATA_DIR, VERIFICATION, BackupStore
+from opsdag.backups.storage_errors import storage_problem, storage_refused_message
 from opsdag.format import size
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ CAPTURE = "capture.json"
 
 class BackupError(RuntimeError):
     """A backup step failed for a reason worth reporting as is (no traceback needed)."""
+
+
+class StorageRefused(BackupError):
+    """The storage was full or refused a write; the backup's files were removed (none is visible)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,7 @@ def take_backup(
     store.remove_tree(partial)  # a previous attempt of this same run
     store.remove_tree(store.backup_dir(database, backup_id))  # published dir without manifest
     local_work = None if store.is_local else scratch_dir("backups", database, backup_id)
+    writing_to = (store.url, False) if store.is_local else (str(local_work), False)  # (where, remote)
     try:
         if store.is_local:
             base = store.local(partial)
@@ -161,11 +168,16 @@ def take_backup(
             base.mkdir(parents=True)
         capture = _run_method(source, base / DATA_DIR, options, backup_id, logger, on_start)
         capture.update({"id": backup_id, "database": database, "run": run or {}})
+        writing_to = (store.url, not store.is_local)
         if not store.is_local:
             store.upload_tree(base / DATA_DIR, partial / DATA_DIR)
         store.write_json(partial / CAPTURE, capture)
-    except BaseException:
-        store.remove_tree(partial)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # a refusing store may refuse the clean-up too
+            store.remove_tree(partial)
+        if problem := storage_problem(exc, remote=writing_to[1]):
+            what = f"backup {backup_id} of {database}"
+            raise StorageRefused(storage_refused_message(what, writing_to[0], problem)) from exc
         raise
     finally:
         if local_work is not None:
@@ -236,7 +248,14 @@ def publish_manifest(store: BackupStore, database: str, backup_id: str) -> Manif
     if not files:
         raise BackupError(f"backup {backup_id} of {database} has no data files")
     manifest = build_manifest(capture, files)
-    store.publish(database, backup_id, manifest)
+    try:
+        store.publish(database, backup_id, manifest)
+    except Exception as exc:  # the backup stays invisible (no manifest); a retry publishes it
+        if problem := storage_problem(exc, remote=not store.is_local):
+            what = f"publishing backup {backup_id} of {database}"
+            invisible = "the backup stays invisible (no manifest) until a retry publishes it"
+            raise StorageRefused(storage_refused_message(what, store.url, problem, invisible)) from exc
+        raise
     capture_path = store.backup_dir(database, backup_id) / CAPTURE
     if store.exists(capture_path):
         capture_path.unlink()

@@ -232,10 +232,14 @@ class BackupStore:
         if self.is_local:
             target = self.local(path)
             tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_text(text)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
+            try:
+                tmp.write_text(text)
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # a full disk leaves no half-written document behind
+                raise
         else:
             path.write_text(text)  # one PUT: object stores never show half an object
 
