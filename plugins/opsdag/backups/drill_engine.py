@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opsdag.backups import logical, physical
+from opsdag.backups import logical, physical, pitr
 from opsdag.backups.engine import scratch_dir
 from opsdag.backups.manifest import Manifest
 from opsdag.backups.pg import PgTarget, quote_ident
@@ -191,10 +191,12 @@ def restore(
     target: PgTarget | None,
     jobs: int,
     check_checksums: bool = True,
+    recovery: dict[str, Any] | None = None,
     logger: logging.Logger | None = None,
     on_start: Any = None,
 ) -> dict[str, Any]:
-    """Restore ``manifest``'s backup: into the scratch database, or into a temporary server."""
+    """Restore ``manifest``'s backup: into the scratch database, or into a temporary server
+    (recovered with the archived WAL to ``recovery["target"]`` when ``recovery`` is given, see ``pitr``)."""
     logger = logger or log
     t0 = time.monotonic()
     names.workdir.mkdir(parents=True, exist_ok=True)
@@ -226,8 +228,13 @@ def restore(
         server_dir = names.workdir / "server"
         TempServer.find(server_dir / "run", server_dir / "data").stop()  # an earlier attempt's
         t1 = time.monotonic()
-        server = physical.start_restored(data, names.workdir / "server", major, logger)
+        if recovery is not None:
+            server = pitr.start_recovered(data, server_dir, major, recovery, logger)
+        else:
+            server = physical.start_restored(data, server_dir, major, logger)
         result = {"port": server.port, "start_seconds": round(time.monotonic() - t1, 3)}
+        if recovery is not None:
+            result["recovered_to"] = recovery["target"]
     result["fetch_seconds"] = round(fetch_seconds, 3)
     result["seconds"] = round(time.monotonic() - t0, 3)
     return result

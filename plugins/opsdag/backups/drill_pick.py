@@ -135,3 +135,34 @@ def pick_backup(
         requested=backup_id,
         announcement=announcement,
     )
+
+
+def pick_for_drill(
+    store: BackupStore,
+    database: str,
+    backup_id: str | None,
+    recovery_target_time: str | None,
+    *,
+    announcement: BackupAnnouncement | None,
+    wal_archived: bool,
+) -> tuple[BackupChoice, dict[str, Any] | None]:
+    """The backup to restore and, with a WAL archive, the recovery to make (``pitr.plan``).
+
+    With WAL archiving every drill recovers: to ``latest`` by default, else to the run's
+    ``recovery_target_time``. Without, only ``latest`` (the backup as it is) is possible.
+    """
+    from opsdag.backups import pitr
+    from opsdag.backups.pitr_plan import FIELD, TargetRefused, parse_target
+
+    target = parse_target(recovery_target_time)
+    if not wal_archived:
+        if not target.latest:
+            raise TargetRefused(
+                f"{FIELD} {target.describe()}: {database} has no WAL archive (backup.wal_archive.enabled "
+                "with method: physical), so a drill restores its backups as they are: leave it 'latest'"
+            )
+        return pick_backup(store, database, backup_id, announcement=announcement), None
+    requested = (backup_id or "").strip() or (announcement.backup_id if announcement else None)
+    planned = pitr.plan(store, database, target, requested=requested)
+    why = "the run's backup_id param" if (backup_id or "").strip() else "newest verified base backup"
+    return BackupChoice(planned["base"], f"{why} for recovery to {target.describe()}"), planned["recovery"]

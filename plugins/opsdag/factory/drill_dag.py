@@ -45,9 +45,11 @@ def drill_doc(spec: DatabaseSpec) -> str:
     return (
         f"### DR drill of `{spec.name}`\n\n{spec.description}\n\n"
         "`pick_backup` (the `backup_id` param, else the backup named by the backup run that triggered "
-        "this drill, else the newest verified) -> `provision` (a scratch database on "
-        "the drill server; refuses the source or an unmarked target) -> `restore` -> `verify` (every "
-        "table's rows and checksum, the checks below) -> `measure` (RTO/RPO) -> `teardown` (always) -> "
+        "this drill, else the newest verified; with WAL archiving, the newest base backup before the "
+        "`recovery_target_time` param, refused when the archive does not cover it) -> `provision` "
+        "(a scratch database on the drill server; refuses the source or an unmarked target) -> "
+        "`restore` -> `verify` (every table's rows and checksum, or the `pitr_marker` rows after a "
+        "point-in-time recovery; the checks below) -> `measure` (RTO/RPO) -> `teardown` (always) -> "
         "`report` -> `notify`.\n\n"
         f"- runs on {when or 'manual triggers only'}\n"
         f"- drill target connection `{d.target_conn_id}` (its extra must hold "
@@ -65,8 +67,6 @@ def drill_dag(spec: DatabaseSpec) -> DAG | None:
     if spec.drill is None:
         return None
     from opsdag.operators.drill import (
-        DrillNotifyOperator,
-        DrillReportOperator,
         MeasureDrillOperator,
         PickBackupOperator,
         ProvisionDrillOperator,
@@ -74,6 +74,7 @@ def drill_dag(spec: DatabaseSpec) -> DAG | None:
         TeardownDrillOperator,
         VerifyDrillOperator,
     )
+    from opsdag.operators.drill_outcome import DrillNotifyOperator, DrillReportOperator
 
     with DAG(
         dag_id=f"drill__{spec.name}",
@@ -91,6 +92,16 @@ def drill_dag(spec: DatabaseSpec) -> DAG | None:
                 description=(
                     "Restore this backup (it must be verified) instead of the one the triggering backup "
                     "run announced, or the newest verified one."
+                ),
+            ),
+            "recovery_target_time": Param(
+                "latest",
+                type="string",
+                title="Recover to",
+                description=(
+                    "With WAL archiving (backup.wal_archive): 'latest' replays every archived transaction; "
+                    "an ISO 8601 time with its zone (2026-11-30T02:15:00Z) recovers to that moment from the "
+                    "newest base backup before it. Without archiving only 'latest' (the backup as it is)."
                 ),
             ),
         },

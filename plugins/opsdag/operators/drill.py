@@ -24,19 +24,18 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowFailException
 
 from opsdag.backups import drill_engine as drill
-from opsdag.backups.drill_pick import announced_backup, pick_backup
+from opsdag.backups.drill_pick import announced_backup, pick_for_drill
 from opsdag.backups.drill_verification import measure, verification_failure, verify_restored
 from opsdag.backups.manifest import Manifest
 from opsdag.backups.pg import PgTarget, target_from_connection
+from opsdag.backups.pitr_plan import TargetRefused
 from opsdag.format import duration
 from opsdag.operators.backup import backup_asset
-from opsdag.operators.database_base import DatabaseOperator, slack_conn_id
-from opsdag.operators.run_state import task_states
-from opsdag.reports.drill_report import PHASES as DRILL_TASKS
+from opsdag.operators.database_base import DatabaseOperator
 from opsdag.spec.run_conf import ConfRefused, DrillConf, check_conf
 
 
-def _now() -> str:
+def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
@@ -79,11 +78,11 @@ class DrillOperator(DatabaseOperator):
 
     def execute(self, context: Any) -> Any:
         """``run``, with when it started and ended and how long it took added to its result."""
-        started, started_at = time.monotonic(), _now()
+        started, started_at = time.monotonic(), now_iso()
         result = super().execute(context)
         if isinstance(result, dict):
             result.setdefault("started_at", started_at)
-            result.update(finished_at=_now(), task_seconds=round(time.monotonic() - started, 3))
+            result.update(finished_at=now_iso(), task_seconds=round(time.monotonic() - started, 3))
         return result
 
 
@@ -91,11 +90,18 @@ class PickBackupOperator(DrillOperator):
     """The backup to restore: the ``backup_id`` param (templated), else the one the triggering
     backup's Asset event names, else the newest verified (``opsdag.backups.drill_pick``)."""
 
-    template_fields: Sequence[str] = ("backup_id",)
+    template_fields: Sequence[str] = ("backup_id", "recovery_target_time")
 
-    def __init__(self, *, backup_id: str | None = "{{ params.backup_id or '' }}", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        backup_id: str | None = "{{ params.backup_id or '' }}",
+        recovery_target_time: str | None = "{{ params.recovery_target_time or 'latest' }}",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.backup_id = backup_id
+        self.recovery_target_time = recovery_target_time
 
     def triggering_events(self, context: Any) -> list[Any]:
         """The events of this database's backup Asset that started this run (none for cron or manual runs)."""
@@ -112,14 +118,32 @@ class PickBackupOperator(DrillOperator):
             raise AirflowFailException(str(exc)) from exc
         store = self.store()
         announcement = announced_backup(self.triggering_events(context))
+        backup = self.database.backup
         try:
-            choice = pick_backup(store, self.database.name, self.backup_id, announcement=announcement)
-        except drill.DrillError as exc:
+            choice, recovery = pick_for_drill(
+                store,
+                self.database.name,
+                self.backup_id,
+                self.recovery_target_time,
+                announcement=announcement,
+                wal_archived=backup.method == "physical" and backup.wal_archive.enabled,
+            )
+        except (drill.DrillError, TargetRefused) as exc:
             raise AirflowFailException(str(exc)) from exc
         result = choice.to_xcom(
             location=store.location(self.database.name, choice.backup.id),
             drill_started=context["dag_run"].start_date or datetime.now(UTC),
         )
+        if recovery is not None:
+            result["recovery"] = recovery
+            self.log.info(
+                "recovering to %s: the backups can restore from %s to %s; WAL %s to %s, checksums verified",
+                recovery["target"],
+                recovery["restorable_from"],
+                recovery["restorable_to"] or "the end of the archive",
+                recovery["wal"]["start_segment"],
+                recovery["wal"]["newest_segment"],
+            )
         self.log.info("drill of %s uses backup %s (%s)", self.database.name, choice.backup.id, choice.reason)
         return result
 
@@ -128,7 +152,7 @@ class ProvisionDrillOperator(DrillOperator):
     """Check the target is a marked drill target and not the source; create the scratch database."""
 
     def run(self, context: Any) -> dict[str, Any]:
-        started_at = _now()
+        started_at = now_iso()
         self.picked(context)
         manifest = self.manifest(context)
         names = self.names(context)
@@ -168,6 +192,7 @@ class RestoreDrillOperator(DrillOperator):
                 self.names(context),
                 target=target,
                 jobs=self.database.drill.jobs or self.database.backup.jobs,
+                recovery=self.picked(context).get("recovery"),
                 logger=self.log,
             )
         except drill.BackupCorrupt as exc:
@@ -188,9 +213,12 @@ class VerifyDrillOperator(DrillOperator):
         role = drill.physical_role(manifest, self.source().user)
         restored = drill.restored_target(manifest, self.names(context), target, role)
         checks = [c.model_dump(mode="json") for c in self.database.drill.checks]
+        recovery = self.picked(context).get("recovery")
+        if recovery is not None:
+            return self.verify_recovered(context, restored, checks, recovery)
         with restored.connect() as conn:
             result = verify_restored(conn, manifest, checks)
-        result["verified_at"] = _now() if result["ok"] else None
+        result["verified_at"] = now_iso() if result["ok"] else None
         context["ti"].xcom_push(key="verification", value=result)
         if not result["ok"]:
             message = verification_failure(result)
@@ -204,6 +232,33 @@ class VerifyDrillOperator(DrillOperator):
         )
         return result
 
+    def verify_recovered(
+        self, context: Any, restored: PgTarget, checks: list[dict[str, Any]], recovery: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A point-in-time copy: promoted, the marker rows exact, the checks (``pitr_verification``)."""
+        from opsdag.backups.pitr_verification import recovery_failure, verify_recovered
+
+        assert self.database.drill is not None
+        marker = self.database.drill.pitr_marker
+        with restored.connect() as conn:
+            result = verify_recovered(
+                conn,
+                checks,
+                target=recovery["target"],
+                marker=marker.model_dump() if marker else None,
+                source_connect=self.source().connect,
+            )
+        result["verified_at"] = now_iso() if result["ok"] else None
+        context["ti"].xcom_push(key="verification", value=result)
+        if not result["ok"]:
+            raise AirflowFailException(recovery_failure(result))
+        self.log.info(
+            "point-in-time copy verified: last transaction %s, %s",
+            result["recovery"]["last_transaction_at"],
+            "marker rows exact" if marker else "no pitr_marker in the spec to compare",
+        )
+        return result
+
 
 class MeasureDrillOperator(DrillOperator):
     """RTO and RPO against the spec's objectives; missing one fails the drill."""
@@ -213,11 +268,18 @@ class MeasureDrillOperator(DrillOperator):
         pick = self.picked(context)
         provision = ti.xcom_pull(task_ids="provision") or {}
         verification = ti.xcom_pull(task_ids="verify") or {}
+        # RPO: from the backup's consistency point to the drill's start; recovering with the WAL
+        # archive, from the last transaction that came back to the target (the drill's start for latest)
+        until, recovered = _parse(pick["drill_started"]), _parse(pick["consistent_at"])
+        if pick.get("recovery"):
+            target = pick["recovery"]["target"]
+            until = until if target == "latest" else _parse(target)
+            recovered = _parse((verification.get("recovery") or {}).get("last_transaction_at")) or recovered
         result = measure(
             provision_started=_parse(provision.get("started_at")),
             verified_at=_parse(verification.get("verified_at")),
-            drill_started=_parse(pick["drill_started"]) or datetime.now(UTC),
-            consistent_at=_parse(pick["consistent_at"]) or datetime.now(UTC),
+            drill_started=until or datetime.now(UTC),
+            consistent_at=recovered or datetime.now(UTC),
             rto_objective=self.database.objectives.rto,
             rpo_objective=self.database.objectives.rpo,
         )
@@ -244,64 +306,3 @@ class TeardownDrillOperator(DrillOperator):
 
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
-
-
-class DrillReportOperator(DrillOperator):
-    """Write the Markdown + JSON report, make its summary the run's note (always runs)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("trigger_rule", "all_done")
-        super().__init__(**kwargs)
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        from opsdag.reports.drill_report import build_drill_report, write_drill_report
-
-        ti, dag_run = context["ti"], context["dag_run"]
-
-        def result_of(task_id: str, key: str) -> Any:  # a failed step's result is under its own key
-            return ti.xcom_pull(task_ids=task_id) or ti.xcom_pull(task_ids=task_id, key=key)
-
-        report = build_drill_report(
-            dag_id=dag_run.dag_id,
-            run_id=dag_run.run_id,
-            database=self.database.name,
-            started_at=(dag_run.start_date or datetime.now(UTC)).isoformat(),
-            finished_at=_now(),
-            states=task_states(context, DRILL_TASKS),
-            errors={t: e for t in DRILL_TASKS if (e := ti.xcom_pull(task_ids=t, key="error"))},
-            pick=ti.xcom_pull(task_ids="pick_backup"),
-            provision=ti.xcom_pull(task_ids="provision"),
-            restore=ti.xcom_pull(task_ids="restore"),
-            verification=result_of("verify", "verification"),
-            measure=result_of("measure", "measure"),
-            teardown=result_of("teardown", "teardown"),
-        )
-        written = write_drill_report(report)
-        return self.publish_report(context, report, written)
-
-
-class DrillNotifyOperator(DrillOperator):
-    """Send the result with RTO/RPO to Slack (failures always, loudly); then fail if the drill did."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("trigger_rule", "all_done")
-        super().__init__(**kwargs)
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        from opsdag.notify.backup_messages import drill_message
-        from opsdag.notify.slack import send_slack
-        from opsdag.reports.drill_record import DrillReport, unwritten_report
-
-        dag_run = context["dag_run"]
-        written = context["ti"].xcom_pull(task_ids="report")
-        if written:
-            report = DrillReport.model_validate(written)
-        else:
-            report = unwritten_report(dag_run.dag_id, dag_run.run_id, self.database.name)
-        text, blocks = drill_message(report, report_file=(written or {}).get("markdown"))
-        notified = False
-        if report.result != "passed" or self.database.notifications.on_success:
-            notified = send_slack(slack_conn_id(self.database), text, blocks=blocks)
-        if report.result != "passed":
-            raise AirflowFailException(report.summary)
-        return {"result": report.result, "notified": notified}

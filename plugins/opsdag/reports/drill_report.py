@@ -14,6 +14,7 @@ from typing import Any
 
 from opsdag.format import duration, plain_text, size
 from opsdag.reports.drill_record import DrillReport, drill_history
+from opsdag.reports.drill_recovery import kind_of, recovery_lines, recovery_of, rpo_label
 from opsdag.reports.store import ReportPaths, write_report
 
 PHASES = ["pick_backup", "provision", "restore", "verify", "measure", "teardown"]
@@ -174,21 +175,27 @@ def _cell(value: Any) -> str:
 
 
 def trend(history: list[dict[str, Any]], current: DrillReport, length: int = TREND_LENGTH) -> list[str]:
-    """Markdown lines: the last drills' RTO as a table with a bar per run (the current one last)."""
+    """Markdown lines: the last drills' RTO and RPO, with a bar of the RTO per run (the current one last)."""
     now = current.to_json()
     runs = [*history, now][-length:]
     values = [(r.get("measure") or {}).get("rto_seconds") for r in runs]
     top = max([v for v in values if v is not None] or [1.0]) or 1.0
-    lines = ["| run | started | result | RTO | |", "|---|---|---|---:|---|"]
+    lines = ["| run | started | kind | result | RTO | RPO | |", "|---|---|---|---|---:|---:|---|"]
     for run, value in zip(runs, values, strict=True):
         bar = "█" * max(1, round(20 * value / top)) if value is not None else ""
         marker = " ← this drill" if run is now else ""
+        rpo = (run.get("measure") or {}).get("rpo_seconds")
         lines.append(
-            f"| `{_cell(run.get('run_id'))}` | {_when(run.get('started_at'))} | {_cell(run.get('result'))} | "
-            f"{duration(value) if value is not None else '-'} | `{bar}`{marker} |"
+            f"| `{_cell(run.get('run_id'))}` | {_when(run.get('started_at'))} | {_cell(kind_of(run))} | "
+            f"{_cell(run.get('result'))} | {duration(value) if value is not None else '-'} | "
+            f"{duration(rpo) if rpo is not None else '-'} | `{bar}`{marker} |"
         )
     if current.measure is not None:
-        lines += ["", f"RTO objective: {duration(current.measure.rto_objective_seconds)}."]
+        lines += [
+            "",
+            f"RTO objective: {duration(current.measure.rto_objective_seconds)}; "
+            f"RPO objective: {duration(current.measure.rpo_objective_seconds)}.",
+        ]
     return lines
 
 
@@ -204,6 +211,17 @@ def _backup_lines(report: DrillReport) -> list[str]:
         ]
         if backup.chosen_because:
             out.append(f"- chosen: {backup.chosen_because}")
+        recovery = recovery_of(backup)
+        if recovery:
+            wal = recovery.get("wal") or {}
+            aim = recovery.get("target")
+            to = "the latest archived transaction" if aim == "latest" else f"point in time {aim}"
+            out += [
+                f"- recovered with the WAL archive to {to}; the backups can restore from "
+                f"{_when(recovery.get('restorable_from'))} to {_when(recovery.get('restorable_to'))}",
+                f"- WAL `{wal.get('start_segment')}` to `{wal.get('newest_segment')}` "
+                f"({wal.get('segments')} segments, each matching its sha256)",
+            ]
     if target is not None:
         out += ["", f"Restored into `{target.scratch_db or target.workdir}` on `{target.server}`."]
     return out
@@ -213,6 +231,9 @@ def _verification_lines(report: DrillReport) -> list[str]:
     verification = report.verification
     if verification is None:
         return ["Not verified: no restored copy."]
+    recovered = (verification.model_extra or {}).get("recovery")
+    if isinstance(recovered, dict):
+        return recovery_lines(recovered, _when, _ok, _cell) + _check_lines(verification)
     out = [
         "| table | rows (backup) | rows (restored) | checksum | ok | problem |",
         "|---|---:|---:|---|---|---|",
@@ -226,10 +247,15 @@ def _verification_lines(report: DrillReport) -> list[str]:
             f"| `{_cell(t.table)}` | {_cell(t.expected_rows)} | {_cell(t.actual_rows)} | {same} | "
             f"{_ok(t.ok)} | {_cell(t.problem or None)} |"
         )
-    if verification.checks:
-        out += ["", "| check | expected | got | ok |", "|---|---|---|---|"]
-        for c in verification.checks:
-            out.append(f"| {_cell(c.name)} | {_cell(c.expect)} | {_cell(c.got)} | {_ok(c.ok)} |")
+    return out + _check_lines(verification)
+
+
+def _check_lines(verification: Any) -> list[str]:
+    if not verification.checks:
+        return []
+    out = ["", "| check | expected | got | ok |", "|---|---|---|---|"]
+    for c in verification.checks:
+        out.append(f"| {_cell(c.name)} | {_cell(c.expect)} | {_cell(c.got)} | {_ok(c.ok)} |")
     return out
 
 
@@ -268,7 +294,7 @@ def render_markdown(report: DrillReport, history: list[dict[str, Any]]) -> str:
             "|---|---:|---:|---|",
             f"| RTO (provisioning -> verified copy) | {rto} | "
             f"{duration(measure.rto_objective_seconds)} | {_ok(measure.rto_ok)} |",
-            f"| RPO (backup age at drill start) | {duration(measure.rpo_seconds)} | "
+            f"| {rpo_label(report)} | {duration(measure.rpo_seconds)} | "
             f"{duration(measure.rpo_objective_seconds)} | {_ok(measure.rpo_ok)} |",
         ]
     else:
@@ -283,5 +309,5 @@ def render_markdown(report: DrillReport, history: list[dict[str, Any]]) -> str:
         )
     if report.problems:
         out += ["", "## Problems", "", *[f"- {_cell(p)}" for p in report.problems]]
-    out += ["", "## Trend (RTO of the last drills)", "", *trend(history, report), ""]
+    out += ["", "## Trend (RTO and RPO of the last drills)", "", *trend(history, report), ""]
     return "\n".join(out)

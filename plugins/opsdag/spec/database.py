@@ -131,6 +131,16 @@ class DrillCheck(StrictModel):
     expect: str | int | float | bool
 
 
+class PitrMarker(StrictModel):
+    """A table the application (or the sandbox) writes a row to every few seconds, with the time.
+
+    A point-in-time drill compares it with the live database: the copy must hold exactly
+    the rows written up to the recovery target, none after it."""
+
+    table: str = Field(pattern=r"^([a-z_][a-z0-9_]*\.)?[a-z_][a-z0-9_]*$", description="[schema.]table")
+    time_column: str = Field(default="written_at", pattern=r"^[a-z_][a-z0-9_]*$")
+
+
 class Drill(StrictModel):
     schedule: str | None = None
     on_new_backup: bool = Field(default=True, description="also run when a new backup is published")
@@ -141,6 +151,9 @@ class Drill(StrictModel):
         default=None, ge=1, le=32, description="parallel pg_restore jobs (default: backup.jobs)"
     )
     checks: list[DrillCheck] = Field(default_factory=list)
+    pitr_marker: PitrMarker | None = Field(
+        default=None, description="marker table proving a point-in-time restore exact (WAL archiving)"
+    )
 
     @field_validator("schedule")
     @classmethod
@@ -183,5 +196,12 @@ class DatabaseSpec(StrictModel):
             raise ValueError(
                 f"target_conn_id {value.target_conn_id!r} is the database's own connection: "
                 "a drill restores onto a separate drill target"
+            )
+        backup = info.data.get("backup")
+        marker = value is not None and value.pitr_marker is not None
+        if marker and backup is not None and not backup.wal_archive.enabled:
+            raise ValueError(
+                "pitr_marker proves point-in-time restores, which need backup.wal_archive.enabled: "
+                "true (and method: physical); enable archiving or remove pitr_marker"
             )
         return value

@@ -16,6 +16,7 @@ from opsdag.spec.field_errors import parse_spec
 
 class DrillConf(StrictModel):
     backup_id: str | None = None
+    recovery_target_time: str | None = None
 
 
 class BackupConf(StrictModel):
