@@ -91,6 +91,20 @@ def test_status_names_ports_and_never_the_password(sbx: SandboxHandle) -> None:
     assert connections["postgres_drill"]["extra"] == {"opsdag_drill_target": True}
 
 
+def test_the_marker_writer_adds_a_row_every_few_seconds_without_a_password_on_its_command_line(
+    sbx: SandboxHandle,
+) -> None:
+    def markers() -> int:
+        return int(sbx.postgres.psql("SELECT count(*) FROM opsdag_marker;", dbname="demo").strip())
+
+    first = markers()
+    wait_for(lambda: markers() >= first + 2, timeout=20, what="two more rows in demo.opsdag_marker")
+    record = sbx.layout.processes().read("marker-writer")
+    assert record is not None and pid_alive(record.pid)
+    cmdline = Path(f"/proc/{record.pid}/cmdline").read_bytes().decode()
+    assert "passfile=" in cmdline and sbx.postgres.password not in cmdline
+
+
 def test_loadgen_counts_grow(sbx: SandboxHandle) -> None:
     first = wait_for(sbx.counts, what="counts file")
     wait_for(lambda: sbx.counts()["total"] >= first["total"] + 25, 10, what="25 more answers")

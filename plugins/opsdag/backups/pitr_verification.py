@@ -52,6 +52,11 @@ def verify_recovered(
             )
         proof = marker_verdict(written, restored, bound_time.isoformat() if bound_time else "the start")
         problems += [f"marker {table}: {p}" for p in proof["problems"]]
+    # The newest data that came back: the last transaction replayed, else (none replayed: the
+    # copy is the base backup as it ended) the newest marker restored; the RPO is measured to it.
+    newest_marker = proof["restored"]["newest"] if proof else None
+    known = [t for t in (facts["last_transaction_at"], newest_marker) if t]  # ISO 8601 in UTC: comparable
+    facts["recovered_through"] = max(known, default=None)
     check_results = run_checks(conn, checks)
     bad_checks = [c["name"] for c in check_results if not c["ok"]]
     return {

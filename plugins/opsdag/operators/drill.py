@@ -274,7 +274,7 @@ class MeasureDrillOperator(DrillOperator):
         if pick.get("recovery"):
             target = pick["recovery"]["target"]
             until = until if target == "latest" else _parse(target)
-            recovered = _parse((verification.get("recovery") or {}).get("last_transaction_at")) or recovered
+            recovered = _parse((verification.get("recovery") or {}).get("recovered_through")) or recovered
         result = measure(
             provision_started=_parse(provision.get("started_at")),
             verified_at=_parse(verification.get("verified_at")),

@@ -39,9 +39,12 @@ def rpo_label(report: Any) -> str:
 def recovery_lines(recovered: dict[str, Any], when: Fmt, ok: Fmt, cell: Fmt) -> list[str]:
     """A point-in-time copy: where it ended and the marker proof (the base backup's per-table
     checksums describe the data at the backup's end, so they are not compared)."""
+    last = recovered.get("last_transaction_at")
+    through = recovered.get("recovered_through")
     out = [
-        f"- promoted: {ok(recovered.get('promoted'))}; last transaction restored: "
-        f"{when(recovered.get('last_transaction_at'))}",
+        f"- promoted: {ok(recovered.get('promoted'))}; last transaction replayed from the archive: "
+        + (when(last) if last else "none (the copy is the base backup as it ended)")
+        + (f"; newest data restored: {when(through)}" if through and through != last else ""),
     ]
     marker = recovered.get("marker")
     if isinstance(marker, dict):

@@ -132,12 +132,22 @@ def drill_summary(report: DrillReport) -> str:
             f"RPO {duration(measure.rpo_seconds)} (objective {duration(measure.rpo_objective_seconds)})"
         )
     verification = report.verification
+    recovery = recovery_of(report.backup)
+    if recovery:
+        parts.insert(2, f"recovered to {recovery.get('target')}")
     if verification is not None:
         tables, checks = verification.tables, verification.checks
-        parts.append(
-            f"{sum(t.ok for t in tables)}/{len(tables)} tables and "
-            f"{sum(c.ok for c in checks)}/{len(checks)} checks match"
-        )
+        recovered = (verification.model_extra or {}).get("recovery")
+        if isinstance(recovered, dict):
+            marker = recovered.get("marker")
+            if marker:
+                parts.append("marker rows exact" if marker.get("ok") else "marker rows differ")
+            parts.append(f"{sum(c.ok for c in checks)}/{len(checks)} checks pass")
+        else:
+            parts.append(
+                f"{sum(t.ok for t in tables)}/{len(tables)} tables and "
+                f"{sum(c.ok for c in checks)}/{len(checks)} checks match"
+            )
     text = ", ".join(parts)
     if report.problems:
         text += f". {report.problems[0]}"
@@ -216,9 +226,11 @@ def _backup_lines(report: DrillReport) -> list[str]:
             wal = recovery.get("wal") or {}
             aim = recovery.get("target")
             to = "the latest archived transaction" if aim == "latest" else f"point in time {aim}"
+            newest = recovery.get("restorable_to")
             out += [
                 f"- recovered with the WAL archive to {to}; the backups can restore from "
-                f"{_when(recovery.get('restorable_from'))} to {_when(recovery.get('restorable_to'))}",
+                f"{_when(recovery.get('restorable_from'))} to "
+                f"{_when(newest) if newest else 'the end of the archive (no commit archived yet)'}",
                 f"- WAL `{wal.get('start_segment')}` to `{wal.get('newest_segment')}` "
                 f"({wal.get('segments')} segments, each matching its sha256)",
             ]

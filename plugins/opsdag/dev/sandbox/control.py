@@ -57,6 +57,7 @@ def up(
         procs = layout.processes()
 
         starters.start_postgres(layout, state, progress)
+        starters.start_marker_writer(layout, state, procs, progress, max_duration)
         save_state(layout, state)
 
         if not state.get("fleet"):
@@ -87,7 +88,7 @@ def down(*, layout: Layout | None = None, progress: Progress = print, purge: boo
         return []
     with locked(layout):
         procs = layout.processes()
-        order = {"loadgen": 0, "prometheus": 1, "haproxy": 3}
+        order = {"loadgen": 0, "marker-writer": 0, "prometheus": 1, "haproxy": 3}
         records = sorted(procs.records(), key=lambda r: order.get(r.name, 2))
         for record in records:
             alive = procs.group_alive(record)

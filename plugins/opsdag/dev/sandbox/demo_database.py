@@ -56,6 +56,8 @@ def postgres_server(layout: Layout) -> PostgresServer:
 
 
 def create_demo_database(server: PostgresServer) -> None:
-    """The ``demo`` database with its tables and rows (idempotent)."""
+    """The ``demo`` database with its tables and rows, and the marker table (idempotent)."""
+    from opsdag.dev.sandbox.marker_writer import SCHEMA as MARKER_SCHEMA
+
     server.create_database(DEMO_DATABASE)
-    server.psql(DEMO_SCHEMA, dbname=DEMO_DATABASE)
+    server.psql(DEMO_SCHEMA + MARKER_SCHEMA, dbname=DEMO_DATABASE)

@@ -200,6 +200,25 @@ def start_prometheus(
     done(info["url"])
 
 
+def start_marker_writer(
+    layout: Layout, state: dict[str, Any], procs: ProcessTable, progress: Progress, max_duration: float
+) -> None:
+    """A row in ``demo.opsdag_marker`` every few seconds: the truth of point-in-time drills."""
+    record = procs.read("marker-writer")
+    if record is not None and procs.alive(record):
+        progress("marker writer already running")
+        return
+    if record is not None:
+        procs.stop(record)
+    done = timed(progress, "starting the marker writer")
+    dsn = postgres_server(layout).dsn(DEMO_DATABASE)
+    argv = [sys.executable, "-m", "opsdag.dev.sandbox.marker_writer", "--dsn", dsn]
+    argv += ["--max-duration", f"{max_duration:g}"]
+    record = procs.spawn("marker-writer", argv, env=app_env())
+    state["marker_writer"] = {"pid": record.pid, "table": f"{DEMO_DATABASE}.opsdag_marker"}
+    done(f"pid {record.pid}")
+
+
 def start_loadgen(
     layout: Layout,
     fleet: Fleet,
