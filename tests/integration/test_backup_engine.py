@@ -7,6 +7,7 @@ in tests/e2e. Each test takes a fresh database from ``make_db``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -78,15 +79,18 @@ def test_backup_and_verify_a_database_with_several_tables(pg_server, make_db, tm
     }
     assert tables["public.orders"]["rows"] == 5000 and tables["public.customers"]["rows"] == 300
     assert tables["public.events_2025"]["rows"] + tables["public.events_2026"]["rows"] == 2000
-    assert tables["public.orders"]["method"] == "text-hash-v1"  # a json column has no hash function
-    assert tables["public.customers"]["method"] == "record-hash-v1"
+    # Every table's COPY text hashed as pg_dump wrote it (copy_checksum.py), json columns too.
+    assert {t["method"] for t in tables.values()} == {"copy-sha256-v1"}
+    assert tables["public.orders"]["columns"][:3] == ["id", "customer_id", "item"]
     assert tables["public.empty_table"] == {
         "schema": "public",
         "name": "empty_table",
         "rows": 0,
-        "checksum": "0",
-        "method": "record-hash-v1",
+        "checksum": hashlib.sha256(b"").hexdigest(),
+        "method": "copy-sha256-v1",
+        "columns": ["id"],
     }
+    assert manifest["table_checksum_settings"]["TimeZone"] == "UTC"
     assert not (tmp_path / "backups" / DB / backup_id / "capture.json").exists()
 
     result = engine.verify(store, DB, backup_id)

@@ -1,7 +1,9 @@
 """What proves a drill's restored copy usable: the same tables, passing checks, RTO and RPO within objectives.
 
 Pure comparisons over a connection to the restored copy (no Airflow here): every table
-of the manifest with the same row count and checksum, the spec's checks (each in a
+of the manifest with the same row count and checksum (each table hashed the way its
+manifest entry says: ``copy-sha256-v1`` for logical backups since Backups v2,
+``record-hash-v1``/``text-hash-v1`` for physical and older logical backups), the spec's checks (each in a
 READ ONLY transaction), then the recovery time (RTO: provisioning start to verified
 copy) and the age of the data (RPO: backup consistency point to drill start) against
 the database's objectives.
@@ -55,12 +57,18 @@ def run_checks(conn: Any, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return results
 
 
+def expected_tables(manifest: Manifest) -> list[table_stats.TableStats]:
+    """The manifest's tables with what each method needs (copy-sha256-v1: the COPY column list)."""
+    return [table_stats.TableStats.from_dict(t.model_dump(by_alias=True)) for t in manifest.tables]
+
+
 def verify_restored(conn: Any, manifest: Manifest, checks: list[dict[str, Any]]) -> dict[str, Any]:
     """Table by table against the manifest, then the spec's checks. ``ok`` only if all pass."""
     t0 = time.monotonic()
     table_stats.pin_session(conn)
-    expected = manifest.table_stats()
-    found = table_stats.capture_like(conn, expected)
+    expected = expected_tables(manifest)
+    settings = (manifest.model_extra or {}).get("table_checksum_settings")
+    found = table_stats.capture_like(conn, expected, settings)
     tables = [c.to_dict() for c in table_stats.compare(expected, found)]
     check_results = run_checks(conn, checks)
     bad_tables = [t["table"] for t in tables if not t["ok"]]

@@ -1,5 +1,10 @@
 """Per-table row counts and checksums, taken the same way on the source and on a restored copy.
 
+Logical backups since opsdag's Backups v2 use ``copy-sha256-v1`` (copy_checksum.py): the
+sha256 of the table's COPY text, taken from pg_dump's own data files while they are written
+(no second scan). This module compares any method and keeps the two older ones, which
+physical backups still use and older logical backups' manifests name:
+
 A table's checksum is the sum over its rows of a 64-bit hash of the row, so it does not
 depend on the physical order of the rows (a restore reorders nothing but a later VACUUM
 FULL could) and duplicated rows count twice. Two ways to hash a row, chosen per table and
@@ -25,6 +30,7 @@ from opsdag.backups.pg import qualified
 
 RECORD_HASH = "record-hash-v1"
 TEXT_HASH = "text-hash-v1"
+COPY_SHA256 = "copy-sha256-v1"
 
 SESSION_SETTINGS = {
     "TimeZone": "UTC",
@@ -58,13 +64,17 @@ class TableStats:
     rows: int
     checksum: str | None = None
     method: str | None = None
+    columns: list[str] | None = None  # copy-sha256-v1: the dump's COPY column list
 
     @property
     def key(self) -> str:
         return f"{self.schema}.{self.name}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["columns"] is None:
+            del data["columns"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TableStats:
@@ -74,6 +84,7 @@ class TableStats:
             rows=int(data["rows"]),
             checksum=data.get("checksum"),
             method=data.get("method"),
+            columns=data.get("columns"),
         )
 
 
@@ -125,16 +136,28 @@ def capture(conn: Any, *, checksum: bool, tables: list[tuple[str, str]] | None =
     return [table_stats(conn, s, n, checksum=checksum) for s, n in (tables or list_tables(conn))]
 
 
-def capture_like(conn: Any, expected: list[TableStats]) -> dict[str, TableStats | str]:
+def capture_like(
+    conn: Any, expected: list[TableStats], settings: dict[str, str] | None = None
+) -> dict[str, TableStats | str]:
     """Stats of a restored copy for the tables of a manifest, hashed the way the manifest says.
 
+    ``settings``: the manifest's ``table_checksum_settings`` (copy-sha256-v1 tables).
     A table that is missing or cannot be read maps to the error message instead.
     """
+    from opsdag.backups import copy_checksum
+
     found: dict[str, TableStats | str] = {}
     present = set(list_tables(conn))
+    by_copy: list[tuple[str, str, list[str]]] = []
     for want in expected:
         if (want.schema, want.name) not in present:
             found[want.key] = "table missing"
+            continue
+        if want.method == COPY_SHA256:
+            columns = want.columns
+            if columns is None:
+                columns = copy_checksum.restored_columns(conn, want.schema, want.name)
+            by_copy.append((want.schema, want.name, columns))
             continue
         try:
             with conn.transaction():
@@ -143,6 +166,16 @@ def capture_like(conn: Any, expected: list[TableStats]) -> dict[str, TableStats 
                 )
         except Exception as exc:
             found[want.key] = f"cannot be read: {str(exc).strip().splitlines()[0]}"
+    if by_copy:
+        use = settings or copy_checksum.session_settings(conn)
+        digests = copy_checksum.digest_tables(copy_checksum.target_of(conn), by_copy, use)
+        for schema, name, columns in by_copy:
+            got = digests[f"{schema}.{name}"]
+            found[f"{schema}.{name}"] = (
+                got
+                if isinstance(got, str)
+                else TableStats(schema, name, got[0], got[1], COPY_SHA256, columns)
+            )
     return found
 
 

@@ -1,0 +1,84 @@
+"""Reading pg_dump's data files while they are written: rows, sha256, and incomplete files refused."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from opsdag.backups.dump_digest import END_OF_DATA, DumpDigestError, Watcher, follow
+
+COPY_TEXT = b"".join(b"%d\tvalue %d\t\\\\ back\\tslash\n" % (n, n) for n in range(200_000))
+
+
+def write_slowly(path: Path, data: bytes, pieces: int = 40, pause: float = 0.005) -> None:
+    """Write ``data`` in pieces, as pg_dump's worker does, flushing each."""
+    step = len(data) // pieces + 1
+    with open(path, "wb") as fh:
+        for start in range(0, len(data), step):
+            fh.write(data[start : start + step])
+            fh.flush()
+            time.sleep(pause)
+
+
+def test_a_gzip_file_read_while_it_grows_gives_the_copy_texts_rows_and_sha256(tmp_path):
+    compressed = gzip.compress(COPY_TEXT + END_OF_DATA, compresslevel=6)
+    watcher = Watcher(tmp_path).start()
+    writer = threading.Thread(target=write_slowly, args=(tmp_path / "3358.dat.gz", compressed))
+    writer.start()
+    writer.join()
+    (tmp_path / "toc.dat").write_bytes(b"not data")
+    [(dump_id, digest)] = watcher.result().items()
+    assert dump_id == 3358
+    assert digest.rows == 200_000 and digest.bytes == len(COPY_TEXT)
+    assert digest.sha256 == hashlib.sha256(COPY_TEXT).hexdigest()
+
+
+def test_plain_files_and_empty_tables(tmp_path):
+    (tmp_path / "10.dat").write_bytes(COPY_TEXT + END_OF_DATA)
+    (tmp_path / "11.dat.gz").write_bytes(gzip.compress(END_OF_DATA))
+    (tmp_path / "blob_5.dat").write_bytes(b"large object, not a table")
+    digests = follow(tmp_path, lambda: True)
+    assert set(digests) == {10, 11}
+    assert digests[10].sha256 == hashlib.sha256(COPY_TEXT).hexdigest()
+    assert (digests[11].rows, digests[11].sha256) == (0, hashlib.sha256(b"").hexdigest())
+
+
+def test_one_byte_reads_hold_back_the_end_of_data_line(tmp_path):
+    """The end line may arrive split over several reads: it is never hashed."""
+    path = tmp_path / "7.dat"
+    text = b"1\ta\n2\tb\n" + END_OF_DATA
+    done = threading.Event()
+
+    def writer() -> None:
+        with open(path, "wb") as fh:
+            for byte in text:
+                fh.write(bytes([byte]))
+                fh.flush()
+                time.sleep(0.002)
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    digests = follow(tmp_path, done.is_set, poll=0.001)
+    thread.join()
+    assert (digests[7].rows, digests[7].sha256) == (2, hashlib.sha256(b"1\ta\n2\tb\n").hexdigest())
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("1.dat.gz", gzip.compress(COPY_TEXT + END_OF_DATA)[:-100], "gzip stream is truncated"),
+        ("2.dat.gz", gzip.compress(COPY_TEXT), "end-of-data line"),
+        ("3.dat", COPY_TEXT[:-7], "end-of-data line"),
+        ("4.dat.gz", gzip.compress(END_OF_DATA) + gzip.compress(b"x"), "after the end of the gzip stream"),
+    ],
+)
+def test_an_incomplete_data_file_is_refused(tmp_path, name, content, problem):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DumpDigestError, match=problem):
+        follow(tmp_path, lambda: True)
