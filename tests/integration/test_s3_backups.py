@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pg_fixtures import make_db, pg_server, table_rows, target_for  # noqa: F401
 from s3_fixtures import S3Bucket, s3_bucket, s3_server  # noqa: F401
+from support.waiting import wait_for
 
 from opsdag.backups import drill_engine as drill
 from opsdag.backups import drill_verification, engine
@@ -81,6 +83,44 @@ def test_a_logical_backup_is_written_published_and_verified_on_s3(pg_server, mak
     assert "pg_restore --list" in result["contents"]
     assert [(b.id, b.state) for b in store.list_backups(DB)] == [(backup_id, "verified")]
     assert store.location(DB, backup_id) == f"s3://{s3_bucket.name}/backups/{DB}/{backup_id}"
+
+
+def test_a_reader_polling_during_the_backup_never_sees_it_before_it_is_whole(pg_server, make_db, s3_bucket):
+    """A second reader lists the backups all through take_backup + publish_manifest: it sees the
+    backup as in progress (or not at all) until the manifest is written, and from then on every
+    file the manifest names is already stored."""
+    dbname = make_db(orders=3000)
+    store = s3_store(s3_bucket)
+    backup_id = engine.backup_id_for(datetime.now(UTC), "observed")
+    seen: list[tuple[str, bool]] = []
+    done = threading.Event()
+
+    def observe() -> None:
+        reader = s3_store(s3_bucket)
+        while not done.is_set():
+            for b in reader.list_backups(DB):
+                whole = True
+                if b.state != "partial":
+                    keys = set(s3_bucket.keys(f"backups/{DB}/{backup_id}/"))
+                    whole = all(f"backups/{DB}/{backup_id}/{f.path}" in keys for f in b.manifest.files)
+                seen.append((b.state, whole))
+
+    observer = threading.Thread(target=observe)
+    observer.start()
+    try:
+        engine.take_backup(target_for(pg_server, dbname), store, DB, backup_id, engine.BackupOptions())
+        engine.publish_manifest(store, DB, backup_id)
+        wait_for(
+            lambda: any(state != "partial" for state, _ in seen), timeout=30, what="the reader seeing it"
+        )
+    finally:
+        done.set()
+        observer.join(timeout=30)
+    states = [state for state, _ in seen]
+    assert "partial" in states and states[-1] == "unverified"  # seen in progress, then published
+    first_published = states.index("unverified")
+    assert set(states[:first_published]) == {"partial"} and set(states[first_published:]) == {"unverified"}
+    assert all(whole for _, whole in seen)
 
 
 def test_a_backup_without_its_manifest_does_not_exist_and_a_corrupted_object_is_found(
