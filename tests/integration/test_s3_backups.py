@@ -200,3 +200,34 @@ def test_a_bucket_refusing_the_upload_fails_the_backup_naming_it(pg_server, make
     assert store.list_backups(DB) == []
     scratch = Path(os.environ["OPSDAG_STATE_DIR"]) / "scratch" / "backups" / DB / backup_id
     assert not scratch.exists()  # the local copy of the dump is gone too
+
+
+def test_a_physical_backup_on_s3_is_verified_gives_its_wal_range_and_a_drill_boots_it(
+    pg_server, make_db, s3_bucket
+):
+    from opsdag.backups.wal_archive import backup_wal_range
+
+    dbname = make_db(orders=500)
+    store = s3_store(s3_bucket)
+    backup_id = engine.backup_id_for(datetime.now(UTC), "physical-s3")
+    options = engine.BackupOptions(method="physical", compression="gzip", level=1)
+    engine.take_backup(target_for(pg_server, dbname), store, DB, backup_id, options)
+    manifest = engine.publish_manifest(store, DB, backup_id)
+    assert "data/backup_manifest" in {f.path for f in manifest.files}
+    result = engine.verify(store, DB, backup_id)  # downloads the tars, runs pg_verifybackup
+    assert result["status"] == "verified", result["problems"]
+    assert result["contents"].startswith("pg_verifybackup: backup successfully verified")
+
+    start, end = backup_wal_range(store.backup_dir(DB, backup_id))  # read from S3
+    assert start.number <= end.number
+
+    names = drill.drill_names(f"drill__{DB}", "manual__s3_physical", DB)
+    try:
+        drill.restore(store, DB, manifest, names, target=None, jobs=2)
+        copy = drill.restored_target(
+            manifest, names, None, drill.physical_role(manifest, pg_server.superuser)
+        )
+        copy = copy.with_db(dbname)
+        assert table_rows(copy) == table_rows(target_for(pg_server, dbname))
+    finally:
+        assert drill.teardown(None, names)["clean"]
