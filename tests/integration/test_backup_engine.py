@@ -319,7 +319,10 @@ def test_a_physical_backup_is_verified_and_boots_with_the_same_rows(pg_server, m
         "algorithm": "zstd",
         "level": 3,
         "applied_by": "pg_basebackup",
+        "where": "server",  # by the server's walsender with 2 worker threads
+        "workers": 2,
     }
+    assert "--compress=server-zstd:level=3,workers=2" in manifest.tool["argv"]
     # PostgreSQL 15 compresses the streamed WAL tar with gzip only: with zstd it stays plain.
     assert {"data/base.tar.zst", "data/pg_wal.tar", "data/backup_manifest"} == {
         f.path for f in manifest.files
