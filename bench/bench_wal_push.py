@@ -15,6 +15,10 @@ Rounds alternate the order of the methods; the archive directory is emptied and 
 cache dropped of nothing (the sources stay cached, as a just-written WAL segment is).
 Result: bench/results/wal_push.json (median segments/s per method, every round, the
 machine with its load average). Bounded: ``--segments`` (50) x 3 methods x ``--rounds`` (3).
+
+Also, once, ``--s3-segments`` (5; 0 skips it) pushes to S3 (``--storage s3://... --conn-id``)
+against moto's server on loopback: that path imports Airflow for the connection in every
+process, which is what bounds it (the HTTP transfer on loopback is a small part).
 """
 
 from __future__ import annotations
@@ -84,6 +88,61 @@ def run_method(method: str, sources: list[Path], names: list[str], root: Path) -
     return elapsed
 
 
+def s3_push_seconds(sources: list[Path], count: int) -> dict:
+    """Seconds for ``count`` pushes to S3 (moto on loopback), one process each, sequentially."""
+    import uuid
+
+    import boto3
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "integration"))
+    from s3_fixtures import MOTO_SERVER, S3Server, _free_port, connection_json
+    from support.waiting import wait_for
+
+    port, log_file = _free_port(), sources[0].parent / "moto.log"
+    with open(log_file, "wb") as out:
+        process = subprocess.Popen(
+            [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = S3Server(f"http://127.0.0.1:{port}", process, log_file, log_file.with_suffix(".rec"))
+    try:
+        wait_for(server.ready, timeout=30, what="moto_server")
+        bucket = f"bench-{uuid.uuid4().hex[:8]}"
+        boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="k",
+            aws_secret_access_key="s",
+        ).create_bucket(Bucket=bucket)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(ROOT / "plugins"),
+            "AIRFLOW_CONN_BENCH_S3": connection_json(server.endpoint),
+        }
+        started = time.monotonic()
+        for i in range(count):
+            name = segment_of((1 + i) * SEGMENT, 1, SEGMENT).name
+            argv = [sys.executable, "-s", "-m", "opsdag", "wal", "push", "--database", DB]
+            argv += ["--storage", f"s3://{bucket}/backups", "--conn-id", "bench_s3"]
+            subprocess.run(
+                [*argv, str(sources[i % len(sources)]), name], env=env, check=True, stdout=subprocess.DEVNULL
+            )
+        seconds = time.monotonic() - started
+    finally:
+        server.stop()
+    return {
+        "endpoint": "moto_server on loopback (HTTP)",
+        "segments": count,
+        "seconds": round(seconds, 3),
+        "segments_per_second": round(count / seconds, 2),
+        "ms_per_segment": round(1000 * seconds / count, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,6 +150,7 @@ def main() -> None:
     parser.add_argument("--segments", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=ROOT / ".state" / "bench" / "wal")
+    parser.add_argument("--s3-segments", type=int, default=5)
     args = parser.parse_args()
 
     methods = ["cp", "cp + sync", "opsdag wal push"]
@@ -106,6 +166,9 @@ def main() -> None:
             log(f"round {n + 1}: {method}: {args.segments} segments in {seconds[method]:.2f} s")
         rounds.append({"order": order, "seconds": seconds})
     shutil.rmtree(root, ignore_errors=True)
+    s3 = s3_push_seconds(sources, args.s3_segments) if args.s3_segments else None
+    if s3:
+        log(f"S3: {s3['segments']} segments in {s3['seconds']:.2f} s")
 
     median = {m: round(statistics.median(r["seconds"][m] for r in rounds), 3) for m in methods}
     per_second = {m: round(args.segments / median[m], 1) for m in methods}
@@ -127,6 +190,7 @@ def main() -> None:
             "push_vs_cp": round(push / per_second["cp"], 3),
             "push_vs_cp_sync": round(push / per_second["cp + sync"], 3),
         },
+        "s3_push": s3,
         "note": (
             "one process per segment, sequential, as PostgreSQL's archiver runs archive_command; "
             "a server producing WAL at its fastest needs the archive to keep up at segments/s x 16 MiB"
@@ -139,6 +203,11 @@ def main() -> None:
     print(f"\n{'method':<18}{'segments/s':>12}{'ms/segment':>12}{'MiB/s':>10}")
     for m in methods:
         print(f"{m:<18}{per_second[m]:>12.1f}{result['ms_per_segment'][m]:>12.1f}{per_second[m] * 16:>10.0f}")
+    if s3:
+        print(
+            f"{'wal push to S3':<18}{s3['segments_per_second']:>12.2f}{s3['ms_per_segment']:>12.1f}"
+            f"{s3['segments_per_second'] * 16:>10.1f}   (moto on loopback, {s3['segments']} segments)"
+        )
     ratio = result["ratio"]
     print(f"\nopsdag wal push / cp: {ratio['push_vs_cp']}x; / cp + sync: {ratio['push_vs_cp_sync']}x")
     print(f"load average at end: {result['machine']['load_average_1_5_15_at_end']}")
