@@ -175,7 +175,8 @@ def take_backup(
     except BaseException as exc:
         with contextlib.suppress(Exception):  # a refusing store may refuse the clean-up too
             store.remove_tree(partial)
-        if problem := storage_problem(exc, remote=writing_to[1]):
+        under = str(store.local(store.root)) if store.is_local else str(local_work)
+        if problem := storage_problem(exc, remote=writing_to[1], under=under):
             what = f"backup {backup_id} of {database}"
             raise StorageRefused(storage_refused_message(what, writing_to[0], problem)) from exc
         raise
@@ -251,7 +252,8 @@ def publish_manifest(store: BackupStore, database: str, backup_id: str) -> Manif
     try:
         store.publish(database, backup_id, manifest)
     except Exception as exc:  # the backup stays invisible (no manifest); a retry publishes it
-        if problem := storage_problem(exc, remote=not store.is_local):
+        under = str(store.local(store.root)) if store.is_local else None
+        if problem := storage_problem(exc, remote=not store.is_local, under=under):
             what = f"publishing backup {backup_id} of {database}"
             invisible = "the backup stays invisible (no manifest) until a retry publishes it"
             raise StorageRefused(storage_refused_message(what, store.url, problem, invisible)) from exc

@@ -10,31 +10,37 @@ import.
 from __future__ import annotations
 
 import errno
+import re
 
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
-STORAGE_WORDS = (
-    "No space left on device",
-    "Disk quota exceeded",
-    "Read-only file system",
-    "Permission denied",
-    "File too large",
+FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+DENIED_ERRNOS = {errno.EACCES, errno.EPERM}
+FULL_WORDS = ("No space left on device", "Disk quota exceeded", "Read-only file system", "File too large")
+# pg_dump / pg_basebackup writing their output; a bare "Permission denied" may be a socket or a binary
+DENIED_WRITE = re.compile(
+    r"could not (?:write|open output file|create (?:directory|file))[^\n]*Permission denied"
 )
 
 
-def storage_problem(exc: BaseException, *, remote: bool = False) -> str | None:
+def storage_problem(exc: BaseException, *, remote: bool = False, under: str | None = None) -> str | None:
     """The storage's complaint in ``exc`` (first line), or None when the failure is something else.
 
     ``remote``: the exception came from writing to an object store, where every failure of a
-    write is the store's (connection refused, no such bucket, access denied, ...).
+    write is the store's (connection refused, no such bucket, access denied, ...). ``under``:
+    the local directory being written; a permission error counts only on a file below it.
     """
     if isinstance(exc, KeyboardInterrupt | SystemExit):
         return None
-    if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+    if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
         return exc.strerror or str(exc)
+    if isinstance(exc, OSError) and exc.errno in DENIED_ERRNOS:
+        inside = under is not None and str(exc.filename or "").startswith(under)
+        return (exc.strerror or str(exc)) if inside or remote else None
     text = str(exc)
-    for words in STORAGE_WORDS:
+    for words in FULL_WORDS:
         if words in text:
             return words
+    if DENIED_WRITE.search(text):
+        return "Permission denied"
     if remote:
         return (text.strip().splitlines() or [type(exc).__name__])[0][:300]
     return None
