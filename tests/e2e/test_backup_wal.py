@@ -67,6 +67,39 @@ print("lost", start, file=sys.stderr)
 """
 
 
+# pg_basebackup, then the backup's end segment is taken out of the archive and put back
+# 25 s later by a detached process (after the manifest and verify steps): the archiver
+# running behind the backup.
+HOLD_END_SEGMENT = """
+import json, pathlib, shutil, subprocess, sys, time
+real, wal_dir, marks, args = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]), sys.argv[4:]
+done = subprocess.run([real, *args])
+if done.returncode:
+    sys.exit(done.returncode)
+out = next((a.split("=", 1)[1] for a in args if a.startswith("--pgdata=")), None)
+if out is None:  # --version
+    sys.exit(0)
+last = json.loads((pathlib.Path(out) / "backup_manifest").read_text())["WAL-Ranges"][-1]
+hi, lo = (int(x, 16) for x in last["End-LSN"].split("/"))
+number = (((hi << 32) | lo) - 1) >> 24
+end = f"{int(last['Timeline']):08X}{number >> 8:08X}{number & 0xFF:08X}"
+deadline = time.monotonic() + 60
+while not (wal_dir / (end + ".sha256")).exists() and time.monotonic() < deadline:
+    time.sleep(0.2)
+held = marks / "held"
+held.mkdir()
+for name in (end, end + ".sha256"):
+    shutil.move(wal_dir / name, held / name)
+(marks / "held_at").write_text(str(time.time()))
+release = (
+    "import pathlib, shutil, sys, time; time.sleep(25); held, wal, marks = map(pathlib.Path, sys.argv[1:]); "
+    "[shutil.move(p, wal / p.name) for p in sorted(held.iterdir(), reverse=True)]; "
+    "(marks / 'released_at').write_text(str(time.time()))"
+)
+subprocess.Popen([sys.executable, "-c", release, str(held), str(wal_dir), str(marks)], start_new_session=True)
+"""
+
+
 @pytest.fixture
 def wal_env(archiving, airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     include = tmp_path / "include"
@@ -161,3 +194,33 @@ def test_a_segment_missing_from_the_archive_fails_the_run_naming_it(
     assert report["result"] == "failed" and report["failed_task"] == "wal_continuity"
     assert f"WAL gap: {missing} is missing from the archive" in report["error"]
     assert report["wal"]["first_missing"] == missing
+
+
+def test_a_backup_whose_end_segment_arrives_late_waits_for_it_deferred(
+    wal_env, airflow_home, archiving, tmp_path, monkeypatch
+):
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    from opsdag.backups.pg import pg_tool
+
+    script = tmp_path / "hold_end_segment.py"
+    script.write_text(textwrap.dedent(HOLD_END_SEGMENT))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    real = pg_tool("pg_basebackup")
+    body = f'exec "{sys.executable}" "{script}" "{real}" "{archiving.directory}" "{marks}" "$@"'
+    monkeypatch.setenv("OPSDAG_PG_BIN", str(fake_tool_dir(tmp_path, {"pg_basebackup": body})))
+
+    result = run_dag(backup_dag(airflow_home))
+
+    assert result.state == "success", result.states
+    released = float((marks / "released_at").read_text())
+    assert float((marks / "held_at").read_text()) < released
+    with create_session() as session:
+        ti = (
+            session.query(TaskInstance).filter_by(run_id=result.dagrun.run_id, task_id="wal_continuity").one()
+        )
+        # it started before the segment was back, waited (deferred), and then saw it
+        assert ti.start_date.timestamp() < released <= ti.end_date.timestamp()
+    assert result.xcoms["wal_continuity.return_value"]["status"] == "ok"

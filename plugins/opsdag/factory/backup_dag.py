@@ -58,8 +58,8 @@ def backup_dag(spec: DatabaseSpec) -> DAG:
         PgBackupOperator,
         PublishBackupOperator,
         VerifyBackupOperator,
-        WalContinuityOperator,
     )
+    from opsdag.operators.wal_continuity import WalContinuityOperator
 
     with DAG(
         dag_id=f"backup__{spec.name}",

@@ -12,9 +12,7 @@ is the backup's.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset
@@ -100,53 +98,6 @@ class VerifyBackupOperator(DatabaseOperator):
             context["ti"].xcom_push(key="verification", value=result)
             raise AirflowFailException(f"backup {backup_id} is bad: " + "; ".join(result["problems"]))
         self.log.info("backup %s verified: %s", backup_id, result["contents"])
-        return result
-
-
-class WalContinuityOperator(DatabaseOperator):
-    """The WAL archive holds every segment from this run's base backup on: the RPO, or the gap.
-
-    Waits (polling, at most ``archive_timeout`` + ``grace``) only while the archive has no gap
-    but has not reached the backup's end segment yet; a gap or a segment failing its sha256
-    fails at once, naming the segment. The verdict is pure (``wal_continuity``).
-
-    :param grace: seconds to wait beyond ``archive_timeout`` for the backup's end segment.
-    """
-
-    def __init__(self, *, grace: float = 60.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.grace = grace
-
-    def wal_root(self) -> Path:
-        store = self.store()
-        if not store.is_local:
-            raise AirflowFailException(f"WAL archiving needs a local backup storage, not {store.url}")
-        return store.local(store.root)
-
-    def run(self, context: Any) -> dict[str, Any]:
-        from opsdag.backups.wal_archive import WalArchiveError, check_archive
-
-        backup_id = self.backup_id(context)
-        timeout = self.database.backup.wal_archive.archive_timeout.total_seconds() + self.grace
-        deadline = time.monotonic() + timeout
-        try:
-            verdict = check_archive(self.wal_root(), self.database.name, backup_id)
-            while verdict.status == "waiting" and time.monotonic() < deadline:
-                self.log.info("%s: waiting up to %.0f s more", verdict.reason, deadline - time.monotonic())
-                time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
-                verdict = check_archive(self.wal_root(), self.database.name, backup_id)
-        except WalArchiveError as exc:
-            raise AirflowFailException(str(exc)) from exc
-        result = verdict.to_dict()
-        if verdict.status == "waiting":
-            result["reason"] = (
-                f"{verdict.reason} after {timeout:.0f} s: the server's archiving is behind or failing "
-                "(see pg_stat_archiver and the server log)"
-            )
-        if not verdict.ok:
-            context["ti"].xcom_push(key="wal", value=result)
-            raise AirflowFailException(result["reason"])
-        self.log.info("%s", verdict.reason)
         return result
 
 
