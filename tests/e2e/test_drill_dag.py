@@ -380,3 +380,16 @@ def test_a_physical_backup_is_drilled_on_a_temporary_server(opsdag_env, airflow_
     assert report["teardown"]["actions"][0] == "stopped the temporary server"
     assert not any((opsdag_env.state / "scratch" / "drills").glob("*"))
     assert set(Path("/tmp").glob("opsdag-pg-*")) <= sockets_before  # the server's socket dir is gone
+
+
+def test_a_point_in_time_target_without_a_wal_archive_is_refused_before_anything_changes(
+    opsdag_env, airflow_home, pg_server
+):
+    write_spec(opsdag_env, notifications={})
+    take_backup(opsdag_env, pg_server)
+    result = run_dag(dags(airflow_home)["drill__e2e-db"], {"recovery_target_time": "2026-11-30T02:00:00Z"})
+    assert result.state == "failed"
+    assert result.states["pick_backup"] == "failed" and result.states["provision"] == "upstream_failed"
+    error = result.xcoms["pick_backup.error"]
+    assert "e2e-db has no WAL archive" in error and "leave it 'latest'" in error
+    assert drill_databases(pg_server) == []
