@@ -142,7 +142,16 @@ def airflow_setup(workdir: Path, server) -> Path:
     return home / "dags" / "opsdag_bench.py"
 
 
-def write_spec(name: str, *, checksums: bool = True, jobs: int = 2, level: int = 6, rto: str = "1h") -> None:
+def write_spec(
+    name: str,
+    *,
+    checksums: bool = True,
+    jobs: int = 2,
+    level: int = 6,
+    rto: str = "1h",
+    method: str = "logical",
+    compression: str = "gzip",
+) -> None:
     import yaml
 
     spec = {
@@ -151,10 +160,10 @@ def write_spec(name: str, *, checksums: bool = True, jobs: int = 2, level: int =
         "owners": ["bench"],
         "connection_id": "bench_pg",
         "backup": {
-            "method": "logical",
+            "method": method,
             "schedule": "@daily",
             "jobs": jobs,
-            "compression": "gzip",
+            "compression": compression,
             "compression_level": level,
             "table_checksums": checksums,
         },
@@ -189,6 +198,68 @@ def run_dag(dag_file: Path, dag_id: str) -> dict[str, Any]:
         rows = session.scalars(XComModel.get_many(run_id=dagrun.run_id, dag_ids=dag_id)).all()
         xcoms = {f"{row.task_id}.{row.key}": XComModel.deserialize_value(row) for row in rows}
     return {"state": str(dagrun.state), "wall_seconds": round(wall, 3), "tasks": tasks, "xcoms": xcoms}
+
+
+# -- the real path: REST-triggered runs on airflow standalone ---------------------------------
+
+
+def standalone_env(workdir: Path, server) -> None:
+    """What ``airflow standalone`` (started after this) reads: the bench's state, specs and connections."""
+    import shutil
+
+    include = workdir / "include"
+    (include / "databases").mkdir(parents=True, exist_ok=True)
+    # standalone counts as ready once release__ DAGs are parsed: the project's services too.
+    shutil.copytree(ROOT / "include" / "services", include / "services", dirs_exist_ok=True)
+    os.environ.update(
+        {
+            "OPSDAG_INCLUDE_DIR": str(include),
+            "OPSDAG_STATE_DIR": str(workdir / "state"),
+            "OPSDAG_BACKUPS_DIR": str(workdir / "state" / "backups"),
+            "OPSDAG_REPORTS_DIR": str(workdir / "state" / "reports"),
+            "AIRFLOW_CONN_BENCH_PG": postgres_connection(server, "bench"),
+            "AIRFLOW_CONN_BENCH_DRILL": postgres_connection(
+                server, "postgres", {"opsdag_drill_target": True}
+            ),
+        }
+    )
+
+
+def rest_run(client, dag_id: str, conf: dict[str, Any] | None = None, timeout: float = 900) -> dict[str, Any]:
+    """Trigger ``dag_id`` through ``POST /api/v2/dags/{dag_id}/dagRuns``, wait for its end; its
+    state, wall time, each task's start->end from the task instances, and the XComs asked for."""
+    started = time.monotonic()
+    run_id = client.trigger(dag_id, conf or {})["dag_run_id"]
+    while True:
+        run = client.dag_run(dag_id, run_id)
+        if run["state"] in ("success", "failed"):
+            break
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{dag_id} run {run_id} did not end within {timeout:.0f} s")
+        time.sleep(0.5)
+    tasks = {}
+    for ti in client.task_instances(dag_id, run_id):
+        start, end = ti.get("start_date"), ti.get("end_date")
+        seconds = None
+        if start and end:
+            seconds = round((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds(), 3)
+        tasks[ti["task_id"]] = {"state": ti["state"], "seconds": seconds}
+    run_seconds = None
+    if run.get("start_date") and run.get("end_date"):
+        run_seconds = round(
+            (
+                datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])
+            ).total_seconds(),
+            3,
+        )
+    return {
+        "state": run["state"],
+        "run_id": run_id,
+        "wall_seconds": round(time.monotonic() - started, 3),
+        "run_seconds": run_seconds,
+        "tasks": tasks,
+        "xcom": lambda task_id, key="return_value": client.xcom(dag_id, run_id, task_id, key),
+    }
 
 
 # -- rounds and results ---------------------------------------------------------------------
@@ -237,6 +308,8 @@ def write_result(
     orchestration: dict[str, Any],
     ratio: dict[str, Any],
     target: str,
+    runner: str = RUNNER,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write bench/results/<benchmark>.json, print its summary; the result."""
     result = {
@@ -245,7 +318,8 @@ def write_result(
         "machine": machine(),
         "database": database,
         "command": command,
-        "runner": RUNNER,
+        "runner": runner,
+        **(extra or {}),
         "rounds": rounds,
         "median": medians,
         "orchestration": orchestration,
