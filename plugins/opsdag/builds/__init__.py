@@ -1,0 +1,12 @@
+"""Image builds: a service's build context -> an image pushed to its registry -> a digest.
+
+- ``context``: the build context from the spec's ``image.build`` (paths checked against the
+  repository, the content hash that names the cache tag); pure, no Airflow.
+- ``registry``: the registry HTTP API v2 (digest of a tag, does a digest exist, an image's
+  config and labels); httpx, no Airflow.
+- ``docker_builder``: ``DockerEngineBuilder``, the Docker engine builder through the docker
+  provider's ``DockerHook``; returns a ``BuiltImage`` (``repository@sha256:...``).
+
+Not wired into the release DAG yet: ``build: true`` is still refused by
+``opsdag.spec.request`` until the release and the sandbox deploy by digest.
+"""
