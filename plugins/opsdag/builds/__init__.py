@@ -6,6 +6,9 @@
   config and labels); httpx, no Airflow.
 - ``docker_builder``: ``DockerEngineBuilder``, the Docker engine builder through the docker
   provider's ``DockerHook``; returns a ``BuiltImage`` (``repository@sha256:...``).
+- ``kaniko_pod`` and ``kaniko_builder``: the in-cluster builder, a Kaniko-compatible build
+  pod through the cncf-kubernetes provider's ``KubernetesHook``; returns a
+  ``KanikoBuildResult``.
 
 Not wired into the release DAG yet: ``build: true`` is still refused by
 ``opsdag.spec.request`` until the release and the sandbox deploy by digest.
