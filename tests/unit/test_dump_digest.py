@@ -82,3 +82,28 @@ def test_an_incomplete_data_file_is_refused(tmp_path, name, content, problem):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(DumpDigestError, match=problem):
         follow(tmp_path, lambda: True)
+
+
+def test_many_tables_each_finished_when_pg_dump_closes_its_file(tmp_path):
+    """A database with hundreds of tables: each file is digested once closed (inotify), not
+    re-read on every poll until pg_dump exits."""
+    from opsdag.backups.dump_digest import _DirEvents
+
+    events = _DirEvents.open(tmp_path)
+    assert events.fd >= 0, "inotify is available on Linux"
+    events.close()
+    done = threading.Event()
+
+    def writer() -> None:
+        for n in range(300):
+            text = b"".join(b"%d\trow\n" % r for r in range(n)) + END_OF_DATA
+            with open(tmp_path / f"{1000 + n}.dat.gz", "wb") as fh:
+                fh.write(gzip.compress(text))
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    digests = follow(tmp_path, done.is_set)
+    thread.join()
+    assert len(digests) == 300
+    assert all(digests[1000 + n].rows == n for n in range(300))

@@ -137,30 +137,114 @@ def follow(
 
     Returns ``{dumpId: digest}`` once ``writer_done()`` is true and every file is read to its
     end. Runs in the calling thread (hashlib and zlib release the GIL while they work).
+    Which files changed, and which pg_dump has closed (complete: finished at once), comes
+    from inotify; without it (not Linux), every open file is read again on each poll.
     """
     followers: dict[int, _Follower] = {}
+    digests: dict[int, DataDigest] = {}
+    events: _DirEvents | None = None
+    backlog: set[int] = set()  # files with more to read than one pass reads
     while True:
         done = writer_done()  # read before the last pass: nothing is written after it
-        with os.scandir(directory) if directory.is_dir() else _no_entries() as entries:
-            for entry in entries:
-                stem = _data_file(entry.name)
-                if stem is not None and int(stem) not in followers:
-                    followers[int(stem)] = _Follower(Path(entry.path), entry.name.endswith(".gz"))
-        progressed = 0
-        for follower in followers.values():
-            progressed += follower.read_available()
-        if done:
-            return {dump_id: f.finish() for dump_id, f in sorted(followers.items())}
-        if not progressed:
-            time.sleep(poll)
+        changed: set[int] = set()
+        closed: set[int] = set()
+        if events is None and directory.is_dir():
+            events = _DirEvents.open(directory)
+            changed |= _scan(directory, followers, digests)  # what was there before the watch
+        if events is not None and events.fd >= 0:
+            for name, mask in events.read(0 if (backlog or done) else poll):
+                stem = _data_file(name)
+                if stem is None or int(stem) in digests:
+                    continue
+                dump_id = int(stem)
+                if dump_id not in followers:
+                    followers[dump_id] = _Follower(directory / name, name.endswith(".gz"))
+                changed.add(dump_id)
+                if mask & _IN_CLOSE_WRITE:
+                    closed.add(dump_id)
+        else:
+            changed |= _scan(directory, followers, digests) | set(followers)
+        if done:  # pg_dump has exited: every file is complete
+            if events is not None:
+                events.close()
+            _scan(directory, followers, digests)
+            digests.update({dump_id: f.finish() for dump_id, f in followers.items()})
+            return dict(sorted(digests.items()))
+        backlog = {i for i in changed | backlog if i in followers and followers[i].read_available() >= _PASS}
+        for dump_id in closed - backlog:  # closed by pg_dump and read to its end
+            digests[dump_id] = followers.pop(dump_id).finish()
+        if events is None or events.fd < 0:
+            time.sleep(poll if not backlog else 0)
 
 
-class _no_entries:
-    def __enter__(self) -> list:
-        return []
+_PASS = 16 * CHUNK  # read_available's default limit: one pass over a file
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+
+def _scan(directory: Path, followers: dict[int, _Follower], digests: dict[int, DataDigest]) -> set[int]:
+    """Follow the data files in ``directory`` not followed yet; their dump ids."""
+    new = set()
+    if not directory.is_dir():
+        return new
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            stem = _data_file(entry.name)
+            if stem is not None and int(stem) not in followers and int(stem) not in digests:
+                followers[int(stem)] = _Follower(Path(entry.path), entry.name.endswith(".gz"))
+                new.add(int(stem))
+    return new
+
+
+_IN_MODIFY, _IN_CLOSE_WRITE, _IN_CREATE = 0x2, 0x8, 0x100
+
+
+class _DirEvents:
+    """inotify on one directory (Linux, through libc): names created, written and closed."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    @classmethod
+    def open(cls, directory: Path) -> _DirEvents:
+        """A watch on ``directory``; ``fd`` is -1 where inotify is not available."""
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd < 0:
+                return cls(-1)
+            mask = _IN_MODIFY | _IN_CLOSE_WRITE | _IN_CREATE
+            if libc.inotify_add_watch(fd, os.fsencode(directory), mask) < 0:
+                os.close(fd)
+                return cls(-1)
+            return cls(fd)
+        except (OSError, AttributeError):
+            return cls(-1)
+
+    def read(self, timeout: float) -> list[tuple[str, int]]:
+        """The events that arrived (waiting up to ``timeout`` seconds for the first)."""
+        import select
+        import struct
+
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return []
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return []
+        out, pos = [], 0
+        while pos + 16 <= len(data):
+            _wd, mask, _cookie, length = struct.unpack_from("iIII", data, pos)
+            name = data[pos + 16 : pos + 16 + length].rstrip(b"\0").decode("utf-8", "replace")
+            out.append((name, mask))
+            pos += 16 + length
+        return out
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class Watcher:
