@@ -371,3 +371,31 @@ def test_the_database_spec_additions_and_their_errors():
     assert messages[2].startswith("demo-db.yaml: notifications.slack: unknown key")
     zstd = {**data, "backup": {**data["backup"], "compression": "zstd", "compression_level": 19}}
     assert parse_spec(DatabaseSpec, zstd, "x")[1] == []
+
+
+def test_data_files_map_to_tables_by_oid_and_a_table_without_one_is_refused():
+    from opsdag.backups.copy_checksum import table_digests
+    from opsdag.backups.dump_digest import DataDigest
+    from opsdag.backups.pg import ToolError
+
+    toc = [
+        "3358; 0 16399 TABLE DATA public orders postgres",
+        "3359; 0 16500 TABLE DATA Odd Schema Mixed Case postgres",  # spaces: the oid decides
+        "3360; 1259 16600 TABLE public other postgres",
+    ]
+    digests = {
+        3358: DataDigest("3358.dat.gz", 3, "ab" * 32, 30),
+        3359: DataDigest("3359.dat.gz", 0, "cd" * 32, 0),
+    }
+    columns = {16399: ("public", "orders", ["id"]), 16500: ("Odd Schema", "Mixed Case", ["a b", "c"])}
+    tables = [("Odd Schema", "Mixed Case"), ("public", "orders")]
+    stats = table_digests(toc, digests, columns, tables, checksum=True)
+    assert [(t.key, t.rows, t.checksum, t.method, t.columns) for t in stats] == [
+        ("Odd Schema.Mixed Case", 0, "cd" * 32, "copy-sha256-v1", ["a b", "c"]),
+        ("public.orders", 3, "ab" * 32, "copy-sha256-v1", ["id"]),
+    ]
+    assert [t.to_dict() for t in table_digests(toc, digests, columns, tables[1:], checksum=False)] == [
+        {"schema": "public", "name": "orders", "rows": 3, "checksum": None, "method": None}
+    ]
+    with pytest.raises(ToolError, match=r"no data file for public\.missing"):
+        table_digests(toc, digests, columns, [*tables, ("public", "missing")], checksum=True)

@@ -155,3 +155,40 @@ def target_of(conn: Any) -> PgTarget:
         dbname=info.dbname,
         password=info.password or None,
     )
+
+
+def table_digests(
+    toc_lines: list[str],
+    digests: Mapping[int, Any],
+    columns: Mapping[int, tuple[str, str, list[str]]],
+    tables: list[tuple[str, str]],
+    checksum: bool,
+) -> list[Any]:
+    """Each dumped table's ``TableStats`` from its data file's digest (``dump_digest.DataDigest``).
+
+    ``toc_lines`` (``pg_restore --list``) map a data file to its table by oid: an entry reads
+    ``3358; 0 16399 TABLE DATA public pgbench_accounts postgres`` (dumpId; tableoid oid ...),
+    which names with spaces would make ambiguous. Every table of ``tables`` must have one.
+    """
+    from opsdag.backups.stats import COPY_SHA256, TableStats
+
+    by_table: dict[tuple[str, str], tuple[Any, list[str]]] = {}
+    for line in toc_lines:
+        if " TABLE DATA " not in line:
+            continue
+        head, rest = line.split(";", 1)
+        dump_id, oid = int(head), int(rest.split()[1])
+        if dump_id in digests and oid in columns:
+            schema, name, cols = columns[oid]
+            by_table[(schema, name)] = (digests[dump_id], cols)
+    missing = [f"{s}.{n}" for s, n in tables if (s, n) not in by_table]
+    if missing:
+        raise ToolError(f"pg_dump wrote no data file for {', '.join(missing)}")
+    out = []
+    for schema, name in tables:
+        digest, cols = by_table[(schema, name)]
+        if checksum:
+            out.append(TableStats(schema, name, digest.rows, digest.sha256, COPY_SHA256, cols))
+        else:
+            out.append(TableStats(schema, name, digest.rows))
+    return out

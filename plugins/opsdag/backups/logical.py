@@ -1,6 +1,6 @@
 """Logical backups: ``pg_dump`` in directory format; per-table row counts and sha256 of what it wrote.
 
-Whole (~320 lines): dump and restore of one on-disk layout, kept together so that they agree.
+Whole (~300 lines): dump and restore of one on-disk layout, kept together so that they agree.
 
 One REPEATABLE READ, READ ONLY transaction exports its snapshot (``pg_export_snapshot()``)
 and ``pg_dump --snapshot`` dumps exactly that snapshot with its parallel workers. The
@@ -168,7 +168,8 @@ def dump(
         t_stats = time.monotonic()
         if watcher is not None:
             digests = watcher.result()
-            captured = _table_digests(out_dir, digests, columns, tables, options.table_checksums, major)
+            toc = list_toc(out_dir, server_major=major)
+            captured = copy_checksum.table_digests(toc, digests, columns, tables, options.table_checksums)
         else:  # pg_dump 16+ with zstd: the second scan, in the same (still open) snapshot
             table_stats.pin_session(conn)  # SET in a transaction: undone by its rollback
             captured = table_stats.capture(conn, checksum=options.table_checksums, tables=tables)
@@ -205,42 +206,6 @@ def dump(
             "total_seconds": round(time.monotonic() - t0, 3),
         },
     }
-
-
-def _table_digests(
-    out_dir: Path,
-    digests: dict[int, dump_digest.DataDigest],
-    columns: dict[int, tuple[str, str, list[str]]],
-    tables: list[tuple[str, str]],
-    checksum: bool,
-    major: int,
-) -> list[table_stats.TableStats]:
-    """Each dumped table's stats from its data file (``pg_restore --list`` maps file -> table)."""
-    by_table: dict[tuple[str, str], tuple[dump_digest.DataDigest, list[str]]] = {}
-    for line in list_toc(out_dir, server_major=major):
-        # ``3358; 0 16399 TABLE DATA public pgbench_accounts postgres``: dumpId; tableoid oid ...
-        if " TABLE DATA " not in line:
-            continue
-        head, rest = line.split(";", 1)
-        dump_id, oid = int(head), int(rest.split()[1])
-        if dump_id in digests and oid in columns:
-            schema, name, cols = columns[oid]
-            by_table[(schema, name)] = (digests[dump_id], cols)
-    missing = [f"{s}.{n}" for s, n in tables if (s, n) not in by_table]
-    if missing:
-        raise ToolError(f"pg_dump wrote no data file for {', '.join(missing)}")
-    out = []
-    for schema, name in tables:
-        digest, cols = by_table[(schema, name)]
-        if checksum:
-            out.append(
-                table_stats.TableStats(
-                    schema, name, digest.rows, digest.sha256, table_stats.COPY_SHA256, cols
-                )
-            )
-        else:
-            out.append(table_stats.TableStats(schema, name, digest.rows))
-    return out
 
 
 # -- restore -------------------------------------------------------------------------
