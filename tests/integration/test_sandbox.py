@@ -89,6 +89,10 @@ def test_status_names_ports_and_never_the_password(sbx: SandboxHandle) -> None:
     assert connections["prometheus_default"]["port"] == int(st["prometheus"]["url"].rsplit(":", 1)[1])
     assert connections["postgres_demo"]["schema"] == "demo"
     assert connections["postgres_drill"]["extra"] == {"opsdag_drill_target": True}
+    token_file = sbx.layout.root / "alerts" / "webhook-token"  # Alertmanager's credentials_file
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert connections["opsdag_alerts"]["password"] == token_file.read_text().strip()
+    assert connections["opsdag_alerts"]["password"] not in json.dumps(st)
 
 
 def test_the_marker_writer_adds_a_row_every_few_seconds_without_a_password_on_its_command_line(

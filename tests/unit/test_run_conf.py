@@ -10,7 +10,11 @@ from opsdag.spec.run_conf import BackupConf, ConfRefused, DrillConf, check_conf
 @pytest.mark.parametrize(
     ("model", "conf", "message"),
     [
-        (DrillConf, {"target_conn_id": "x"}, "target_conn_id: unknown key; allowed here: backup_id, recovery_target_time"),
+        (
+            DrillConf,
+            {"target_conn_id": "x"},
+            "target_conn_id: unknown key; allowed here: backup_id, recovery_target_time",
+        ),
         (DrillConf, {"backupid": "a"}, "backupid: unknown key; did you mean 'backup_id'?"),
         (DrillConf, {"backup_id": 3}, "backup_id: must be a string, not 3"),
         (BackupConf, {"dry_run": True}, "dry_run: unknown key; allowed here: dry_run_retention"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import secrets
+from pathlib import Path
 from typing import Any
 
 from opsdag.dev.sandbox.demo_database import DEMO_DATABASE, postgres_server
@@ -15,8 +17,9 @@ def write_connections(layout: Layout, state: dict[str, Any]) -> None:
 
     ``opsdag.dev.airflow_env`` exports them as ``AIRFLOW_CONN_*`` variables: Prometheus
     (``prometheus_default``), the demo database (``postgres_demo``) and the same server as
-    the DR-drill target (``postgres_drill``, marked ``opsdag_drill_target``). The file
-    holds the PostgreSQL password, like ``postgres/password``; ``down`` removes it.
+    the DR-drill target (``postgres_drill``, marked ``opsdag_drill_target``), and the token
+    Alertmanager sends to ``/opsdag/alerts`` (``opsdag_alerts``). The file holds the
+    PostgreSQL password, like ``postgres/password``; ``down`` removes it.
     """
     pg = state["postgres"]
     server = postgres_server(layout)
@@ -28,8 +31,23 @@ def write_connections(layout: Layout, state: dict[str, Any]) -> None:
         "password": server.password,
     }
     connections = {
+        "opsdag_alerts": {"conn_type": "generic", "password": alerts_token(layout)},
         "prometheus_default": {"conn_type": "http", "host": "127.0.0.1", "port": state["prometheus"]["port"]},
         "postgres_demo": {**postgres, "schema": DEMO_DATABASE},
         "postgres_drill": {**postgres, "schema": "postgres", "extra": {"opsdag_drill_target": True}},
     }
     atomic_write(layout.connections_file, json.dumps(connections, indent=2) + "\n", mode=0o600)
+
+
+def alerts_token_file(layout: Layout) -> Path:
+    """The bearer token of ``/opsdag/alerts`` (0600): Alertmanager's ``credentials_file``."""
+    return layout.root / "alerts" / "webhook-token"
+
+
+def alerts_token(layout: Layout) -> str:
+    """The sandbox's webhook token, made once (kept across ``down``/``up``)."""
+    path = alerts_token_file(layout)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, secrets.token_urlsafe(32) + "\n", mode=0o600)
+    return path.read_text().strip()
