@@ -148,7 +148,10 @@ def digest_tables(
 def target_of(conn: Any) -> PgTarget:
     """The server and login behind a psycopg connection, for psql (password via a passfile)."""
     info = conn.info
+    tls = ("sslmode", "sslcert", "sslkey", "sslrootcert", "connect_timeout")
+    params = info.get_parameters()
     return PgTarget(
+        options={k: v for k, v in params.items() if k in tls},
         host=info.host,
         port=int(info.port),
         user=info.user,
