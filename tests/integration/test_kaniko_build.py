@@ -8,6 +8,10 @@ cncf-kubernetes provider's ``KubernetesHook`` reads the connection from
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import json
+import threading
 from collections.abc import Iterator
 from uuid import uuid4
 
@@ -17,7 +21,13 @@ from kubernetes.client.exceptions import ApiException
 from support.kube_controller import BuildBehaviour, BuildPodController, KubeEmulator, digest_for
 from support.waiting import wait_for
 
-from opsdag.builds.kaniko_builder import KanikoBuilder, KanikoBuildError, KanikoBuildFailed
+from opsdag.builds.kaniko_builder import (
+    BuildPodTrigger,
+    KanikoBuilder,
+    KanikoBuildError,
+    KanikoBuildFailed,
+    PodOutcome,
+)
 from opsdag.builds.kaniko_pod import KanikoBuild, KanikoSettings, build_pod_manifest, pod_name
 
 pytestmark = pytest.mark.integration
@@ -244,3 +254,81 @@ def test_a_retry_waits_out_its_terminating_pod(cluster: KubeEmulator, controller
     assert result.adopted is False
     assert result.digest == digest_for(name)
     assert controller.started_pods.count(name) == 2
+
+
+# --- the deferrable wait: BuildPodTrigger in an event loop, as the triggerer runs it -----------
+
+
+def _first_event(trigger: BuildPodTrigger) -> dict:
+    """Serialize the trigger as Airflow stores it, rebuild it, and run it to its one event."""
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    rebuilt = getattr(importlib.import_module(module), name)(**json.loads(json.dumps(kwargs)))
+
+    async def first() -> dict:
+        async for event in rebuilt.run():
+            return event.payload
+        raise AssertionError("the trigger ended without an event")
+
+    payload = asyncio.run(asyncio.wait_for(first(), 30))
+    assert json.loads(json.dumps(payload)) == payload  # plain JSON, as the triggerer stores it
+    return payload
+
+
+def test_deferred_build_reads_the_digest(cluster: KubeEmulator, controller: BuildPodController) -> None:
+    build = _build()
+    name = pod_name("checkout", build.run_id)
+    builder = _builder()
+
+    handle = builder.start(build)
+    event = _first_event(builder.trigger(handle))
+    result = builder.finish(handle, PodOutcome.from_event(event))
+
+    assert event["state"] == "succeeded"
+    assert result.image == f"registry.example.com:5000/acme/checkout@{digest_for(name)}"
+    assert not _exists(cluster, name)
+
+
+def test_deferred_build_failure_and_malformed_digest(
+    cluster: KubeEmulator, controller: BuildPodController
+) -> None:
+    failing, malformed = _build(), _build()
+    controller.expect(
+        pod_name("checkout", failing.run_id),
+        BuildBehaviour(exit_code=1, reason="Error", logs="error building image: boom\n"),
+    )
+    controller.expect(pod_name("checkout", malformed.run_id), BuildBehaviour(message="done"))
+    builder = _builder()
+
+    handle = builder.start(failing)
+    with pytest.raises(KanikoBuildFailed, match="reason Error, exit code 1") as caught:
+        builder.finish(handle, PodOutcome.from_event(_first_event(builder.trigger(handle))))
+    assert caught.value.log_tail == "error building image: boom"
+
+    handle = builder.start(malformed)
+    with pytest.raises(KanikoBuildError, match="found 'done'"):
+        builder.finish(handle, PodOutcome.from_event(_first_event(builder.trigger(handle))))
+
+
+def test_deferred_build_timeout_and_vanished_pod(
+    cluster: KubeEmulator, controller: BuildPodController
+) -> None:
+    slow, vanishing = _build(), _build()
+    controller.expect(pod_name("checkout", slow.run_id), BuildBehaviour(hang=True))
+    controller.expect(pod_name("checkout", vanishing.run_id), BuildBehaviour(hang=True))
+
+    builder = _builder(timeout=1)
+    handle = builder.start(slow)
+    event = _first_event(builder.trigger(handle))
+    assert event["state"] == "timeout"
+    with pytest.raises(KanikoBuildError, match=r"did not finish within 1 s \(phase Running, running\)"):
+        builder.finish(handle, PodOutcome.from_event(event))
+    assert not _exists(cluster, handle.pod_name)
+
+    handle = _builder().start(vanishing)
+    threading.Timer(0.5, cluster.core_v1().delete_namespaced_pod, (handle.pod_name, NAMESPACE)).start()
+    event = _first_event(_builder().trigger(handle))
+    assert event["state"] == "gone"
+    assert (
+        event["message"] == f"build pod {handle.pod_name} (namespace builds) disappeared before it finished"
+    )

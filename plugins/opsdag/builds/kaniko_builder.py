@@ -10,11 +10,13 @@ it, and returns a ``KanikoBuildResult`` with ``repository@sha256:<digest>``.
   adopted: a running one is waited for, a succeeded one read, a failed one reported as
   the failure it was. A pod of that name doing something else is never touched: the
   build stops, naming it. A pod being deleted is waited out, then created anew.
-- **Waiting is a bounded poll** (``poll_interval``, ``timeout``): this step of issue 16
-  is a library; the deferrable trigger (``AsyncKubernetesHook``) is the next step, and
-  ``pod_outcome`` is the pure reading of a pod both share. The cluster itself ends the
-  pod after ``activeDeadlineSeconds`` (``KanikoSettings.timeout_seconds``) even if no
-  worker is waiting any more.
+- **Two ways to wait**, one reading of a pod (``pod_outcome``, pure):
+  ``build()`` = ``start()`` + a bounded poll in this process (``wait()``: ``poll_interval``,
+  ``timeout``) + ``finish()``; or, in a deferrable operator, ``start()`` then
+  ``self.defer(trigger=builder.trigger(handle), ...)`` and ``finish(handle,
+  PodOutcome.from_event(event))`` when ``BuildPodTrigger`` (``AsyncKubernetesHook``) fires:
+  no worker slot is held while the build runs. The cluster itself ends the pod after
+  ``activeDeadlineSeconds`` (``KanikoSettings.timeout_seconds``) even if nobody waits.
 - **The digest** is the build container's ``state.terminated.message`` (the executor's
   ``--digest-file=/dev/termination-log``). Anything but ``sha256:<64 hex>`` is refused,
   quoting what was found.
@@ -32,15 +34,18 @@ it, and returns a ``KanikoBuildResult`` with ``repository@sha256:<digest>``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 from kubernetes.client.exceptions import ApiException
 
 from opsdag.builds.kaniko_pod import (
@@ -116,13 +121,39 @@ class KanikoBuildResult:
 
 @dataclass(frozen=True)
 class PodOutcome:
-    """Where a build pod is: ``pending``, ``running``, ``succeeded`` or ``failed``, and why."""
+    """Where a build pod is, and why: ``pending``, ``running``, ``succeeded``, ``failed``, or,
+    from a waiter, ``timeout`` / ``gone`` (``message`` says what was seen)."""
 
-    state: Literal["pending", "running", "succeeded", "failed"]
+    state: Literal["pending", "running", "succeeded", "failed", "timeout", "gone"]
     reason: str | None = None
     exit_code: int | None = None
     message: str | None = None
     seconds: float | None = None
+
+    def to_event(self) -> dict[str, Any]:
+        """A trigger event's payload (plain JSON values)."""
+        return asdict(self)
+
+    @classmethod
+    def from_event(cls, payload: dict[str, Any]) -> PodOutcome:
+        return cls(
+            **{key: payload.get(key) for key in ("state", "reason", "exit_code", "message", "seconds")}
+        )
+
+
+@dataclass(frozen=True)
+class BuildPod:
+    """A build pod this run owns (created or adopted): what ``wait`` and ``finish`` need.
+
+    ``deadline`` is wall-clock (epoch seconds) so that it survives a deferral to the triggerer.
+    """
+
+    pod_name: str
+    namespace: str
+    repository: str
+    adopted: bool
+    started: float
+    deadline: float
 
 
 def pod_outcome(pod: V1Pod) -> PodOutcome:
@@ -209,15 +240,66 @@ class KanikoBuilder:
         return self.hook.core_v1_client
 
     def build(self, build: KanikoBuild) -> KanikoBuildResult:
-        """Run ``build`` in a pod (or adopt this run's pod) and return the pushed image by digest."""
+        """Run ``build`` in a pod (or adopt this run's pod), wait, and return the image by digest."""
+        handle = self.start(build)
+        try:
+            outcome = self.wait(handle)
+        except BaseException:
+            self._clean_up(handle, succeeded=False)
+            raise
+        return self.finish(handle, outcome)
+
+    def start(self, build: KanikoBuild) -> BuildPod:
+        """Create this run's build pod, or adopt it; nothing is waited for."""
         manifest = build_pod_manifest(build, self.settings)
         repository, _ = split_reference(build.destinations[0])
-        name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
-        started = time.monotonic()
-        deadline = started + self.timeout
-        adopted = self.submit(manifest, deadline)  # from here on, the pod is this build's
+        now = time.time()
+        adopted = self.submit(manifest, now + self.timeout)
+        return BuildPod(
+            pod_name=manifest["metadata"]["name"],
+            namespace=manifest["metadata"]["namespace"],
+            repository=repository,
+            adopted=adopted,
+            started=now,
+            deadline=now + self.timeout,
+        )
+
+    def trigger(self, handle: BuildPod) -> BuildPodTrigger:
+        """The deferrable wait for ``handle`` (the triggerer polls; ``finish`` reads its event)."""
+        return BuildPodTrigger(
+            pod_name=handle.pod_name,
+            namespace=handle.namespace,
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            poll_interval=self.poll_interval,
+            started=handle.started,
+            deadline=handle.deadline,
+        )
+
+    def wait(self, handle: BuildPod) -> PodOutcome:
+        """Poll the pod in this process until it has succeeded or failed; KanikoBuildError at the deadline."""
+        name, namespace = handle.pod_name, handle.namespace
+        while True:
+            try:
+                pod = self._call("get", namespace, lambda: self.core_v1.read_namespaced_pod(name, namespace))
+            except ApiException as error:
+                if error.status == 404:
+                    raise KanikoBuildError(_gone(name, namespace)) from error
+                raise self._refused("get", namespace, error) from error
+            outcome = pod_outcome(pod)
+            if outcome.state in ("succeeded", "failed"):
+                return outcome
+            if time.time() >= handle.deadline:
+                raise KanikoBuildError(_late(name, namespace, handle, pod, outcome))
+            time.sleep(self.poll_interval)
+
+    def finish(self, handle: BuildPod, outcome: PodOutcome) -> KanikoBuildResult:
+        """The result of a finished pod (from ``wait`` or the trigger's event), then the cleanup.
+
+        Raises KanikoBuildFailed (with the log tail) for a failed build, KanikoBuildError for
+        a pod that timed out, vanished or did not report a digest.
+        """
+        name, namespace = handle.pod_name, handle.namespace
         try:
-            outcome = self.wait(name, namespace, deadline)
             if outcome.state == "failed":
                 raise KanikoBuildFailed(
                     pod=name,
@@ -227,25 +309,32 @@ class KanikoBuilder:
                     message=outcome.message,
                     log_tail=self.log_tail(name, namespace),
                 )
+            if outcome.state != "succeeded":
+                raise KanikoBuildError(outcome.message or f"build pod {name}: {outcome.state}")
             digest = read_digest(outcome, name)
         except BaseException:
-            if self.delete_pod == "always":
-                try:
-                    self.delete(name, namespace)
-                except KanikoBuildError as error:  # never hide why the build failed
-                    log.warning("could not delete build pod %s: %s", name, error)
+            self._clean_up(handle, succeeded=False)
             raise
-        if self.delete_pod != "never":
-            self.delete(name, namespace)
-        seconds = outcome.seconds if outcome.seconds is not None else time.monotonic() - started
+        self._clean_up(handle, succeeded=True)
+        seconds = outcome.seconds if outcome.seconds is not None else time.time() - handle.started
         return KanikoBuildResult(
-            image=f"{repository}@{digest}",
+            image=f"{handle.repository}@{digest}",
             digest=digest,
             pod_name=name,
             namespace=namespace,
             seconds=round(seconds, 3),
-            adopted=adopted,
+            adopted=handle.adopted,
         )
+
+    def _clean_up(self, handle: BuildPod, *, succeeded: bool) -> None:
+        if self.delete_pod == "never" or (self.delete_pod == "on_success" and not succeeded):
+            return
+        try:
+            self.delete(handle.pod_name, handle.namespace)
+        except KanikoBuildError as error:
+            if succeeded:
+                raise
+            log.warning("could not delete build pod %s: %s", handle.pod_name, error)  # never hide the failure
 
     def submit(self, manifest: dict[str, Any], deadline: float) -> bool:
         """Create the pod, or adopt this run's existing one; True if adopted."""
@@ -283,30 +372,6 @@ class KanikoBuilder:
             log.info("build pod %s is being deleted; waiting for it to go before creating it again", name)
             self._wait_gone(name, namespace, deadline)
 
-    def wait(self, name: str, namespace: str, deadline: float) -> PodOutcome:
-        """Poll the pod until it has succeeded or failed; KanikoBuildError at the deadline."""
-        while True:
-            try:
-                pod = self._call("get", namespace, lambda: self.core_v1.read_namespaced_pod(name, namespace))
-            except ApiException as error:
-                if error.status == 404:
-                    raise KanikoBuildError(
-                        f"build pod {name} (namespace {namespace}) disappeared before it finished"
-                    ) from error
-                raise self._refused("get", namespace, error) from error
-            outcome = pod_outcome(pod)
-            if outcome.state in ("succeeded", "failed"):
-                return outcome
-            if time.monotonic() >= deadline:
-                phase = pod.status.phase if pod.status is not None else None
-                raise KanikoBuildError(
-                    f"build pod {name} (namespace {namespace}) did not finish within {self.timeout:.0f} s "
-                    f"(phase {phase}, {outcome.state}"
-                    + (f", {outcome.reason}" if outcome.reason else "")
-                    + ")"
-                )
-            time.sleep(self.poll_interval)
-
     def log_tail(self, name: str, namespace: str) -> str:
         """The last ``log_lines`` lines of the build container's log, or why they cannot be read."""
         try:
@@ -329,7 +394,7 @@ class KanikoBuilder:
                 raise self._refused("delete", namespace, error) from error
 
     def _wait_gone(self, name: str, namespace: str, deadline: float) -> None:
-        while time.monotonic() < deadline:
+        while time.time() < deadline:
             try:
                 self._call("get", namespace, lambda: self.core_v1.read_namespaced_pod(name, namespace))
             except ApiException as error:
@@ -370,3 +435,100 @@ def _seconds(started: datetime | None, finished: datetime | None) -> float | Non
     if started is None or finished is None:
         return None
     return max(0.0, (finished - started).total_seconds())
+
+
+def _gone(name: str, namespace: str) -> str:
+    return f"build pod {name} (namespace {namespace}) disappeared before it finished"
+
+
+def _late(name: str, namespace: str, handle: BuildPod, pod: Any, outcome: PodOutcome) -> str:
+    phase = pod.status.phase if pod.status is not None else None
+    detail = f"phase {phase}, {outcome.state}" + (f", {outcome.reason}" if outcome.reason else "")
+    return (
+        f"build pod {name} (namespace {namespace}) did not finish within "
+        f"{handle.deadline - handle.started:.0f} s ({detail})"
+    )
+
+
+class BuildPodTrigger(BaseTrigger):
+    """Waits in the triggerer for a build pod to end; one event: a ``PodOutcome`` as a dict.
+
+    ``AsyncKubernetesHook`` (same connection as the builder) reads the pod every
+    ``poll_interval`` seconds until its build container has terminated, it failed for a
+    reason that waiting cannot cure, it vanished (``gone``) or ``deadline`` (epoch seconds)
+    passed (``timeout``). The operator hands the event to ``KanikoBuilder.finish``.
+
+    :param pod_name: the build pod.
+    :param namespace: its namespace.
+    :param kubernetes_conn_id: the Airflow connection of the cluster.
+    :param poll_interval: seconds between two reads.
+    :param started: when the build was started (epoch seconds; for the timeout's message).
+    :param deadline: when to give up (epoch seconds).
+    """
+
+    def __init__(
+        self,
+        *,
+        pod_name: str,
+        namespace: str,
+        kubernetes_conn_id: str,
+        poll_interval: float,
+        started: float,
+        deadline: float,
+    ) -> None:
+        super().__init__()
+        self.pod_name = pod_name
+        self.namespace = namespace
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.poll_interval = poll_interval
+        self.started = started
+        self.deadline = deadline
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "pod_name": self.pod_name,
+                "namespace": self.namespace,
+                "kubernetes_conn_id": self.kubernetes_conn_id,
+                "poll_interval": self.poll_interval,
+                "started": self.started,
+                "deadline": self.deadline,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
+        from kubernetes_asyncio.client import CoreV1Api as AsyncCoreV1Api
+        from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
+
+        hook = AsyncKubernetesHook(conn_id=self.kubernetes_conn_id)
+        name, namespace = self.pod_name, self.namespace
+        failures = 0
+        while True:
+            try:
+                async with hook.get_conn() as connection:
+                    pod = await AsyncCoreV1Api(connection).read_namespaced_pod(name, namespace)
+                failures = 0
+            except AsyncApiException as error:
+                if error.status == 404:
+                    yield TriggerEvent(PodOutcome("gone", message=_gone(name, namespace)).to_event())
+                    return
+                failures += 1
+                if error.status not in (429, 500, 502, 503, 504) or failures >= 4:
+                    message = f"get pods in namespace {namespace}: {error.status} {error.reason}"
+                    yield TriggerEvent(PodOutcome("failed", "ApiError", None, message).to_event())
+                    return
+                await asyncio.sleep(min(0.5 * 2**failures, 8))
+                continue
+            outcome = pod_outcome(pod)
+            if outcome.state in ("succeeded", "failed"):
+                yield TriggerEvent(outcome.to_event())
+                return
+            if time.time() >= self.deadline:
+                late = BuildPod(name, namespace, "", False, self.started, self.deadline)
+                yield TriggerEvent(
+                    PodOutcome("timeout", message=_late(name, namespace, late, pod, outcome)).to_event()
+                )
+                return
+            await asyncio.sleep(self.poll_interval)
