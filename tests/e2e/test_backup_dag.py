@@ -99,10 +99,16 @@ def test_a_backup_that_fails_verification_fails_the_run_and_says_so(
     tmp_path,
     monkeypatch,
 ):
+    from opsdag.backups.pg import pg_tool
+
     write_spec(opsdag_env)
-    broken = fake_tool_dir(
-        tmp_path, {"pg_restore": 'echo "pg_restore: error: could not read TOC" >&2; exit 1'}
+    # pg_restore works while the backup is written (it lists the dump to name its tables'
+    # data files) and fails on the published copy, which is what verify reads
+    fails_on_published = (
+        f'case "$*" in *.partial-*) exec "{pg_tool("pg_restore")}" "$@" ;; esac; '
+        'echo "pg_restore: error: could not read TOC" >&2; exit 1'
     )
+    broken = fake_tool_dir(tmp_path, {"pg_restore": fails_on_published})
     monkeypatch.setenv("OPSDAG_PG_BIN", str(broken))
     result = run_dag(dags(airflow_home)["backup__e2e-db"])
 
