@@ -26,7 +26,7 @@ from support.docker_engine import (  # noqa: F401  (fixtures)
 
 from opsdag.builds.context import BuildContextError, resolve_context
 from opsdag.builds.docker_builder import BuildFailed, DockerEngineBuilder, EngineUnreachable
-from opsdag.builds.registry import RegistryClient
+from opsdag.builds.registry import RegistryClient, RegistryError
 from opsdag.spec.service import ImageBuild
 
 pytestmark = pytest.mark.timeout(300)
@@ -94,7 +94,10 @@ def test_build_push_and_pull_by_digest(repo, repository, docker_default, lines):
         assert registry.manifest_digest(name, "1.0.0") == result.digest  # Docker-Content-Digest
         assert registry.manifest_digest(name, result.cache_tag) == result.digest
         assert registry.has_digest(name, result.digest)
+        assert not registry.has_digest(name, "sha256:" + "0" * 64)  # the sandbox's "cannot be pulled"
         labels = registry.image_labels(name, result.digest)
+    with pytest.raises(RegistryError, match="asks for credentials and none were given"):
+        RegistryClient(docker_default.host).manifest_digest(name, "1.0.0")
     assert labels["org.opencontainers.image.version"] == "1.0.0"
     assert labels["org.opencontainers.image.revision"] == "0123abc"
     assert labels["org.opencontainers.image.source"] == "https://git.example.com/shop/app"

@@ -5,7 +5,8 @@
 - ``registry``: the registry HTTP API v2 (digest of a tag, does a digest exist, an image's
   config and labels); httpx, no Airflow.
 - ``docker_builder``: ``DockerEngineBuilder``, the Docker engine builder through the docker
-  provider's ``DockerHook``; returns a ``BuiltImage`` (``repository@sha256:...``).
+  provider's ``DockerHook``; returns a ``BuiltImage`` (``repository@sha256:...``);
+  ``engine_stream`` reads the engine's build and push streams (failures are lines there).
 - ``kaniko_pod`` and ``kaniko_builder``: the in-cluster builder, a Kaniko-compatible build
   pod through the cncf-kubernetes provider's ``KubernetesHook``; returns a
   ``KanikoBuildResult``.

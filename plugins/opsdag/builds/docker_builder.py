@@ -25,6 +25,8 @@ of a release's build step with ``image.build.builder: docker``:
    (``HEAD /v2/<name>/manifests/ctx-<hash>``): a release then deploys
    ``repository@sha256:...`` and never a mutable tag.
 
+The engine's streams are read by ``opsdag.builds.engine_stream``.
+
 Errors: ``BuildFailed`` (a failed build step, push or check: the engine's or registry's
 own text), ``EngineUnreachable`` (no engine at ``docker_url``), and
 ``opsdag.builds.context.BuildContextError`` before anything is built. Running it twice
@@ -39,25 +41,23 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
 from opsdag.builds.context import BuildContext
-from opsdag.builds.registry import RegistryClient, RegistryError, parse_repository
+from opsdag.builds.engine_stream import BuildFailed, engine_lines, read_build_stream, read_push_stream
+from opsdag.builds.registry import DOCKER_HUB, RegistryClient, RegistryError, parse_repository
 
 LABEL_PREFIX = "org.opencontainers.image."
 VERSION_LABEL = LABEL_PREFIX + "version"
 CACHE_TAG_PREFIX = "ctx-"
 DEFAULT_DOCKER_URL = "unix://var/run/docker.sock"
+_HUB_NAMES = {"docker.io", "index.docker.io", DOCKER_HUB}  # what a connection may call Docker Hub
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 log = logging.getLogger(__name__)
-
-
-class BuildFailed(RuntimeError):
-    """The engine or the registry refused a build, tag, push or check; the text is theirs."""
 
 
 class EngineUnreachable(BuildFailed):
@@ -109,52 +109,6 @@ def check_tags(tags: Iterable[str]) -> tuple[str, ...]:
         if tag.startswith(CACHE_TAG_PREFIX):
             raise ValueError(f"tags: {tag!r}: tags starting with {CACHE_TAG_PREFIX!r} are opsdag's own")
     return checked
-
-
-def _engine_error(line: dict[str, Any]) -> str | None:
-    if "errorDetail" in line or "error" in line:
-        detail = line.get("errorDetail") or {}
-        return str(detail.get("message") or line.get("error") or detail)
-    return None
-
-
-def read_build_stream(lines: Iterable[dict[str, Any]], logger: logging.Logger) -> str:
-    """Log a build's ``stream`` text line by line as it arrives; the built image's id.
-    ``BuildFailed`` with the engine's text on an ``errorDetail``/``error`` line."""
-    pending = ""
-    image_id = None
-    for line in lines:
-        if (error := _engine_error(line)) is not None:
-            if pending.strip():
-                logger.info("%s", pending.rstrip())
-            raise BuildFailed(error)
-        pending += line.get("stream", "")
-        *complete, pending = pending.split("\n")
-        for text in complete:
-            if text.strip():
-                logger.info("%s", text.rstrip())
-        image_id = (line.get("aux") or {}).get("ID", image_id)
-    if pending.strip():
-        logger.info("%s", pending.rstrip())
-    if not image_id:
-        raise BuildFailed("the engine ended the build without an image id (no aux.ID line)")
-    return image_id
-
-
-def read_push_stream(lines: Iterable[dict[str, Any]], logger: logging.Logger) -> str:
-    """Log a push's status lines (not the progress bars); the digest of its final ``aux`` line.
-    ``BuildFailed`` with the engine's text on an ``errorDetail``/``error`` line."""
-    digest = None
-    for line in lines:
-        if (error := _engine_error(line)) is not None:
-            raise BuildFailed(error)
-        if "aux" in line and "Digest" in (line["aux"] or {}):
-            digest = line["aux"]["Digest"]
-        elif line.get("status") and not line.get("progress"):
-            logger.info("%s", f"{line['id']}: {line['status']}" if line.get("id") else line["status"])
-    if not digest:
-        raise BuildFailed("the push ended without a digest (no aux.Digest line)")
-    return digest
 
 
 class DockerEngineBuilder:
@@ -217,7 +171,8 @@ class DockerEngineBuilder:
 
             conn = BaseHook.get_connection(self.docker_conn_id)
             host = f"{conn.host}:{conn.port}" if conn.port else (conn.host or "")
-            if host.split("://")[-1].rstrip("/") == registry:
+            host = host.split("://")[-1].split("/")[0]
+            if host == registry or (registry == DOCKER_HUB and host in _HUB_NAMES):
                 username, password = conn.login, conn.password
         return RegistryClient(registry, username=username, password=password, scheme=self.registry_scheme)
 
@@ -255,29 +210,36 @@ class DockerEngineBuilder:
                 logger.warning("cache look-up of %s:%s failed, building: %s", repository, ctx_tag, error)
                 found = None
             if found:
-                logger.info(
-                    "not rebuilt: context %s (hash %s) already pushed as %s:%s (%s)",
-                    context.relative_directory,
-                    content_hash[:12],
-                    repository,
-                    ctx_tag,
-                    found,
-                )
-                for tag in wanted:
-                    if registry.manifest_digest(name, tag) != found:
-                        registry.tag_manifest(name, found, tag)
-                        logger.info("tagged %s:%s -> %s", repository, tag, found)
-                labels = registry.image_labels(name, found)
+                where = f"context {context.relative_directory} (hash {content_hash[:12]})"
+                logger.info("not rebuilt: %s already pushed as %s:%s (%s)", where, repository, ctx_tag, found)
+                try:
+                    labels = self._reuse(registry, repository, name, found, wanted, logger)
+                except RegistryError as error:
+                    raise BuildFailed(f"{repository}@{found} (not rebuilt): {error}") from error
                 return self._result(repository, found, wanted, labels, content_hash, started, pushed=False)
             labels = oci_labels(version=version, created=datetime.now(UTC), revision=revision, source=source)
             digest = self._build_and_push(context, repository, wanted, ctx_tag, labels, logger)
-            in_registry = registry.manifest_digest(name, ctx_tag)
+            try:
+                in_registry = registry.manifest_digest(name, ctx_tag)
+            except RegistryError as error:
+                raise BuildFailed(
+                    f"pushed {repository}@{digest}, but the registry check failed: {error}"
+                ) from error
         if in_registry != digest:
             raise BuildFailed(
                 f"the registry's digest of {repository}:{ctx_tag} is {in_registry}, the push said {digest}"
             )
         logger.info("pushed %s@%s (tags %s)", repository, digest, ", ".join([*wanted, ctx_tag]))
         return self._result(repository, digest, wanted, labels, content_hash, started, pushed=True)
+
+    @staticmethod
+    def _reuse(registry, repository, name, digest, tags, logger) -> dict[str, str]:
+        """Point ``tags`` at the image found in the registry; its labels."""
+        for tag in tags:
+            if registry.manifest_digest(name, tag) != digest:
+                registry.tag_manifest(name, digest, tag)
+                logger.info("tagged %s:%s -> %s", repository, tag, digest)
+        return registry.image_labels(name, digest)
 
     def _build_and_push(
         self,
@@ -296,7 +258,7 @@ class DockerEngineBuilder:
         logger.info("building %s from %s", repository, where)
         try:
             image_id = read_build_stream(
-                self._stream(
+                engine_lines(
                     client.build(
                         path=str(context.directory),
                         dockerfile=context.dockerfile_for_engine,
@@ -316,7 +278,7 @@ class DockerEngineBuilder:
             digests = {}
             for tag in (*tags, ctx_tag):  # the cache tag last: it marks a complete push
                 digests[tag] = read_push_stream(
-                    self._stream(client.push(repository, tag=tag, stream=True, decode=True)), logger
+                    engine_lines(client.push(repository, tag=tag, stream=True, decode=True)), logger
                 )
         except APIError as error:
             raise BuildFailed(str(error.explanation or error)) from error
@@ -325,16 +287,6 @@ class DockerEngineBuilder:
         if len(set(digests.values())) != 1:
             raise BuildFailed(f"the tags of one image were pushed with different digests: {digests}")
         return digests[ctx_tag]
-
-    @staticmethod
-    def _stream(lines: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        """docker-py's decoded stream; a connection that breaks midway is the engine's failure."""
-        from requests.exceptions import RequestException
-
-        try:
-            yield from lines
-        except RequestException as error:
-            raise BuildFailed(f"the connection to the Docker engine broke: {error}") from error
 
     @staticmethod
     def _result(repository, digest, tags, labels, content_hash, started, *, pushed) -> BuiltImage:
