@@ -30,7 +30,14 @@ The engine's streams are read by ``opsdag.builds.engine_stream``.
 Errors: ``BuildFailed`` (a failed build step, push or check: the engine's or registry's
 own text), ``EngineUnreachable`` (no engine at ``docker_url``), and
 ``opsdag.builds.context.BuildContextError`` before anything is built. Running it twice
-is safe: the second run finds the cache tag.
+is safe: the second run finds the cache tag (a run that died between the pushes has no
+cache tag yet and builds again, from the engine's layer cache). Two builds of the same
+context at the same moment are not expected (a service's release DAG runs one at a time);
+if they raced, the check could see the other's push under the cache tag and fail rather
+than return a digest it did not verify.
+
+The build runs in the calling process for its whole length (streaming the log); a
+deferrable build (a trigger following the engine) is for the release step to decide.
 
 Airflow is imported when the engine is first used (``DockerHook``), not at import time.
 """
