@@ -9,7 +9,11 @@ the official ``kubernetes`` client, through the same Airflow connection users co
   ``AIRFLOW_CONN_KUBERNETES_DEFAULT`` value whose ``kube_config`` extra points at it (no
   auth); ``core_v1()`` is a client of its own (not the global default configuration).
   ``GET .../pods/<name>/log`` is answered from ``logs`` (the emulator has no containers,
-  so no logs of its own); ``tail_lines`` is honoured.
+  so no logs of its own); ``tail_lines`` is honoured. ``fail(action, pod, status, times)``
+  makes the next ``times`` create/get/delete requests for a pod answer ``status`` (a
+  Kubernetes ``Status`` body); the controller's own requests are never failed. Note: kmock
+  stores a created object even when a reaction answers the request, so a failed create
+  has still created the pod (which is what a lost answer looks like to a client).
 - ``BuildPodController``: what the kubelet would do to build pods (labels
   ``app.kubernetes.io/managed-by=opsdag``, ``app.kubernetes.io/component=image-build``):
   a new pod gets a uid, a creation time and ``Pending``/``ContainerCreating``, then
@@ -50,6 +54,8 @@ class KubeEmulator:
     def __init__(self, namespace: str = "default") -> None:
         self.namespace = namespace
         self.logs: dict[tuple[str, str], str] = {}  # (namespace, pod) -> the build container's log
+        self.faults: list[Fault] = []
+        self._faults_lock = threading.Lock()
         self.url = ""
         self.emulator: kmock.KubernetesEmulator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -86,6 +92,8 @@ class KubeEmulator:
         async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
             emulator.resources["v1/pods"] = kmock.ResourceInfo(kind="Pod", namespaced=True)
             emulator[kmock.subresource("log")] << self._serve_log
+            for action in (kmock.action.CREATE, kmock.action.FETCH, kmock.action.DELETE):
+                emulator[action] << self._serve_fault
             self.emulator = emulator
             self.url = str(server.url).rstrip("/")
             self._loop = asyncio.get_running_loop()
@@ -112,6 +120,45 @@ class KubeEmulator:
         if tail is not None:
             lines = lines[-int(tail) :] if int(tail) > 0 else []
         return kmock.Response(payload="".join(lines).encode(), headers={"Content-Type": "text/plain"})
+
+    def fail(self, action: str, pod: str, status: int, times: int = 1) -> Fault:
+        """Answer the next ``times`` ``action`` (create, get, delete) requests for ``pod`` with ``status``."""
+        fault = Fault(action, pod, status, times)
+        with self._faults_lock:
+            self.faults.append(fault)
+        return fault
+
+    def _serve_fault(self, request: kmock.Request) -> Any:
+        # Not ours: NotImplementedError passes the request on to the emulator. (Returning
+        # NotImplemented would mean "depleted": kmock would disable this reaction for good.)
+        if request.subresource is not None or request.headers.get("User-Agent") == CONTROLLER_AGENT:
+            raise NotImplementedError
+        action = {
+            kmock.action.CREATE: "create",
+            kmock.action.FETCH: "get",
+            kmock.action.DELETE: "delete",
+        }.get(request.action)
+        name = request.name or ((request.data or {}).get("metadata") or {}).get("name")
+        with self._faults_lock:
+            for fault in self.faults:
+                if fault.left > 0 and (fault.action, fault.pod) == (action, name):
+                    fault.left -= 1
+                    fault.served += 1
+                    break
+            else:
+                raise NotImplementedError
+        reason = {403: "Forbidden", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+        return kmock.Response(
+            status=fault.status,
+            payload={
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "code": fault.status,
+                "reason": reason.get(fault.status, "Unknown"),
+                "message": f'pods "{name}": {fault.status} injected by the test',
+            },
+        )
 
     def create_requests(self, name: str) -> int:
         """How many create requests the API received for the pod ``name`` (accepted or not)."""
@@ -152,10 +199,27 @@ class KubeEmulator:
         """An ``AIRFLOW_CONN_KUBERNETES_DEFAULT`` value: the kube config as the connection's extra."""
         return json.dumps({"conn_type": "kubernetes", "extra": {"kube_config": self.kubeconfig()}})
 
-    def core_v1(self) -> client.CoreV1Api:
+    def core_v1(self, user_agent: str | None = None) -> client.CoreV1Api:
         configuration = client.Configuration()
         configuration.host = self.url
-        return client.CoreV1Api(client.ApiClient(configuration))
+        api_client = client.ApiClient(configuration)
+        if user_agent is not None:
+            api_client.user_agent = user_agent
+        return client.CoreV1Api(api_client)
+
+
+CONTROLLER_AGENT = "opsdag-test-kubelet"
+
+
+@dataclass
+class Fault:
+    """An injected API error: ``left`` more ``action`` requests for ``pod`` answer ``status``."""
+
+    action: str
+    pod: str
+    status: int
+    left: int
+    served: int = 0
 
 
 @dataclass(frozen=True)
@@ -202,7 +266,7 @@ class BuildPodController:
     errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._api = self.kube.core_v1()
+        self._api = self.kube.core_v1(user_agent=CONTROLLER_AGENT)
         self._tracked: dict[tuple[str, str], _Tracked] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="build-pod-controller", daemon=True)
@@ -223,6 +287,9 @@ class BuildPodController:
         while not self._stop.is_set():
             try:
                 self._step()
+            except ApiException as error:
+                if error.status != 404:  # a pod deleted between two calls is what a kubelet sees too
+                    self.errors.append(repr(error))
             except Exception as error:  # keep playing; tests assert on errors
                 self.errors.append(repr(error))
             self._stop.wait(self.interval)
