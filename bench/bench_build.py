@@ -52,8 +52,8 @@ from support.docker_engine import (  # noqa: E402
     scratch_context,
 )
 
-from opsdag.builds.context import resolve_context  # noqa: E402
-from opsdag.builds.docker_builder import DockerEngineBuilder, oci_labels  # noqa: E402
+from opsdag.builders.context import resolve_context  # noqa: E402
+from opsdag.builders.docker_builder import DockerEngineBuilder, oci_labels  # noqa: E402
 from opsdag.spec.service import ImageBuild  # noqa: E402
 
 GOAL = 1.10

@@ -24,9 +24,9 @@ from support.docker_engine import (  # noqa: F401  (fixtures)
     scratch_context,
 )
 
-from opsdag.builds.context import BuildContextError, resolve_context
-from opsdag.builds.docker_builder import BuildFailed, DockerEngineBuilder, EngineUnreachable
-from opsdag.builds.registry import RegistryClient, RegistryError
+from opsdag.builders.context import BuildContextError, resolve_context
+from opsdag.builders.docker_builder import BuildFailed, DockerEngineBuilder, EngineUnreachable
+from opsdag.builders.registry import RegistryClient, RegistryError
 from opsdag.spec.service import ImageBuild
 
 pytestmark = pytest.mark.timeout(300)

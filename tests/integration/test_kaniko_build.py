@@ -21,14 +21,14 @@ from kubernetes.client.exceptions import ApiException
 from support.kube_controller import BuildBehaviour, BuildPodController, KubeEmulator, digest_for
 from support.waiting import wait_for
 
-from opsdag.builds.kaniko_builder import (
+from opsdag.builders.kaniko_builder import (
     BuildPodTrigger,
     KanikoBuilder,
     KanikoBuildError,
     KanikoBuildFailed,
     PodOutcome,
 )
-from opsdag.builds.kaniko_pod import KanikoBuild, KanikoSettings, build_pod_manifest, pod_name
+from opsdag.builders.kaniko_pod import KanikoBuild, KanikoSettings, build_pod_manifest, pod_name
 
 pytestmark = pytest.mark.integration
 

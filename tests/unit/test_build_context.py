@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from opsdag.builds.context import BuildContextError, resolve_context
-from opsdag.builds.docker_builder import check_tags, oci_labels
-from opsdag.builds.engine_stream import BuildFailed, read_build_stream, read_push_stream
-from opsdag.builds.registry import DOCKER_HUB, is_loopback, parse_repository
+from opsdag.builders.context import BuildContextError, resolve_context
+from opsdag.builders.docker_builder import check_tags, oci_labels
+from opsdag.builders.engine_stream import BuildFailed, read_build_stream, read_push_stream
+from opsdag.builders.registry import DOCKER_HUB, is_loopback, parse_repository
 from opsdag.spec.loader import parse_spec
 from opsdag.spec.service import Image, ImageBuild
 

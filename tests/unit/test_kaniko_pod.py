@@ -18,8 +18,8 @@ from kubernetes.client import (
     V1PodStatus,
 )
 
-from opsdag.builds.kaniko_builder import KanikoBuildError, PodOutcome, pod_outcome, read_digest
-from opsdag.builds.kaniko_pod import (
+from opsdag.builders.kaniko_builder import KanikoBuildError, PodOutcome, pod_outcome, read_digest
+from opsdag.builders.kaniko_pod import (
     ANNOTATION_RUN_ID,
     BuildPodError,
     KanikoBuild,

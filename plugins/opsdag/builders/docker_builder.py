@@ -3,7 +3,7 @@
 ``DockerEngineBuilder(...).build(context, repository=..., version=...)`` is the whole job
 of a release's build step with ``image.build.builder: docker``:
 
-1. **Cache.** The context's content hash (``opsdag.builds.context``: its files, the
+1. **Cache.** The context's content hash (``opsdag.builders.context``: its files, the
    Dockerfile, build args, target, and the version label) names a tag ``ctx-<hash>``. When
    the registry already has that tag, nothing is built: the log says ``not rebuilt: ...
    already pushed as ...``, the requested tags are pointed at that manifest through the
@@ -25,11 +25,11 @@ of a release's build step with ``image.build.builder: docker``:
    (``HEAD /v2/<name>/manifests/ctx-<hash>``): a release then deploys
    ``repository@sha256:...`` and never a mutable tag.
 
-The engine's streams are read by ``opsdag.builds.engine_stream``.
+The engine's streams are read by ``opsdag.builders.engine_stream``.
 
 Errors: ``BuildFailed`` (a failed build step, push or check: the engine's or registry's
 own text), ``EngineUnreachable`` (no engine at ``docker_url``), and
-``opsdag.builds.context.BuildContextError`` before anything is built. Running it twice
+``opsdag.builders.context.BuildContextError`` before anything is built. Running it twice
 is safe: the second run finds the cache tag (a run that died between the pushes has no
 cache tag yet and builds again, from the engine's layer cache). Two builds of the same
 context at the same moment are not expected (a service's release DAG runs one at a time);
@@ -54,9 +54,9 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from opsdag.builds.context import BuildContext
-from opsdag.builds.engine_stream import BuildFailed, engine_lines, read_build_stream, read_push_stream
-from opsdag.builds.registry import DOCKER_HUB, RegistryClient, RegistryError, parse_repository
+from opsdag.builders.context import BuildContext
+from opsdag.builders.engine_stream import BuildFailed, engine_lines, read_build_stream, read_push_stream
+from opsdag.builders.registry import DOCKER_HUB, RegistryClient, RegistryError, parse_repository
 
 LABEL_PREFIX = "org.opencontainers.image."
 VERSION_LABEL = LABEL_PREFIX + "version"
@@ -196,7 +196,7 @@ class DockerEngineBuilder:
     ) -> BuiltImage:
         """Build ``context`` as ``repository`` (or find it built), push it, check its digest.
 
-        :param context: from ``opsdag.builds.context.resolve_context`` (checked paths).
+        :param context: from ``opsdag.builders.context.resolve_context`` (checked paths).
         :param repository: the image repository, e.g. ``registry.example.com/shop/checkout``.
         :param version: the ``org.opencontainers.image.version`` label (part of the cache key).
         :param tags: tags to push besides the cache tag; default ``[version]``.

@@ -21,7 +21,7 @@ Dockerfile's bytes, the build args (sorted) and the target stage, and the extra
 Modification times, owners and the order a directory lists its files in are left out,
 so a fresh checkout of the same commit hashes the same. The builders push the image
 under the tag ``ctx-<hash>`` and look that tag up before building (see
-``opsdag.builds.docker_builder``).
+``opsdag.builders.docker_builder``).
 
 Nothing here imports Airflow or talks to an engine: unit-tested on temporary directories.
 """

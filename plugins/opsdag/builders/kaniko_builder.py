@@ -34,21 +34,29 @@ it, and returns a ``KanikoBuildResult`` with ``repository@sha256:<digest>``.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import re
 import time
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
 from kubernetes.client.exceptions import ApiException
 
-from opsdag.builds.kaniko_pod import (
+from opsdag.builders.build_pod import (  # noqa: F401  (re-exported: the builder's API)
+    DIGEST,
+    STUCK_REASONS,
+    BuildPod,
+    KanikoBuildError,
+    KanikoBuildFailed,
+    PodOutcome,
+    api_message,
+    build_seconds,
+    gone_message,
+    late_message,
+    pod_outcome,
+    read_digest,
+)
+from opsdag.builders.kaniko_pod import (
     ANNOTATION_SPEC,
     CONTAINER,
     KanikoBuild,
@@ -59,52 +67,13 @@ from opsdag.builds.kaniko_pod import (
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-    from kubernetes.client import CoreV1Api, V1Pod
+    from kubernetes.client import CoreV1Api
+
+from opsdag.triggers.build_pod import BuildPodTrigger
 
 log = logging.getLogger(__name__)
 
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-# Waiting reasons that do not resolve by waiting: the build has failed, say why now.
-STUCK_REASONS = frozenset(
-    {
-        "ErrImagePull",
-        "ImagePullBackOff",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "ErrImageNeverPull",
-    }
-)
 DeletePolicy = Literal["always", "on_success", "never"]
-
-
-class KanikoBuildError(RuntimeError):
-    """The build could not be run or its result read (API refusal, foreign pod, bad digest, timeout)."""
-
-
-class KanikoBuildFailed(KanikoBuildError):
-    """The build pod ended without an image: its reason, exit code, message and last log lines."""
-
-    def __init__(
-        self,
-        *,
-        pod: str,
-        namespace: str,
-        reason: str | None,
-        exit_code: int | None,
-        message: str | None,
-        log_tail: str,
-    ) -> None:
-        self.pod, self.namespace, self.reason = pod, namespace, reason
-        self.exit_code, self.message, self.log_tail = exit_code, message, log_tail
-        what = f"reason {reason or 'unknown'}"
-        if exit_code is not None:
-            what += f", exit code {exit_code}"
-        if message:
-            what += f", message {message.strip()[:500]!r}"
-        text = f"build pod {pod} (namespace {namespace}) failed: {what}"
-        text += f"\nlast log lines:\n{log_tail}" if log_tail.strip() else "\n(no log lines)"
-        super().__init__(text)
 
 
 @dataclass(frozen=True)
@@ -117,86 +86,6 @@ class KanikoBuildResult:
     namespace: str
     seconds: float
     adopted: bool
-
-
-@dataclass(frozen=True)
-class PodOutcome:
-    """Where a build pod is, and why: ``pending``, ``running``, ``succeeded``, ``failed``, or,
-    from a waiter, ``timeout`` / ``gone`` (``message`` says what was seen)."""
-
-    state: Literal["pending", "running", "succeeded", "failed", "timeout", "gone"]
-    reason: str | None = None
-    exit_code: int | None = None
-    message: str | None = None
-    seconds: float | None = None
-
-    def to_event(self) -> dict[str, Any]:
-        """A trigger event's payload (plain JSON values)."""
-        return asdict(self)
-
-    @classmethod
-    def from_event(cls, payload: dict[str, Any]) -> PodOutcome:
-        return cls(
-            **{key: payload.get(key) for key in ("state", "reason", "exit_code", "message", "seconds")}
-        )
-
-
-@dataclass(frozen=True)
-class BuildPod:
-    """A build pod this run owns (created or adopted): what ``wait`` and ``finish`` need.
-
-    ``deadline`` is wall-clock (epoch seconds) so that it survives a deferral to the triggerer.
-    """
-
-    pod_name: str
-    namespace: str
-    repository: str
-    adopted: bool
-    started: float
-    deadline: float
-
-
-def pod_outcome(pod: V1Pod) -> PodOutcome:
-    """Read a build pod's state from its status (pure: no API call)."""
-    status = pod.status
-    phase = status.phase if status is not None else None
-    container = None
-    for candidate in (status.container_statuses or []) if status is not None else []:
-        if candidate.name == CONTAINER:
-            container = candidate
-    state = container.state if container is not None else None
-    if state is not None and state.terminated is not None:
-        term = state.terminated
-        seconds = _seconds(term.started_at, term.finished_at)
-        if term.exit_code == 0:
-            return PodOutcome("succeeded", term.reason, 0, term.message, seconds)
-        return PodOutcome("failed", term.reason, term.exit_code, term.message, seconds)
-    if phase == "Failed":
-        return PodOutcome("failed", status.reason or "Failed", None, status.message)
-    if phase == "Succeeded":  # no container status: nothing to read the digest from
-        return PodOutcome(
-            "failed",
-            "NoContainerStatus",
-            None,
-            f"the pod succeeded without a status for container {CONTAINER!r}",
-        )
-    if state is not None and state.waiting is not None and state.waiting.reason in STUCK_REASONS:
-        return PodOutcome("failed", state.waiting.reason, None, state.waiting.message)
-    if state is not None and state.running is not None:
-        return PodOutcome("running")
-    return PodOutcome("pending", state.waiting.reason if state is not None and state.waiting else None)
-
-
-def read_digest(outcome: PodOutcome, pod: str) -> str:
-    """The digest in a succeeded pod's termination message, or KanikoBuildError quoting what is there."""
-    found = (outcome.message or "").strip()
-    if not DIGEST.match(found):
-        raise KanikoBuildError(
-            f"build pod {pod} succeeded but its termination message is not a digest "
-            f"(expected sha256:<64 hex>, found {found[:200]!r}); is the executor run with "
-            "--digest-file=/dev/termination-log?"
-        )
-    return found
 
 
 class KanikoBuilder:
@@ -283,13 +172,13 @@ class KanikoBuilder:
                 pod = self._call("get", namespace, lambda: self.core_v1.read_namespaced_pod(name, namespace))
             except ApiException as error:
                 if error.status == 404:
-                    raise KanikoBuildError(_gone(name, namespace)) from error
+                    raise KanikoBuildError(gone_message(name, namespace)) from error
                 raise self._refused("get", namespace, error) from error
             outcome = pod_outcome(pod)
             if outcome.state in ("succeeded", "failed"):
                 return outcome
             if time.time() >= handle.deadline:
-                raise KanikoBuildError(_late(name, namespace, handle, pod, outcome))
+                raise KanikoBuildError(late_message(name, namespace, handle, pod, outcome))
             time.sleep(self.poll_interval)
 
     def finish(self, handle: BuildPod, outcome: PodOutcome) -> KanikoBuildResult:
@@ -420,115 +309,5 @@ class KanikoBuilder:
 
     def _refused(self, verb: str, namespace: str, error: ApiException) -> KanikoBuildError:
         return KanikoBuildError(
-            f"{verb} pods in namespace {namespace}: {error.status} {error.reason}: {_api_message(error)}"
+            f"{verb} pods in namespace {namespace}: {error.status} {error.reason}: {api_message(error)}"
         )
-
-
-def _api_message(error: ApiException) -> str:
-    try:
-        return str(json.loads(error.body).get("message") or error.body)[:300]
-    except (TypeError, ValueError, AttributeError):
-        return str(error.body)[:300]
-
-
-def _seconds(started: datetime | None, finished: datetime | None) -> float | None:
-    if started is None or finished is None:
-        return None
-    return max(0.0, (finished - started).total_seconds())
-
-
-def _gone(name: str, namespace: str) -> str:
-    return f"build pod {name} (namespace {namespace}) disappeared before it finished"
-
-
-def _late(name: str, namespace: str, handle: BuildPod, pod: Any, outcome: PodOutcome) -> str:
-    phase = pod.status.phase if pod.status is not None else None
-    detail = f"phase {phase}, {outcome.state}" + (f", {outcome.reason}" if outcome.reason else "")
-    return (
-        f"build pod {name} (namespace {namespace}) did not finish within "
-        f"{handle.deadline - handle.started:.0f} s ({detail})"
-    )
-
-
-class BuildPodTrigger(BaseTrigger):
-    """Waits in the triggerer for a build pod to end; one event: a ``PodOutcome`` as a dict.
-
-    ``AsyncKubernetesHook`` (same connection as the builder) reads the pod every
-    ``poll_interval`` seconds until its build container has terminated, it failed for a
-    reason that waiting cannot cure, it vanished (``gone``) or ``deadline`` (epoch seconds)
-    passed (``timeout``). The operator hands the event to ``KanikoBuilder.finish``.
-
-    :param pod_name: the build pod.
-    :param namespace: its namespace.
-    :param kubernetes_conn_id: the Airflow connection of the cluster.
-    :param poll_interval: seconds between two reads.
-    :param started: when the build was started (epoch seconds; for the timeout's message).
-    :param deadline: when to give up (epoch seconds).
-    """
-
-    def __init__(
-        self,
-        *,
-        pod_name: str,
-        namespace: str,
-        kubernetes_conn_id: str,
-        poll_interval: float,
-        started: float,
-        deadline: float,
-    ) -> None:
-        super().__init__()
-        self.pod_name = pod_name
-        self.namespace = namespace
-        self.kubernetes_conn_id = kubernetes_conn_id
-        self.poll_interval = poll_interval
-        self.started = started
-        self.deadline = deadline
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "pod_name": self.pod_name,
-                "namespace": self.namespace,
-                "kubernetes_conn_id": self.kubernetes_conn_id,
-                "poll_interval": self.poll_interval,
-                "started": self.started,
-                "deadline": self.deadline,
-            },
-        )
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
-        from kubernetes_asyncio.client import CoreV1Api as AsyncCoreV1Api
-        from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
-
-        hook = AsyncKubernetesHook(conn_id=self.kubernetes_conn_id)
-        name, namespace = self.pod_name, self.namespace
-        failures = 0
-        while True:
-            try:
-                async with hook.get_conn() as connection:
-                    pod = await AsyncCoreV1Api(connection).read_namespaced_pod(name, namespace)
-                failures = 0
-            except AsyncApiException as error:
-                if error.status == 404:
-                    yield TriggerEvent(PodOutcome("gone", message=_gone(name, namespace)).to_event())
-                    return
-                failures += 1
-                if error.status not in (429, 500, 502, 503, 504) or failures >= 4:
-                    message = f"get pods in namespace {namespace}: {error.status} {error.reason}"
-                    yield TriggerEvent(PodOutcome("failed", "ApiError", None, message).to_event())
-                    return
-                await asyncio.sleep(min(0.5 * 2**failures, 8))
-                continue
-            outcome = pod_outcome(pod)
-            if outcome.state in ("succeeded", "failed"):
-                yield TriggerEvent(outcome.to_event())
-                return
-            if time.time() >= self.deadline:
-                late = BuildPod(name, namespace, "", False, self.started, self.deadline)
-                yield TriggerEvent(
-                    PodOutcome("timeout", message=_late(name, namespace, late, pod, outcome)).to_event()
-                )
-                return
-            await asyncio.sleep(self.poll_interval)
