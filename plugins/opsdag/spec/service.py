@@ -38,7 +38,7 @@ class ImageBuild(StrictModel):
     ``include/``) and ``dockerfile`` a file relative to that context, as ``docker build -f``
     reads it with docker-py. Both are plain relative paths: no ``..`` component, not
     absolute, no backslash; that they exist and do not escape the repository through a
-    symlink is checked when the build runs (``opsdag.builds.context``), against the files.
+    symlink is checked when the build runs (``opsdag.builders.context``), against the files.
     """
 
     context: str = Field(description="build context directory, relative to the repository")
