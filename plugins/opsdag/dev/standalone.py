@@ -6,6 +6,9 @@ manager with an ``admin`` user whose generated password is kept in a 0600 file, 
 unpaused at creation, and an ``airflow_api`` connection so release reports can set the
 run's note. The process runs in its own session; ``stop`` ends its whole process group
 by PID (scheduler, dag-processor, triggerer, api-server and their task workers).
+
+Once Airflow answers, a sandbox running in the default state directory has its Alertmanager
+post to this Airflow's ``/opsdag/alerts`` (``point_alerts_at``); ``stop`` points it nowhere.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def start(*, progress: Callable[[str], None] = print, timeout: float = 240) -> C
     existing = running()
     if existing is not None:
         progress(f"airflow standalone already runs at {existing.url}")
+        _sandbox_alerts_to(existing.url, progress)
         return existing
     home = _home()
     home.mkdir(parents=True, exist_ok=True)
@@ -92,6 +96,7 @@ def start(*, progress: Callable[[str], None] = print, timeout: float = 240) -> C
         stop(progress=progress)
         raise RuntimeError(f"airflow standalone did not become healthy within {timeout:.0f} s:\n{tail}")
     progress(f"airflow standalone is ready at {url}")
+    _sandbox_alerts_to(url, progress)
     return credentials
 
 
@@ -105,5 +110,20 @@ def stop(*, progress: Callable[[str], None] = print) -> bool:
     progress(f"stopping airflow standalone (process group {record.pgid}) ...")
     table.stop(record, timeout=30)
     credentials_file().unlink(missing_ok=True)
+    _sandbox_alerts_to(None, progress)
     progress("airflow standalone stopped")
     return True
+
+
+def _sandbox_alerts_to(url: str | None, progress: Callable[[str], None]) -> None:
+    """Point the running sandbox's Alertmanager at ``url`` (None: nowhere); no sandbox, nothing."""
+    from opsdag.dev.sandbox.alertmanager_server import point_alerts_at
+    from opsdag.dev.sandbox.state import Layout, SandboxError, load_state
+
+    layout = Layout.default()
+    try:
+        if not (load_state(layout) or {}).get("alertmanager"):
+            return
+        progress(f"sandbox alertmanager posts to {point_alerts_at(layout, url)}")
+    except SandboxError as exc:
+        progress(f"sandbox alertmanager not repointed: {exc}")

@@ -1,4 +1,5 @@
-"""The command line of the sandbox, run as ``python -m opsdag.sandbox up|down|status [--json]``."""
+"""The command line of the sandbox, run as ``python -m opsdag.sandbox up|down|status [--json]``
+and ``alerts-to URL`` (where its Alertmanager posts: Airflow's ``/opsdag/alerts``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from opsdag.dev.sandbox import control
+from opsdag.dev.sandbox.alertmanager_server import point_alerts_at
 from opsdag.dev.sandbox.state import Layout, SandboxError
 from opsdag.dev.sandbox.status import format_status, sandbox_status
 from opsdag.dev.sandbox.versions import VersionsFileError
@@ -32,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     p_down.add_argument("--purge", action="store_true", help="also delete the state directory")
     p_status = sub.add_parser("status", help="what runs where; exit 0 if up, 1 if not")
     p_status.add_argument("--json", action="store_true")
+    p_alerts = sub.add_parser("alerts-to", help="make Alertmanager post to <airflow url>/opsdag/alerts")
+    target = p_alerts.add_mutually_exclusive_group(required=True)
+    target.add_argument("url", nargs="?", help="Airflow's API server, e.g. http://127.0.0.1:8080")
+    target.add_argument("--nowhere", action="store_true", help="post nowhere (a refused port)")
     args = parser.parse_args(argv)
     layout = Layout(Path(args.dir).resolve()) if args.dir else Layout.default()
     # Progress goes to stderr when stdout carries JSON.
@@ -52,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                 instances=args.instances,
             )
             print(json.dumps(st.to_dict(), indent=2) if json_out else format_status(st))
+            return 0
+        if args.command == "alerts-to":
+            print(f"alertmanager posts to {point_alerts_at(layout, None if args.nowhere else args.url)}")
             return 0
         if args.command == "down":
             control.down(layout=layout, progress=progress, purge=args.purge)

@@ -1,7 +1,8 @@
 """``up`` / ``down`` of the whole sandbox.
 
 ``up`` starts, in order: PostgreSQL (with the ``demo`` database), the stable demo-app
-instances, HAProxy, Prometheus and the load generator (``starters``), keeping what
+instances, HAProxy, PostgreSQL's exporter, Alertmanager, Prometheus (evaluating the rules of
+``include/alerts``) and the load generator (``starters``), keeping what
 already runs, then publishes the Airflow connections. ``down`` stops every process
 recorded in the state directory by process group and then checks that none is left;
 data (PostgreSQL cluster, Prometheus TSDB) stays for the next ``up``.
@@ -14,9 +15,11 @@ import time
 
 from opsdag.dev.sandbox import prometheus_server as prom
 from opsdag.dev.sandbox import starters
+from opsdag.dev.sandbox.alertmanager_server import start_alertmanager
 from opsdag.dev.sandbox.connections import write_connections
 from opsdag.dev.sandbox.demo_database import postgres_server
 from opsdag.dev.sandbox.fleet import DEFAULT_INSTANCES, Fleet, new_fleet
+from opsdag.dev.sandbox.postgres_exporter import start_postgres_exporter
 from opsdag.dev.sandbox.starters import timed
 from opsdag.dev.sandbox.state import (
     STATE_VERSION,
@@ -69,6 +72,10 @@ def up(
         starters.start_haproxy(layout, state, fleet, procs, progress)
         save_state(layout, state)
 
+        start_postgres_exporter(layout, state, procs, progress)
+        start_alertmanager(layout, state, procs, progress)
+        save_state(layout, state)
+
         starters.start_prometheus(layout, state, fleet, procs, progress)
         save_state(layout, state)
 
@@ -88,7 +95,7 @@ def down(*, layout: Layout | None = None, progress: Progress = print, purge: boo
         return []
     with locked(layout):
         procs = layout.processes()
-        order = {"loadgen": 0, "marker-writer": 0, "prometheus": 1, "haproxy": 3}
+        order = {"loadgen": 0, "marker-writer": 0, "prometheus": 1, "alertmanager": 2, "haproxy": 3}
         records = sorted(procs.records(), key=lambda r: order.get(r.name, 2))
         for record in records:
             alive = procs.group_alive(record)

@@ -6,6 +6,13 @@ picks it up (it watches the file) without a restart. Each target carries the lab
 analysis queries select on: ``track`` (stable|canary), ``version``, ``deployment`` (a
 fresh id per canary deployment, so a new canary never inherits an old one's series),
 ``slot`` and ``service``.
+
+Prometheus also evaluates the alerting rules shipped in ``include/alerts/*.yaml`` (and any
+in ``<sandbox>/prometheus/rules/*.yaml``, a place for a sandbox's own) every second and
+sends what fires to the sandbox's Alertmanager (``alertmanager_server``). HAProxy's
+target is labelled with the ``service`` it fronts and PostgreSQL's exporter
+(``prometheus-postgres-exporter``) with the database's spec name as ``service``, the
+label the rules and runbooks act on.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from opsdag.dev.sandbox.processes import atomic_write
 SCRAPE_INTERVAL = "1s"
 SCRAPE_TIMEOUT = "900ms"
 HAPROXY_JOB = "haproxy"
+POSTGRES_JOB = "postgres"
+ALERT_RESEND_DELAY = "5s"
 
 
 @dataclass(frozen=True)
@@ -36,9 +45,19 @@ class AppTarget:
     slot: str
 
 
-def render_config(*, app_job: str, haproxy_stats_port: int, targets_dir: Path) -> str:
-    """prometheus.yml: HAProxy's exporter (static) and the demo apps (file_sd)."""
-    config = {
+def render_config(
+    *,
+    app_job: str,
+    haproxy_stats_port: int,
+    targets_dir: Path,
+    rule_files: Sequence[str | Path] = (),
+    alertmanager_port: int | None = None,
+    postgres_exporter_port: int | None = None,
+    database_service: str | None = None,
+) -> str:
+    """prometheus.yml: HAProxy's exporter (static, labelled ``service``: ``app_job``), the demo
+    apps (file_sd), PostgreSQL's exporter when it runs, the rule files and the Alertmanager."""
+    config: dict[str, Any] = {
         "global": {
             "scrape_interval": SCRAPE_INTERVAL,
             "scrape_timeout": SCRAPE_TIMEOUT,
@@ -47,7 +66,9 @@ def render_config(*, app_job: str, haproxy_stats_port: int, targets_dir: Path) -
         "scrape_configs": [
             {
                 "job_name": HAPROXY_JOB,
-                "static_configs": [{"targets": [f"127.0.0.1:{haproxy_stats_port}"]}],
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{haproxy_stats_port}"], "labels": {"service": app_job}}
+                ],
             },
             {
                 "job_name": app_job,
@@ -55,6 +76,20 @@ def render_config(*, app_job: str, haproxy_stats_port: int, targets_dir: Path) -
             },
         ],
     }
+    if postgres_exporter_port is not None:
+        labels = {"service": database_service} if database_service else {}
+        config["scrape_configs"].append(
+            {
+                "job_name": POSTGRES_JOB,
+                "static_configs": [{"targets": [f"127.0.0.1:{postgres_exporter_port}"], "labels": labels}],
+            }
+        )
+    if rule_files:
+        config["rule_files"] = [str(path) for path in rule_files]
+    if alertmanager_port is not None:
+        config["alerting"] = {
+            "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]
+        }
     # JSON is valid YAML; it keeps this module free of a YAML dependency.
     return json.dumps(config, indent=2) + "\n"
 
@@ -85,7 +120,12 @@ def command(*, binary: str, config: Path, data_dir: Path, port: int, retention: 
         f"--storage.tsdb.path={data_dir}",
         f"--storage.tsdb.retention.time={retention}",
         f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.external-url=http://127.0.0.1:{port}/",  # alerts' generatorURL (else the host name)
         "--web.enable-lifecycle",
+        # Firing (and resolved) alerts are re-sent this often, not every minute: an alert
+        # evaluated while the Alertmanager is not discovered yet (just after a start or a
+        # reload) is dropped, and would otherwise wait a minute for its next send.
+        f"--rules.alert.resend-delay={ALERT_RESEND_DELAY}",
         "--log.level=warn",
     ]
 

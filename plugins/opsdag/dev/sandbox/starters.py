@@ -1,5 +1,6 @@
 """Starting each server of the sandbox unless it already runs: PostgreSQL, the stable fleet,
-HAProxy, Prometheus and the load generator.
+HAProxy, Prometheus and the load generator (Alertmanager: ``alertmanager_server``; PostgreSQL's
+exporter: ``postgres_exporter``).
 
 Each ``start_*`` first looks at what already runs (pidfile + start time + a health probe)
 and keeps it, so ``control.up`` twice is safe and ``up`` after a crash restarts only what
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from opsdag import paths
 from opsdag.backups.pg_server import server_user
 from opsdag.dev.sandbox import haproxy_server as hap
 from opsdag.dev.sandbox import prometheus_server as prom
@@ -170,6 +172,10 @@ def start_prometheus(
         app_job=fleet.fleet["service"],
         haproxy_stats_port=state["haproxy"]["stats_port"],
         targets_dir=layout.targets_file.parent,
+        rule_files=[paths.include_dir() / "alerts" / "*.yaml", layout.prometheus_dir / "rules" / "*.yaml"],
+        alertmanager_port=state.get("alertmanager", {}).get("port"),
+        postgres_exporter_port=state.get("postgres_exporter", {}).get("port"),
+        database_service=state.get("postgres_exporter", {}).get("service"),
     )
     record = procs.read("prometheus")
     if record is not None and procs.alive(record) and prom.PrometheusClient(info.get("url", "")).ready():

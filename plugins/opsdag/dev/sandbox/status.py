@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from opsdag.dev.sandbox import alertmanager_server as am
+from opsdag.dev.sandbox.connections import alerts_token_file
 from opsdag.dev.sandbox.demo_database import postgres_server
 from opsdag.dev.sandbox.fleet_status import FleetStatus, InstanceStatus, TrackStatus, read_fleet_status
 from opsdag.dev.sandbox.processes import ProcessTable
 from opsdag.dev.sandbox.state import Layout, load_state, read_counts
 
-COMPONENTS = ("postgres", "haproxy", "prometheus", "loadgen")
+COMPONENTS = ("postgres", "haproxy", "prometheus", "loadgen", "alertmanager", "postgres-exporter")
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,9 @@ def _components(layout: Layout, state: Mapping[str, Any]) -> dict[str, Component
     counts = read_counts(layout) or {}
     loadgen = state.get("loadgen", {})
     keys = ("host", "port", "user", "password_file", "passfile", "database", "data_dir")
+    alerts = state.get("alertmanager", {})
+    webhook = alerts.get("webhook_url")
+    exporter = state.get("postgres_exporter", {}).get("url")
     return {
         "postgres": ComponentStatus(
             server.running(), server.pid(), details={key: pg.get(key) for key in keys}
@@ -111,6 +116,20 @@ def _components(layout: Layout, state: Mapping[str, Any]) -> dict[str, Component
             by_status=counts.get("by_status"),
             updated_at=counts.get("updated_at"),
         ),
+        "alertmanager": _process(
+            procs,
+            "alertmanager",
+            url=alerts.get("url"),
+            config=str(am.config_path(layout)),
+            # None until `alerts-to` names Airflow: alerts go nowhere yet.
+            webhook_url=None if webhook in (None, am.NOWHERE_URL) else webhook,
+            token_file=str(alerts_token_file(layout)),
+        ),
+        "postgres-exporter": _process(
+            procs,
+            "postgres-exporter",
+            metrics_url=f"{exporter}/metrics" if exporter else None,
+        ),
     }
 
 
@@ -139,7 +158,7 @@ def format_status(status: SandboxStatus) -> str:
     def flag(component: ComponentStatus) -> str:
         return f"running (pid {component.pid})" if component.running else "stopped"
 
-    pg, ha, pr, lg = (status.components[name] for name in COMPONENTS)
+    pg, ha, pr, lg, al, ex = (status.components[name] for name in COMPONENTS)
     d = pg.details
     lines.append(
         f"  postgres    {flag(pg)}  host={d['host']} port={d['port']} user={d['user']} "
@@ -149,7 +168,10 @@ def format_status(status: SandboxStatus) -> str:
         f"  haproxy     {flag(ha)}  frontend={ha.details['frontend_url']} metrics={ha.details['metrics_url']}"
     )
     lines.append(f"              runtime socket={ha.details['runtime_socket']}")
-    lines.append(f"  prometheus  {flag(pr)}  {pr.details['url']}")
+    lines.append(f"  prometheus  {flag(pr)}  {pr.details['url']}  rules: include/alerts/*.yaml")
+    posts = al.details["webhook_url"] or "nowhere yet (`python -m opsdag.sandbox alerts-to <airflow url>`)"
+    lines.append(f"  alertmanager {flag(al)}  {al.details['url']}  posts to {posts}")
+    lines.append(f"  pg-exporter {flag(ex)}  {ex.details['metrics_url']}")
     d = lg.details
     lines.append(
         f"  loadgen     {flag(lg)}  {d['rate']} req/s, {d['total']} answers, counts={d['counts_file']}"
