@@ -67,7 +67,11 @@ class Backup(StrictModel):
     compression_level: int = Field(default=6, ge=1, le=19, description="1-9 for gzip, 1-19 for zstd")
     table_checksums: bool = Field(
         default=True,
-        description="checksum every table in the dump's snapshot (row counts are always taken)",
+        description=(
+            "logical: checksum every table as pg_dump writes it (row counts are always taken); "
+            "physical: rows and checksums of every table, read by booting the backup in a temporary "
+            "server (off: pg_verifybackup and the files' sha256 prove it)"
+        ),
     )
     storage: str | None = Field(
         default=None, description="file path or s3://, gs:// URL; default: the state directory"
