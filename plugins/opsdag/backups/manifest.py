@@ -16,7 +16,7 @@ of the backup is in place: a backup without a complete manifest does not exist. 
       "files": [{"path": "data/toc.dat", "bytes": 1234, "sha256": "..."}, ...],
       "table_checksums": true,
       "tables": [{"schema": "public", "name": "orders", "rows": 42,
-                  "checksum": "-8201084379", "method": "record-hash-v1"}, ...],
+                  "checksum": "9f86d0...", "method": "copy-sha256-v1", "columns": [...]}, ...],
       "run": {"dag_id": "backup__demo-db", "run_id": "..."},
       "complete": true
     }
@@ -24,6 +24,12 @@ of the backup is in place: a backup without a complete manifest does not exist. 
 ``compression.applied_by`` says who compressed the data files: ``pg_dump`` (gzip, or
 zstd with pg_dump 16+), ``opsdag`` (zstd applied per file with the zstd CLI after a
 PostgreSQL 15 dump; restore decompresses first) or ``pg_basebackup``.
+
+A table's ``method`` says how the drill recomputes its checksum (``stats``): ``copy-sha256-v1``
+(logical backups: the sha256 of its COPY text, read from pg_dump's own files as they are
+written), ``record-hash-v1``/``text-hash-v1`` (physical backups with ``table_checksums``, and
+logical backups written before copy-sha256-v1; still verified). Physical backups without
+``table_checksums`` have no ``tables``: pg_verifybackup and the files' sha256 prove them.
 """
 
 from __future__ import annotations
