@@ -258,3 +258,25 @@ def test_an_erroring_canary_fires_high_canary_error_rate_for_real_then_resolves(
         assert alert_in(resolved[0], "HighCanaryErrorRate")["fingerprint"] == alert["fingerprint"]
     finally:
         sandbox.reset()
+
+
+def rule_state(sandbox: SandboxHandle, name: str) -> str:
+    with urllib.request.urlopen(f"{prometheus_url(sandbox)}/api/v1/rules", timeout=5) as resp:
+        groups = json.loads(resp.read())["data"]["groups"]
+    return next(r["state"] for g in groups for r in g["rules"] if r["name"] == name)
+
+
+def test_a_stopped_stable_instance_makes_service_down_pending_on_the_real_metrics(
+    sandbox: SandboxHandle,
+) -> None:
+    """ServiceDown's expression matches the sandbox's own metrics (its for: 30s is promtool's to test)."""
+    sandbox.reset()
+    assert rule_state(sandbox, "ServiceDown") == "inactive"
+    victim = sandbox.state()["fleet"]["stable"]["instances"][0]["name"]
+    try:
+        sandbox.stop_component(victim)
+        wait_for(lambda: rule_state(sandbox, "ServiceDown") != "inactive", 20, what="ServiceDown pending")
+    finally:
+        sandbox.restart_missing()
+    wait_for(lambda: rule_state(sandbox, "ServiceDown") == "inactive", 30, what="ServiceDown inactive again")
+    assert sandbox.status()["up"]
