@@ -69,7 +69,7 @@ def test_a_scheduled_backup_runs_through_and_publishes(opsdag_env, airflow_home,
         events = [
             e
             for e in session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            if e.asset.uri == "opsdag://backups/e2e-db" and e.source_run_id == result.dagrun.run_id
+            if e.asset.uri == "x-opsdag://backups/e2e-db" and e.source_run_id == result.dagrun.run_id
         ]
     assert len(events) == 1 and events[0].extra["backup_id"] == backup_id
 

@@ -163,7 +163,7 @@ def test_a_backup_run_checks_the_wal_archive_and_reports_the_newest_archived_poi
         [event] = [
             e
             for e in session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            if e.asset.uri == f"opsdag://backups/{DB}" and e.source_run_id == result.dagrun.run_id
+            if e.asset.uri == f"x-opsdag://backups/{DB}" and e.source_run_id == result.dagrun.run_id
         ]
     assert event.extra["backup_id"] == backup_id
     assert event.extra["wal"]["newest_at"] == wal["newest_at"]
