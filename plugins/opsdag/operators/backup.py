@@ -32,10 +32,12 @@ def backup_asset(database: str) -> Asset:
 
     An ``x-`` scheme, Airflow's convention for private ones: other schemes make every task
     process load every provider's URI normalizer first (the amazon provider's imports boto3:
-    0.13-0.25 s of each backup and drill task here).
+    0.13-0.25 s of each backup and drill task here). Its name changed with its URI
+    (``opsdag-backup-<db>`` had ``opsdag://backups/<db>``): an asset keeping its name under a
+    new URI stays inactive, and fails the publishing task, until Airflow cleans the old one up.
     """
     uri = f"x-opsdag://backups/{database}"
-    return Asset(name=f"opsdag-backup-{database}", uri=uri, group="opsdag-backups")
+    return Asset(name=f"opsdag-backups-{database}", uri=uri, group="opsdag-backups")
 
 
 class BackupPreflightOperator(DatabaseOperator):
