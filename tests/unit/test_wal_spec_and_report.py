@@ -13,11 +13,20 @@ from opsdag.spec.database import DatabaseSpec
 from opsdag.spec.loader import parse_spec
 
 DEMO = yaml.safe_load((Path(__file__).parents[2] / "include" / "databases" / "demo-db.yaml").read_text())
+# demo-db's drill proves point-in-time copies with a marker table, which needs WAL archiving:
+# the variants below that turn archiving off drop it too
+UNMARKED = {**DEMO, "drill": {k: v for k, v in DEMO["drill"].items() if k != "pitr_marker"}}
 
 
 def errors_of(**backup) -> list[str]:
-    data = {**DEMO, "backup": {**DEMO["backup"], **backup}}
+    data = {**UNMARKED, "backup": {**DEMO["backup"], **backup}}
     return [str(e) for e in parse_spec(DatabaseSpec, data, "demo-db.yaml")[1]]
+
+
+def test_a_marker_table_without_wal_archiving_is_refused():
+    data = {**DEMO, "backup": {**DEMO["backup"], "wal_archive": {"enabled": False}}}
+    [error] = [str(e) for e in parse_spec(DatabaseSpec, data, "demo-db.yaml")[1]]
+    assert error.startswith("demo-db.yaml: drill: pitr_marker proves point-in-time restores, which need")
 
 
 def test_the_demo_database_archives_wal_every_minute_at_most():
@@ -28,7 +37,7 @@ def test_the_demo_database_archives_wal_every_minute_at_most():
 
 def test_wal_archiving_is_off_by_default_with_a_one_minute_timeout():
     backup = {k: v for k, v in DEMO["backup"].items() if k != "wal_archive"}
-    spec = DatabaseSpec.model_validate({**DEMO, "backup": {**backup, "method": "logical"}})
+    spec = DatabaseSpec.model_validate({**UNMARKED, "backup": {**backup, "method": "logical"}})
     assert (
         not spec.backup.wal_archive.enabled and spec.backup.wal_archive.archive_timeout.total_seconds() == 60
     )
@@ -59,7 +68,8 @@ def test_the_backup_dag_checks_wal_between_verify_and_retention_only_when_archiv
     check = dag.get_task("wal_continuity")
     assert check.upstream_task_ids == {"verify"} and check.downstream_task_ids == {"retention"}
     assert "WAL archiving: on (archive_timeout 1m)" in dag.doc_md
-    logical = {**DEMO, "backup": {**DEMO["backup"], "method": "logical", "wal_archive": {"enabled": False}}}
+    off = {**DEMO["backup"], "method": "logical", "wal_archive": {"enabled": False}}
+    logical = {**UNMARKED, "backup": off}
     plain = backup_dag(DatabaseSpec.model_validate(logical))
     assert "wal_continuity" not in plain.task_ids and plain.get_task("retention").upstream_task_ids == {
         "verify"
