@@ -168,7 +168,13 @@ def write_spec(
             "table_checksums": checksums,
         },
         "retention": {"keep_last": 1, "daily": 0, "weekly": 0, "monthly": 0},
-        "drill": {"schedule": "@weekly", "target_conn_id": "bench_drill", "jobs": jobs},
+        # the bench runs its drills itself: none started by a backup behind its back
+        "drill": {
+            "schedule": "@weekly",
+            "on_new_backup": False,
+            "target_conn_id": "bench_drill",
+            "jobs": jobs,
+        },
         "objectives": {"rto": rto, "rpo": "1d"},
         "notifications": {"on_success": False},
     }
