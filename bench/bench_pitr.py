@@ -37,7 +37,6 @@ def archiving_server(workdir: Path, scale: int):
     """The server with WAL archiving into ``workdir/state/backups/<DB>/wal`` and database ``bench``."""
     from opsdag.backups.pg_server import hand_over, server_user
     from opsdag.backups.wal_push import archive_dir
-    from opsdag.dev.sandbox.postgres import PostgresServer
     from opsdag.dev.sandbox.wal_archiving import archive_command, archive_python
 
     root = workdir / "state" / "backups"
@@ -46,32 +45,11 @@ def archiving_server(workdir: Path, scale: int):
     hand_over(directory, server_user())
     os.chmod(workdir, 0o711)
     settings = {
-        "max_wal_size": "4GB",
-        "shared_buffers": "256MB",
-        "maintenance_work_mem": "256MB",
         "archive_mode": "on",
         "archive_command": archive_command(archive_python(server_user()), root, DB),
         "archive_timeout": "60s",
     }
-    server = PostgresServer(workdir / "server", settings=settings).start()
-    have = ""
-    if server.psql("SELECT 1 FROM pg_database WHERE datname = 'bench';").strip():
-        have = server.psql("SELECT count(*) FROM pgbench_branches;", "bench").strip()
-    if have != str(scale):
-        common.log(
-            f"creating the pgbench database at scale {scale} (about {scale * 15} MB), archiving its WAL"
-        )
-        server.psql("DROP DATABASE IF EXISTS bench;")
-        server.create_database("bench")
-        started = time.monotonic()
-        subprocess.run(
-            [server.bin("pgbench"), "-i", "-q", "-s", str(scale), "bench"],
-            env={**os.environ, **server.env("bench")},
-            check=True,
-            capture_output=True,
-        )
-        server.psql("VACUUM ANALYZE;", "bench")
-        common.log(f"pgbench -i took {time.monotonic() - started:.1f} s")
+    server = common.pgbench_server(workdir, scale, settings)
     server.psql(
         "CREATE TABLE IF NOT EXISTS marker (seq bigserial PRIMARY KEY, "
         "written_at timestamptz NOT NULL DEFAULT clock_timestamp());",

@@ -78,12 +78,13 @@ def prepare(args: argparse.Namespace) -> tuple[Any, int, Path]:
 # -- PostgreSQL with a pgbench database -------------------------------------------------------
 
 
-def pgbench_server(workdir: Path, scale: int):
-    """A server in ``workdir/server`` holding database ``bench`` at pgbench ``scale`` (made once)."""
+def pgbench_server(workdir: Path, scale: int, settings: dict[str, str] | None = None):
+    """A server in ``workdir/server`` holding database ``bench`` at pgbench ``scale`` (made once);
+    ``settings`` are added to its postgresql.conf (e.g. WAL archiving)."""
     from opsdag.dev.sandbox.postgres import PostgresServer
 
-    settings = {"max_wal_size": "4GB", "shared_buffers": "256MB", "maintenance_work_mem": "256MB"}
-    server = PostgresServer(workdir / "server", settings=settings).start()
+    base = {"max_wal_size": "4GB", "shared_buffers": "256MB", "maintenance_work_mem": "256MB"}
+    server = PostgresServer(workdir / "server", settings={**base, **(settings or {})}).start()
     have = ""
     if server.psql("SELECT 1 FROM pg_database WHERE datname = 'bench';").strip():
         have = server.psql(

@@ -9,12 +9,12 @@ rate limit holds. What a test sees is what Airflow holds: the runs and their con
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from support.standalone_run import standalone_airflow
 
 from opsdag.airflow_api import AirflowClient, Credentials
 
@@ -27,26 +27,14 @@ TOKEN = ""  # the sandbox's webhook token, read by the fixture (Airflow gets it 
 def airflow(
     e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, sandbox
 ) -> Iterator[Credentials]:
-    from opsdag.dev import standalone
     from opsdag.dev.sandbox.connections import alerts_token
 
     global TOKEN
     TOKEN = alerts_token(sandbox.layout)  # published in the sandbox's connections.json
     state = tmp_path_factory.mktemp("alerts-state")
     env = {**e2e_env, "OPSDAG_STATE_DIR": str(state), "OPSDAG_REPORTS_DIR": str(state / "reports")}
-    keys = ("OPSDAG_STATE_DIR", "OPSDAG_INCLUDE_DIR", "OPSDAG_SANDBOX_DIR", "OPSDAG_REPORTS_DIR")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: env[k] for k in keys})
-    try:
-        credentials = standalone.start(progress=lambda _m: None, timeout=300)
+    with standalone_airflow(env) as credentials:
         yield credentials
-    finally:
-        standalone.stop(progress=lambda _m: None)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def alert(fingerprint: str, *, name: str = "HighCanaryErrorRate", status: str = "firing", **labels) -> dict:

@@ -10,7 +10,6 @@ for gzip) fits in the free space, the dump itself does not, so the disk fills up
 from __future__ import annotations
 
 import runpy
-import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from conftest_backup import (  # noqa: F401  (fixtures)
 )
 from pg_fixtures import connection_env
 from support.slack_server import SlackRecorder
+from support.small_disk import mounted_tmpfs
 
 from opsdag.backups.storage import BackupStore
 
@@ -35,18 +35,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "32m") as disk:
         yield disk
-    finally:
-        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(disk)], check=True)
 
 
 def test_a_backup_filling_its_storage_fails_the_run_naming_it_and_notifies(

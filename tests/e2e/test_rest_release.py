@@ -7,7 +7,6 @@ DAG's Params (HTTP 400) or by its first task, before anything changes.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.standalone_run import standalone_airflow
 from support.waiting import wait_for
 
 from opsdag.airflow_api import AirflowApiError, AirflowClient, Credentials
@@ -34,23 +34,10 @@ def rest_env(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def airflow(rest_env: dict[str, str], sandbox) -> Iterator[Credentials]:
     """``airflow standalone`` on free ports, with its own state directory and short-bake specs."""
-    from opsdag.dev import standalone
-
-    keys = ("OPSDAG_STATE_DIR", "OPSDAG_INCLUDE_DIR", "OPSDAG_SANDBOX_DIR", "OPSDAG_REPORTS_DIR")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: rest_env[k] for k in keys})
-    try:
-        credentials = standalone.start(progress=lambda _m: None, timeout=300)
+    with standalone_airflow(rest_env) as credentials:
         with AirflowClient(credentials) as client:
             client.unpause(DAG)
         yield credentials
-    finally:
-        standalone.stop(progress=lambda _m: None)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def client_release(env: dict[str, str], *args: str, timeout: float = 400) -> subprocess.CompletedProcess:

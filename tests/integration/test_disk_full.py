@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from pg_fixtures import make_db, pg_server, target_for  # noqa: F401
+from support.small_disk import mounted_tmpfs
 
 from opsdag.backups import engine
 from opsdag.backups.storage import BackupStore
@@ -39,18 +40,8 @@ def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs at ``<tmp>/disk``, unmounted afterwards."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "2m") as disk:
         yield disk
-    finally:
-        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(disk)], check=True)  # busy: detach now, freed when released
 
 
 def fill(disk: Path, leave: int) -> Path:
