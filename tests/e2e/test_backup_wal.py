@@ -25,6 +25,7 @@ from conftest_backup import (  # noqa: F401  (fixtures)
 )
 from pg_fixtures import connection_env
 from test_wal_archive import DB, archiving  # noqa: F401  (the archiving server)
+from wal_fixtures import archive_env
 
 pytestmark = pytest.mark.e2e
 
@@ -102,13 +103,7 @@ subprocess.Popen([sys.executable, "-c", release, str(held), str(wal_dir), str(ma
 
 @pytest.fixture
 def wal_env(archiving, airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    include = tmp_path / "include"
-    (include / "databases").mkdir(parents=True)
-    state = tmp_path / "state"
-    monkeypatch.setenv("OPSDAG_INCLUDE_DIR", str(include))
-    monkeypatch.setenv("OPSDAG_STATE_DIR", str(state))
-    monkeypatch.setenv("OPSDAG_BACKUPS_DIR", str(archiving.root))
-    monkeypatch.setenv("OPSDAG_REPORTS_DIR", str(state / "reports"))
+    include, state = archive_env(archiving, tmp_path, monkeypatch)
     key, value = connection_env("postgres_wal", archiving.server, "postgres")
     monkeypatch.setenv(key, value)
     spec = spec_data(

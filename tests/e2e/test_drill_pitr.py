@@ -26,7 +26,7 @@ from conftest_backup import (  # noqa: F401  (fixtures)
     spec_data,
 )
 from pg_fixtures import connection_env
-from wal_fixtures import Archiving, archiving_server, base_backup
+from wal_fixtures import Archiving, archive_env, archiving_server, base_backup
 
 pytestmark = pytest.mark.e2e
 
@@ -45,13 +45,7 @@ def archiving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archiving]:
 
 @pytest.fixture
 def pitr_env(archiving, airflow_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    include = tmp_path / "include"
-    (include / "databases").mkdir(parents=True)
-    state = tmp_path / "state"
-    monkeypatch.setenv("OPSDAG_INCLUDE_DIR", str(include))
-    monkeypatch.setenv("OPSDAG_STATE_DIR", str(state))
-    monkeypatch.setenv("OPSDAG_BACKUPS_DIR", str(archiving.root))
-    monkeypatch.setenv("OPSDAG_REPORTS_DIR", str(state / "reports"))
+    include, state = archive_env(archiving, tmp_path, monkeypatch)
     for conn_id, db, extra in (
         ("postgres_pitr", "postgres", None),
         ("postgres_pitr_drill", "template1", {"opsdag_drill_target": True}),

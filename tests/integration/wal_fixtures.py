@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pg_fixtures import target_for
 from support.waiting import wait_for
@@ -110,3 +111,16 @@ def base_backup(archiving: Archiving, run_id: str, *, verify: bool = False) -> s
     if verify:
         assert engine.verify(store, archiving.db, backup_id)["status"] == "verified"
     return backup_id
+
+
+def archive_env(archiving: Archiving, tmp_path: Path, monkeypatch: Any) -> tuple[Path, Path]:
+    """opsdag's directories for a DAG test on ``archiving``'s server: (include, state); its
+    backups root is the server's archive root, so the backup DAG finds the archived WAL."""
+    include = tmp_path / "include"
+    (include / "databases").mkdir(parents=True)
+    state = tmp_path / "state"
+    monkeypatch.setenv("OPSDAG_INCLUDE_DIR", str(include))
+    monkeypatch.setenv("OPSDAG_STATE_DIR", str(state))
+    monkeypatch.setenv("OPSDAG_BACKUPS_DIR", str(archiving.root))
+    monkeypatch.setenv("OPSDAG_REPORTS_DIR", str(state / "reports"))
+    return include, state
