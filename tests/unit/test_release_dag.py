@@ -25,7 +25,10 @@ def dags() -> dict:
 def test_every_strategy_the_spec_describes_is_a_group_the_run_branches_into(dags) -> None:
     dag = dags["release__demo-api"]
     ids = [t.task_id for t in dag.tasks]
-    assert ids[:3] == ["validate_request", "preflight", "strategy"]
+    assert ids[:4] == ["validate_request", "build", "preflight", "strategy"]
+    # no build asked: the build task skips and the release goes on; a failed build stops it
+    assert dag.get_task("preflight").trigger_rule == "none_failed_min_one_success"
+    assert "build" not in dag.get_task("rollback").upstream_task_ids
     assert dag.get_task("strategy").downstream_task_ids == {
         "canary.deploy",
         "bluegreen.deploy",
@@ -159,11 +162,12 @@ def test_first_task_refuses_unknown_keys_and_other_repositories(dags) -> None:
         validate_request({"image": "registry.opsdag.local/demo-api:1.1.0", "force": True}, spec)
     with pytest.raises(RequestRefused, match="not an image of demo-api's repository"):
         validate_request({"image": "docker.io/library/nginx:1.27"}, spec)
-    with pytest.raises(RequestRefused, match=r"build: demo-api declares no image\.build"):
-        validate_request({"image": "registry.opsdag.local/demo-api:1.1.0", "build": True}, spec)
+    with pytest.raises(RequestRefused, match=r"image: .* is a digest; a build pushes a tag"):
+        validate_request({"image": f"registry.opsdag.local/demo-api@sha256:{'0' * 64}", "build": True}, spec)
     checkout = load_kind(INCLUDE, "services").specs["checkout"]
-    with pytest.raises(RequestRefused, match=r"build: this version of opsdag cannot build images yet"):
-        validate_request({"image": "registry.example.com/shop/checkout:2.0", "build": True}, checkout)
+    assert validate_request(
+        {"image": "registry.example.com/shop/checkout:2.0", "build": True}, checkout
+    ).build
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,7 @@ def test_task_ids_in_run_order_with_approvals():
     service = demo_api(canary={"steps": steps})
     assert release_task_ids(service, "canary") == [
         "validate_request",
+        "build",
         "preflight",
         "strategy",
         "canary.deploy",

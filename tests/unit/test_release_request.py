@@ -191,7 +191,15 @@ REFUSAL_CASES = [
         "a build without image.build",
         {"image": f"{REPO}:1.1.0", "build": True},
         False,
-        "release request refused:\nbuild: demo-api declares no image.build to build from",
+        "release request refused:\nbuild: demo-api declares no image.build (context, builder) to build "
+        "from; release an image that is already pushed, or add image.build to its spec",
+    ),
+    (
+        "a build of a digest",
+        {"image": f"{REPO}@sha256:{'a' * 64}", "build": True},
+        True,
+        f"release request refused:\nimage: '{REPO}@sha256:{'a' * 64}' is a digest; a build pushes a tag: "
+        f"give {REPO}:<version> and the release deploys the digest it pushed",
     ),
 ]
 
@@ -212,14 +220,9 @@ def test_a_service_with_an_image_build_releases_without_building() -> None:
     assert request == ReleaseRequest(image=f"{REPO}:1.1.0", build=False)
 
 
-def test_build_is_refused_until_opsdag_can_build_images() -> None:
-    # Performed or refused, never accepted and ignored.
-    with pytest.raises(RequestRefused) as refused:
-        validate_request({"image": f"{REPO}:1.1.0", "build": True}, service(build=True))
-    assert str(refused.value) == (
-        "release request refused:\nbuild: this version of opsdag cannot build images yet; "
-        "build and push the image, then release it by reference"
-    )
+def test_a_build_is_accepted_when_the_service_declares_how_to_build() -> None:
+    request = validate_request({"image": f"{REPO}:1.1.0", "build": True}, service(build=True))
+    assert (request.image, request.build) == (f"{REPO}:1.1.0", True)
 
 
 def test_a_service_without_an_image_build_releases_built_images() -> None:

@@ -135,6 +135,7 @@ def test_rolling_stages_replace_instances_batch_by_batch() -> None:
 def test_task_ids_in_run_order_for_each_strategy() -> None:
     assert release_task_ids(CHECKOUT, "canary") == [
         "validate_request",
+        "build",
         "preflight",
         "strategy",
         "canary.deploy",
@@ -150,7 +151,7 @@ def test_task_ids_in_run_order_for_each_strategy() -> None:
         "post_promotion_check",
         "rollback",
     ]
-    assert release_task_ids(DEMO, "bluegreen")[3:-3] == [
+    assert release_task_ids(DEMO, "bluegreen")[4:-3] == [
         "bluegreen.deploy",
         "bluegreen.smoke",
         "bluegreen.preview.open",

@@ -73,6 +73,7 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _BUILD_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _STAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")
+_LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -121,6 +122,7 @@ class KanikoBuild:
     - ``build_args``: ``--build-arg=NAME=VALUE`` each (visible in the pod spec: no secrets).
     - ``target``: the stage of a multi-stage Dockerfile (``--target``).
     - ``cache``: ``--cache=true`` or ``--cache=false``.
+    - ``labels``: ``--label=KEY=VALUE`` each (the OCI labels; fixed per run so a retry adopts the pod).
     """
 
     service: str
@@ -133,6 +135,7 @@ class KanikoBuild:
     build_args: dict[str, str] = field(default_factory=dict)
     target: str | None = None
     cache: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def run_hash(run_id: str) -> str:
@@ -187,6 +190,12 @@ def executor_args(build: KanikoBuild, settings: KanikoSettings) -> list[str]:
         if not _STAGE.match(build.target):
             raise BuildPodError(f"target: {build.target!r} is not a valid stage name")
         args.append(f"--target={build.target}")
+    for key, value in sorted(build.labels.items()):
+        if not _LABEL_KEY.match(key) or not isinstance(value, str) or _CONTROL.search(value):
+            raise BuildPodError(
+                f"labels: {key!r}: a label key is [a-z0-9.-/], its value text without control characters"
+            )
+        args.append(f"--label={key}={value}")
     args.append(f"--cache={'true' if build.cache else 'false'}")
     if build.cache and settings.cache_repo is not None:
         if not _REPOSITORY.match(settings.cache_repo):

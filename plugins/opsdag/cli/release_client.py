@@ -23,8 +23,10 @@ from opsdag.cli import EXIT_OK, EXIT_PROBLEMS, UsageError
 EXIT_UNREACHABLE = 3
 # The tasks whose end is worth a line while following a release.
 _FOLLOWED = ("validate_request", "preflight", "strategy", "promote", "post_promotion_check", "rollback")
-# Steps of a strategy's group worth a line too (the gates have their own, with the verdict).
+# Steps worth a line when they ran: a strategy group's (the gates have their own, with the
+# verdict), and the image build (skipped in most runs: not worth a line then).
 _FOLLOWED_ENDINGS = (".deploy", ".smoke", ".switch", ".replace", ".scale_down_delay")
+_FOLLOWED_WHEN_RUN = ("build",)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -108,6 +110,7 @@ def _print_transition(
     if state in (None, "scheduled", "queued") or seen.get(task_id) == state:
         return
     seen[task_id] = state
+    ran = task_id.endswith(_FOLLOWED_ENDINGS) or task_id in _FOLLOWED_WHEN_RUN
     if task_id.endswith(".gate") and state in ("success", "failed"):
         verdict = client.xcom(dag_id, run_id, task_id, "verdict") or {}
         word = "passed" if state == "success" else "FAILED"
@@ -115,7 +118,7 @@ def _print_transition(
     elif task_id.endswith(".gate") and state == "deferred":
         print(f"  {task_id.removesuffix('.gate')}: judging the new version ...", flush=True)
     elif (task_id in _FOLLOWED and state in ("success", "failed", "skipped")) or (
-        task_id.endswith(_FOLLOWED_ENDINGS) and state in ("success", "failed")
+        ran and state in ("success", "failed")
     ):
         print(f"  {task_id}: {state}", flush=True)
 

@@ -1,6 +1,7 @@
 """``release__<service>``: release a new image of a service, judged on its metrics.
 
-validate_request (the request checked and resolved: image, strategy) >> preflight >>
+validate_request (the request checked and resolved: image, strategy) >> build (only for
+``build: true``: the image built, pushed and resolved by digest) >> preflight >>
 strategy (the branch) >> the strategy's task group (canary, bluegreen or rolling; the
 others are skipped) >> promote >> post_promotion_check; ``rollback`` runs when any of it
 failed; ``report`` always runs; ``outcome`` fails the run unless the release was promoted
@@ -16,6 +17,7 @@ import pendulum
 from airflow.sdk import DAG, Param, TriggerRule
 
 from opsdag.notify.notifiers import ReleaseStartedNotifier
+from opsdag.operators.build_image import BuildImageOperator
 from opsdag.operators.preflight import ReleasePreflightOperator
 from opsdag.operators.release_outcome import ReleaseOutcomeOperator
 from opsdag.operators.release_report import ReleaseReportOperator
@@ -64,7 +66,9 @@ def release_params(spec: ServiceSpec) -> dict[str, Param]:
             False,
             type="boolean",
             title="Build the image first",
-            description="Build and push the image from the service's build context before releasing.",
+            description="Build the image from the service's build context, push it as this version, "
+            "then release it by digest"
+            + ("." if spec.image.build else f" ({spec.name} declares no image.build: refused)."),
         ),
         "dry_run": Param(
             False,
@@ -111,9 +115,13 @@ def release_dag(spec: ServiceSpec) -> DAG:
         request = ValidateRequestOperator(
             task_id="validate_request", service=spec, on_success_callback=ReleaseStartedNotifier(service=spec)
         )
-        preflight = ReleasePreflightOperator(task_id="preflight", service=spec)
+        build = BuildImageOperator(task_id="build", service=spec)
+        # a skipped build (none asked, or a dry run) lets the release go on; a failed one stops it
+        preflight = ReleasePreflightOperator(
+            task_id="preflight", service=spec, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+        )
         branch = StrategyBranchOperator(task_id="strategy", strategies=spec.strategies())
-        request >> preflight >> branch
+        request >> build >> preflight >> branch
 
         promote = PromoteOperator(task_id="promote", service=spec, trigger_rule=TriggerRule.ALL_DONE)
         moving = [promote]

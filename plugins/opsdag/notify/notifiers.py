@@ -54,6 +54,7 @@ def notify_release_started(
     stages: Sequence[StageRecord | Mapping[str, Any]] = (),
     reason: str = "",
     dry_run: bool = False,
+    build: str | None = None,
     channel: str | None = None,
     dag_id: str | None = None,
     run_id: str | None = None,
@@ -72,6 +73,7 @@ def notify_release_started(
         stages=stages,
         reason=reason,
         dry_run=dry_run,
+        build=build,
         dag_id=dag_id,
         run_id=run_id,
         run_url=run_url,
@@ -149,10 +151,15 @@ class ReleaseStartedNotifier(BaseNotifier):
             strategy=request.get("strategy") or self.service.strategy,
             reason=request.get("reason") or "",
             dry_run=bool(request.get("dry_run")),
+            build=self.build_source() if request.get("build") else None,
             stages=planned_stages(self.service, request.get("strategy")),
             dag_id=getattr(context.get("dag"), "dag_id", None),
             run_id=context.get("run_id"),
         )
+
+    def build_source(self) -> str | None:
+        build = self.service.image.build
+        return f"{build.context} ({build.builder} builder)" if build else None
 
 
 class StageVerdictNotifier(BaseNotifier):

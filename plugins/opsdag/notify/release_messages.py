@@ -125,6 +125,7 @@ def release_started(
     stages: Sequence[StageRecord | Mapping[str, Any]] = (),
     reason: str = "",
     dry_run: bool = False,
+    build: str | None = None,
     dag_id: str | None = None,
     run_id: str | None = None,
     run_url: str | None = None,
@@ -138,23 +139,27 @@ def release_started(
     :param stages: the planned stages (``StageRecord`` or dicts with name, weight, bake_s, status).
     :param reason: the free-text reason of the request.
     :param dry_run: the run plans and reports only.
+    :param build: what the run builds the image from (its context and builder), if it does.
     :param dag_id: the release DAG's id, shown in the footer.
     :param run_id: the run's id, shown in the footer.
     :param run_url: a link to the run in the Airflow UI.
     """
     planned = [as_stage(s) for s in stages]
+    built_from = f", building it first from {build}" if build else ""
     new, old = short_image(image), short_image(previous_image) if previous_image else None
     how = strategy or "unknown strategy"
     if weights_text(planned):
         how += f": {weights_text(planned)}"
     verb = "dry run of" if dry_run else "releasing"
-    text = f"{service_name}: {verb} {new} by {how}" + (f", replacing {old}" if old else "") + "."
+    text = f"{service_name}: {verb} {new} by {how}" + (f", replacing {old}" if old else "") + built_from + "."
     if reason:
         text += f" Reason: {clip(plain_text(reason), 300)}"
 
     bakes = {s.bake_s for s in planned if s.bake_s is not None}
     plan = slack_text(how) + (f", {duration(bakes.pop())} each" if len(bakes) == 1 else "")
     lines = [f"*{slack_text(new)}*" + (f" replaces *{slack_text(old)}*" if old else "") + f" by {plan}."]
+    if build:
+        lines.append(f"Builds the image first from {slack_text(build)}, then deploys the pushed digest.")
     if dry_run:
         lines.append("Dry run: nothing will be changed.")
     if reason:
@@ -243,7 +248,14 @@ def release_outcome(
     ]
     if record.status == "planned":
         figures = figures[:1]
+    build = record.build
+    if build is not None:
+        built = "not rebuilt (pushed before)" if build.cached else f"built in {duration(build.build_seconds)}"
+        figures += [f"*Image*\n`{slack_text(build.image)}`", f"*Build*\n{slack_text(build.builder)}, {built}"]
     blocks += _fields(figures)
+    if build is not None and build.labels:
+        labels = "\n".join(f"{slack_text(k)}: {slack_text(v)}" for k, v in sorted(build.labels.items()))
+        blocks.append(_section(f"*Image labels*\n{clip(labels, 2500)}"))
     if record.stages and record.status != "planned":
         stages = " · ".join(
             f"{slack_text(s.name)} {_STAGE_WORDS.get(s.status, s.status)}" for s in record.stages

@@ -2,7 +2,8 @@
 
 Both are built on first use, never at DAG parse, from the spec through
 :mod:`opsdag.platforms.registry`. Every release task after ``validate_request`` reads the
-validated request (the resolved image and strategy) from that task's XCom.
+validated request (the resolved image and strategy) from that task's XCom, and, when the
+run built its image, the ``build`` task's: the image it pushed, by digest.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ from opsdag.platforms.registry import driver_for, router_for
 from opsdag.spec.service import ServiceSpec
 
 REQUEST_TASK = "validate_request"
-# The resolved image, as every task after validate_request reads it (render_template_as_native_obj).
-IMAGE = "{{ ti.xcom_pull(task_ids='validate_request')['image'] }}"
+BUILD_TASK = "build"
+# The resolved image, as every task after the build reads it (render_template_as_native_obj):
+# the built digest when the run built one (a skipped build returns nothing), else the request's.
+IMAGE = "{{ (ti.xcom_pull(task_ids='build') or ti.xcom_pull(task_ids='validate_request'))['image'] }}"
+
+
+def resolved_request(ti: Any) -> dict[str, Any]:
+    """The validated request, with the built image (``image``, ``digest``, ``build``) when there is one."""
+    request = ti.xcom_pull(task_ids=REQUEST_TASK) or {}
+    built = ti.xcom_pull(task_ids=BUILD_TASK) if request.get("build") else None
+    return {**request, **built} if built else request
 
 
 class ServiceOperator(RecordsItsError, BaseOperator):
@@ -51,7 +61,7 @@ class ServiceOperator(RecordsItsError, BaseOperator):
     @staticmethod
     def request(context: Any) -> dict[str, Any]:
         """The validated request (``image``, ``strategy``, ``dry_run``, ...); empty if it was refused."""
-        return context["ti"].xcom_pull(task_ids=REQUEST_TASK) or {}
+        return resolved_request(context["ti"])
 
     def skip_unless_moving(self, context: Any, would: str) -> None:
         """Skip (not fail) when this step must not change anything.

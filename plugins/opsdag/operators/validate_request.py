@@ -22,7 +22,8 @@ class ValidateRequestOperator(RecordsItsError, BaseOperator):
     - the strategy: the run's, else the service's default, refused (``strategy: ...``) when
       the service cannot do it (no section for it in its spec, a router that cannot);
     - the image: as the platform will run it; one that cannot be pulled (an undeclared tag)
-      is refused here, in a dry run too, rather than planned.
+      is refused here, in a dry run too, rather than planned. With ``build`` the image is
+      the version to build (``repo:<version>``): the ``build`` task resolves what it pushed.
 
     A refusal fails the task without retry and is recorded as its error (``field: problem``
     lines), so the report and the run's note say what was wrong. Returns the resolved
@@ -49,10 +50,14 @@ class ValidateRequestOperator(RecordsItsError, BaseOperator):
             raise AirflowFailException(str(exc)) from None
         except (StrategyRefused, NoDriver) as exc:
             raise AirflowFailException(f"release request refused:\n{exc}") from None
+        result = {**request.model_dump(), "strategy": strategy}
+        if request.build:  # the build task pushes it and resolves the digest it deploys
+            self.log.info("release request of %s: %s (the image is built first)", self.service.name, result)
+            return result
         resolved = driver.resolve_image(request.image)
         if not resolved.pullable:
             raise AirflowFailException(f"release request refused:\nimage: {resolved.reason}")
-        result = {**request.model_dump(), "strategy": strategy, "image": resolved.reference}
+        result["image"] = resolved.reference
         if resolved.digest:
             result["digest"] = resolved.digest
         self.log.info("release request of %s: %s", self.service.name, result)

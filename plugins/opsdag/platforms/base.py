@@ -172,6 +172,14 @@ class WorkloadDriver(abc.ABC):
     def resolve_image(self, image: str) -> ImageResolution:
         """Whether ``image`` can run here (declared tag, pullable), without starting anything."""
 
+    def push_repository(self, repository: str) -> str:
+        """Where a build pushes the images this platform pulls as ``repository``.
+
+        A platform pulls from the repository's own registry, so a build pushes there; one
+        that reaches that registry under another address (the sandbox) says which.
+        """
+        return repository
+
     @abc.abstractmethod
     def start(self, image: str, instances: int) -> None:
         """Run ``instances`` of ``image`` on the canary track; a new canary takes no traffic.

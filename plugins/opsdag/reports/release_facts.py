@@ -25,8 +25,9 @@ from opsdag.strategies.stages import StagePlan, stage_plans
 
 # A gate's verdict phase -> the stage's status (fail, error and inconclusive all stop the release).
 _STAGE_STATUS = {"pass": "passed", "running": "running"}
-# Steps that refuse a release before anything changes: their failure is a refusal, not an incident.
-_REFUSING_STEPS = ("validate_request", "preflight")
+# Steps before anything changes on the platform: their failure is not an incident.
+_REFUSING_STEPS = ("validate_request", "build", "preflight")
+BUILD_STEP = "build"
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,16 @@ def release_status(
     preflight: Mapping[str, Any] | None,
     rollback: Mapping[str, Any] | None,
     post_promotion: Mapping[str, Any] | None,
+    failed_task: str | None = None,
 ) -> Status:
-    """How the release ended: planned (dry run), refused, rolled back, promoted, or failed."""
+    """How the release ended: planned (dry run), refused, rolled back, promoted, or failed.
+
+    A build that failed is a failure (the request was valid), though nothing changed.
+    """
     if dry_run and request:
         return "planned"
+    if failed_task == BUILD_STEP:
+        return "failed"
     if not request or not preflight_passed(dict(preflight or {})):
         return "refused"
     if rollback and rollback.get("performed"):
@@ -172,8 +179,10 @@ def build_record(facts: ReleaseFacts) -> ReleaseRecord:
         preflight=facts.preflight,
         rollback=facts.rollback,
         post_promotion=facts.post_promotion,
+        failed_task=task_id,
     )
     preflight = dict(facts.preflight or {})
+    built = request.get("build")
     duration = (facts.finished_at - facts.started_at).total_seconds()
     return ReleaseRecord.model_validate(
         {
@@ -182,6 +191,7 @@ def build_record(facts: ReleaseFacts) -> ReleaseRecord:
             "run_id": facts.run_id,
             "image": plain_text(request.get("image") or params.get("image")),
             "previous_image": preflight.get("stable_image"),
+            "build": built if isinstance(built, Mapping) else None,
             "strategy": strategy,
             "reason": plain_text(request.get("reason") or params.get("reason")),
             "dry_run": bool(params.get("dry_run")),

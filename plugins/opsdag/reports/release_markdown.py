@@ -156,6 +156,30 @@ def _render_stages(record: ReleaseRecord) -> list[str]:
     return lines
 
 
+def _render_build(record: ReleaseRecord) -> list[str]:
+    """The image build, when the run built its image (or tried to)."""
+    build = record.build
+    failed = record.failure is not None and record.failure.task_id == "build"
+    if build is None and not failed:
+        return []
+    lines = ["## Image build", ""]
+    if build is None:
+        error = record.failure.error if record.failure else ""
+        return [*lines, f"Failed, before any change to the platform: {markdown_text(error)}", ""]
+    how = "not rebuilt: this context and version were pushed before" if build.cached else "built and pushed"
+    lines += [
+        f"- Result: {how}, in {duration(build.build_seconds)} ({markdown_text(build.builder)} builder)",
+        f"- Version: {_code(build.version)}",
+        f"- Deployed by digest: {_code(build.image)}",
+        f"- Pushed to: {_code(build.pushed_to)}",
+        f"- Built from: {markdown_text(build.detail)}",
+    ]
+    if build.labels:
+        lines += ["", "| Label | Value |", "|---|---|"]
+        lines += [f"| {_cell(key)} | {_cell(value)} |" for key, value in sorted(build.labels.items())]
+    return [*lines, ""]
+
+
 def _render_checks(record: ReleaseRecord) -> list[str]:
     lines = ["## Pre-deployment checks", ""]
     checks = record.preflight.checks
@@ -246,6 +270,7 @@ def render_markdown(record: ReleaseRecord | Mapping[str, Any]) -> str:
         f"- Run: {_code(record.dag_id)} / {_code(record.run_id or None)}",
         "",
     ]
+    lines += _render_build(record)
     lines += _render_checks(record)
     lines += _render_stages(record)
     lines += _render_post_promotion(record)

@@ -84,6 +84,20 @@ class PreflightChecks(_Part):
     checks: tuple[PreflightCheck, ...] = ()
 
 
+class BuildRecord(_Part):
+    """The image the run built (``build: true``): what the release deployed, by digest."""
+
+    builder: str
+    version: Text = ""
+    image: Text = ""
+    digest: Text = ""
+    pushed_to: Text = ""
+    labels: dict[str, str] = {}
+    build_seconds: Figure = None
+    cached: bool = False
+    detail: Text = ""
+
+
 class StageRecord(_Part):
     """One step of the rollout: ``weight`` % of traffic on the new version, judged for ``bake_s``."""
 
@@ -169,6 +183,7 @@ class ReleaseRecord(_Part):
     finished_at: Time = None
     duration_s: Figure = None
     prometheus_conn_id: str | None = None
+    build: BuildRecord | None = None
     preflight: PreflightChecks = PreflightChecks()
     stages: tuple[StageRecord, ...] = ()
     post_promotion: PostPromotionResult = PostPromotionResult()

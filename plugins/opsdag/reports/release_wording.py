@@ -164,6 +164,8 @@ def _summary(record: ReleaseRecord) -> str:
         return f"{who} rolled back{where}: {why}; {stable_serves(record)}.{took}"
     if status == "refused":
         return f"{who} refused before any change: {why}; {stable_serves(record)}.{took}"
+    if status == "failed" and record.failure is not None and record.failure.task_id == "build":
+        return f"{who} failed at the image build, before any change: {why}; {stable_serves(record)}.{took}"
     if status == "failed":
         return f"{who} failed{where}: {why}; {_rollback_state(record)}.{took}"
     refusal = cause(record)  # planned: a dry run

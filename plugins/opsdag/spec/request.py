@@ -76,12 +76,12 @@ def validate_request(conf: dict[str, Any], spec: ServiceSpec) -> ReleaseRequest:
         )
     if request.build and spec.image.build is None:
         raise RequestRefused(
-            f"release request refused:\nbuild: {spec.name} declares no image.build to build from"
+            f"release request refused:\nbuild: {spec.name} declares no image.build (context, builder) "
+            "to build from; release an image that is already pushed, or add image.build to its spec"
         )
-    if request.build:
-        # Performed or refused, never accepted and ignored: image builds are not built yet.
+    if request.build and "@" in request.image:
         raise RequestRefused(
-            "release request refused:\nbuild: this version of opsdag cannot build images yet; "
-            "build and push the image, then release it by reference"
+            f"release request refused:\nimage: {request.image!r} is a digest; a build pushes a tag: "
+            f"give {spec.image.repository}:<version> and the release deploys the digest it pushed"
         )
     return request

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from opsdag.spec.common import DnsName, Duration, FieldProblem, StrictModel
+from opsdag.spec.image import Image, ImageBuild, KanikoBuildSpec
 from opsdag.spec.platform_kinds import (
     GatewayApiRouterSpec,
     HaproxyRouterSpec,
@@ -28,69 +29,6 @@ _SECTION_HINT = {
     "rolling": "a rolling section (bake, max_surge, max_unavailable)",
 }
 _PLACEHOLDER = re.compile(r"\$(canary|stable)\b")
-_REPOSITORY = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
-
-
-class ImageBuild(StrictModel):
-    """Where and how the image is built when a release asks for ``build``.
-
-    ``context`` is a directory relative to the repository (the directory holding
-    ``include/``) and ``dockerfile`` a file relative to that context, as ``docker build -f``
-    reads it with docker-py. Both are plain relative paths: no ``..`` component, not
-    absolute, no backslash; that they exist and do not escape the repository through a
-    symlink is checked when the build runs (``opsdag.builders.context``), against the files.
-    """
-
-    context: str = Field(description="build context directory, relative to the repository")
-    dockerfile: str = Field(default="Dockerfile", description="the Dockerfile, relative to the context")
-    builder: Literal["docker", "kaniko"] = "docker"
-    build_args: dict[str, str] = Field(
-        default_factory=dict, description="--build-arg NAME=VALUE for the Dockerfile's ARGs (no secrets)"
-    )
-    target: str | None = Field(default=None, description="the stage of a multi-stage Dockerfile to build")
-
-    @field_validator("context", "dockerfile")
-    @classmethod
-    def _relative_inside(cls, value: str, info: ValidationInfo) -> str:
-        if not value:
-            raise ValueError("must not be empty; use '.' for the repository itself")
-        if value.startswith("/") or "\\" in value or "\x00" in value:
-            raise ValueError(f"{value!r} must be a relative path with '/' separators, not absolute")
-        if ".." in value.split("/"):
-            raise ValueError(f"{value!r} must stay inside the repository: '..' is not allowed")
-        if info.field_name == "dockerfile" and value.split("/")[-1] in ("", "."):
-            raise ValueError(f"{value!r} must name a file")
-        return value
-
-    @field_validator("build_args")
-    @classmethod
-    def _arg_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            word = name.replace("_", "a")
-            if not (word.isascii() and word.isalnum() and word[0].isalpha()):
-                raise FieldProblem((name,), f"{name!r} is not a build argument name (letters, digits, _)")
-        return value
-
-    @field_validator("target")
-    @classmethod
-    def _target_stage(cls, value: str | None) -> str | None:
-        if value is not None and (not value or any(c.isspace() for c in value)):
-            raise ValueError(f"{value!r} is not a stage name")
-        return value
-
-
-class Image(StrictModel):
-    repository: str
-    build: ImageBuild | None = None
-
-    @field_validator("repository")
-    @classmethod
-    def _repository_shape(cls, value: str) -> str:
-        if ":" in value.rsplit("/", 1)[-1] or "@" in value:
-            raise ValueError(f"{value!r} must be a repository without tag or digest")
-        if not _REPOSITORY.match(value):
-            raise ValueError(f"{value!r} is not an image repository like registry.example.com/team/app")
-        return value
 
 
 class Metric(StrictModel):
@@ -296,6 +234,7 @@ __all__ = [
     "HaproxyRouterSpec",
     "Image",
     "ImageBuild",
+    "KanikoBuildSpec",
     "KubernetesPlatformSpec",
     "Metric",
     "Monitoring",

@@ -15,7 +15,7 @@ from opsdag.platforms.weights import rolling_plan
 from opsdag.spec.service import ServiceSpec
 
 # Tasks outside the strategy groups, in run order around them.
-BEFORE = ("validate_request", "preflight", "strategy")
+BEFORE = ("validate_request", "build", "preflight", "strategy")
 AFTER = ("promote", "post_promotion_check", "rollback")
 
 
