@@ -381,3 +381,55 @@ def test_a_forbidden_create_stops_the_build_naming_verb_and_namespace(
     assert "injected by the test" in str(caught.value)
     assert cluster.create_requests(name) == 1, "a refusal is not retried"
     cluster.core_v1().delete_namespaced_pod(name, NAMESPACE)  # kmock stored it all the same
+
+
+# --- the release's build task: the spec's kaniko settings through the deferral, to the digest ----
+
+
+def test_release_build_from_the_spec_deploys_the_pod_s_digest(
+    cluster: KubeEmulator, controller: BuildPodController, tmp_path
+) -> None:
+    """What ``BuildImageOperator`` does with builder: kaniko (start, defer, resume), from checkout's spec."""
+    from dataclasses import asdict
+    from datetime import UTC, datetime
+
+    from opsdag.builders.build_pod import BuildPod
+    from opsdag.builders.release_build import kaniko_build, kaniko_release_build
+    from opsdag.paths import include_dir
+    from opsdag.spec.loader import load_kind
+
+    spec = load_kind(include_dir(), "services").specs["checkout"]
+    build_spec = spec.image.build.model_copy(
+        update={"kaniko": spec.image.build.kaniko.model_copy(update={"namespace": NAMESPACE})}
+    )
+    run_id = f"manual__{uuid4()}"
+    builder, pod_build = kaniko_build(
+        build_spec,
+        service="checkout",
+        run_id=run_id,
+        push_repository=spec.image.repository,
+        version="2.0.1",
+        created=datetime(2026, 11, 30, 5, tzinfo=UTC),
+        root=tmp_path,
+    )
+    builder.poll_interval = 0.05
+    handle = builder.start(pod_build)
+    # the operator defers with the handle as plain JSON and resumes with the trigger's event
+    kwargs = json.loads(json.dumps(asdict(handle)))
+    result = builder.finish(BuildPod(**kwargs), PodOutcome.from_event(_first_event(builder.trigger(handle))))
+    built = kaniko_release_build(result, pod_build, repository=spec.image.repository, version="2.0.1")
+
+    name = pod_name("checkout", run_id)
+    assert built.image == f"registry.example.com/shop/checkout@{digest_for(name)}"
+    assert (built.builder, built.version, built.pushed_to) == (
+        "kaniko",
+        "2.0.1",
+        "registry.example.com/shop/checkout",
+    )
+    assert built.labels["org.opencontainers.image.version"] == "2.0.1"
+    (sent,) = cluster.created_bodies(name)
+    args = sent["spec"]["containers"][0]["args"]
+    assert "--destination=registry.example.com/shop/checkout:2.0.1" in args
+    assert "--label=org.opencontainers.image.version=2.0.1" in args
+    assert sent["spec"]["volumes"][0]["secret"]["secretName"] == "checkout-push"
+    assert kubernetes_validate.validate(sent, "1.33.0", strict=True) == "1.33"

@@ -11,6 +11,6 @@
   pod through the cncf-kubernetes provider's ``KubernetesHook``; returns a
   ``KanikoBuildResult``.
 
-Not wired into the release DAG yet: ``build: true`` is still refused by
-``opsdag.spec.request`` until the release and the sandbox deploy by digest.
+- ``release_build``: what the release's ``build`` task runs: the spec's builder, pushed
+  where the platform pulls from, one result for both builders (``ReleaseBuild``).
 """

@@ -4,7 +4,9 @@
 standalone``), releases a healthy version and then a faulty one exactly as a CI system
 would (``POST /api/v2/dags/release__demo-api/dagRuns`` with a token from
 ``/auth/token``), follows both runs printing each stage's verdict, and leaves everything
-running for a person to look around. ``python -m opsdag.dev.demo down`` stops it all.
+running for a person to look around. The healthy version is built first (``build: true``:
+the sandbox's Docker engine builds ``include/sandbox/build``, pushes it to the sandbox's
+registry, and the release deploys its digest); the faulty one is released by tag. ``python -m opsdag.dev.demo down`` stops it all.
 """
 
 from __future__ import annotations
@@ -38,12 +40,20 @@ def up() -> int:
     outcomes = {}
     with AirflowClient(credentials) as client:
         client.unpause("release__demo-api")
-        for tag, why in ((HEALTHY, "a healthy version"), (FAULTY, "a version answering 8 % errors")):
+        releases = (
+            (HEALTHY, "a healthy version, built here and released by digest", True),
+            (FAULTY, "a version answering 8 % errors", False),
+        )
+        for tag, why, build in releases:
             image = versions.image_for(tag)
             say(f"releasing {why}: {image}")
-            run = client.trigger("release__demo-api", {"image": image, "reason": f"make demo: {why}"})
+            conf = {"image": image, "build": build, "reason": f"make demo: {why}"}
+            run = client.trigger("release__demo-api", conf)
             say(f"  triggered run {run['dag_run_id']} through the REST API; following it")
             outcomes[tag] = follow(client, "release__demo-api", run["dag_run_id"], timeout=900)
+            if build:
+                built = client.xcom("release__demo-api", run["dag_run_id"], "build", "return_value") or {}
+                say(f"  built and released by digest: {built.get('image', 'unknown (see the build task log)')}")
     say(f"done in {time.monotonic() - started:.0f} s")
     say(f"reports:  {paths.reports_root() / 'release__demo-api'}")
     say(f"Airflow:  {credentials.url}   user: {credentials.username}   password: {credentials.password}")
