@@ -1,12 +1,29 @@
-"""``runbook__<runbook>``: the steps a runbook would take for an alert, behind its guards."""
+"""``runbook__<runbook>``: the runbook's steps, one task each, in order, behind its guards.
+
+Shape only: ``plan`` (what the run will do), then each step (task id: its name or
+``<n>-<action>``), a destructive one preceded by its approval when the guards ask for
+one, then ``postmortem`` (trigger rule ``all_done``) from what the steps recorded.
+"""
 
 from __future__ import annotations
 
 import pendulum
 from airflow.sdk import DAG, Param
 
+from opsdag.operators.runbook_approval import RunbookApprovalOperator
+from opsdag.operators.runbook_database import PgConnectionsOperator, TerminateIdleConnectionsOperator
 from opsdag.operators.runbook_plan import RunbookPlanOperator
-from opsdag.spec.runbook import RunbookSpec
+from opsdag.operators.runbook_postmortem import RunbookPostmortemOperator
+from opsdag.operators.runbook_steps import CheckMetricOperator, NotifyOperator, WaitOperator
+from opsdag.spec.runbook import RunbookSpec, step_id
+
+STEP_OPERATORS = {
+    "check_metric": CheckMetricOperator,
+    "notify": NotifyOperator,
+    "wait": WaitOperator,
+    "pg_connections": PgConnectionsOperator,
+    "terminate_idle_connections": TerminateIdleConnectionsOperator,
+}
 
 
 def runbook_dag(spec: RunbookSpec) -> DAG:
@@ -21,18 +38,37 @@ def runbook_dag(spec: RunbookSpec) -> DAG:
                 {},
                 type="object",
                 title="Alert",
-                description="The alert that started the runbook (name, labels, annotations).",
+                description="The alert that started the runbook (name, labels, annotations, startsAt).",
             ),
             "dry_run": Param(
                 spec.guards.dry_run,
                 type="boolean",
                 title="Dry run",
-                description="Plan and report only; change nothing.",
+                description="Destructive steps only plan; diagnostics and checks still run.",
             ),
         },
         tags=["opsdag", "runbook"],
         doc_md=f"### Runbook `{spec.name}`\n\n{spec.description}\n\nStarted by: {', '.join(spec.alerts)}",
         default_args={"owner": ",".join(spec.owners) or "opsdag", "retries": 0},
     ) as dag:
-        RunbookPlanOperator(task_id="plan", runbook=spec)
+        previous = RunbookPlanOperator(task_id="plan", runbook=spec)
+        for i, step in enumerate(spec.steps):
+            sid = step_id(i, step)
+            kwargs = {}
+            if step.destructive and spec.guards.approval_for_destructive:
+                approval = RunbookApprovalOperator(
+                    task_id=f"approve_{sid}",
+                    runbook=spec,
+                    step_id=sid,
+                    subject=f"Runbook {spec.name}: approve {sid} ({step.action})?",
+                    body=f"`{step.action}` with {step.model_dump_json(exclude_none=True)}",
+                )
+                previous >> approval
+                previous = approval
+                kwargs["approval_task_id"] = approval.task_id
+            task = STEP_OPERATORS[step.action](runbook=spec, index=i, **kwargs)
+            previous >> task
+            previous = task
+        postmortem = RunbookPostmortemOperator(task_id="postmortem", runbook=spec, trigger_rule="all_done")
+        previous >> postmortem
     return dag

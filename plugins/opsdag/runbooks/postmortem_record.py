@@ -66,6 +66,7 @@ class IncidentAction(_Record):
     destructive: bool = False
     needs_approval: bool = False
     approved_by: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict, description="the step's findings, for the JSON")
 
     @property
     def approval(self) -> str:

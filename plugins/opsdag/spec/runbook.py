@@ -1,53 +1,128 @@
 """The runbook spec: which alerts start it, what it does, and the guards around it.
 
-Steps come from a catalogue; each action declares its arguments and whether it changes
+Steps come from a catalogue; each action declares its arguments, the kind of step it is
+in an incident (diagnostics, assess, mitigate, verify, escalate) and whether it changes
 anything (destructive), so guards can ask a person before a change at 3 a.m.
+
+Every action the spec accepts is performed by the runbook DAG. Actions the catalogue
+describes but the engine cannot perform yet (``NOT_PERFORMED``) are refused when the
+spec loads, naming the step, rather than accepted and ignored.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from opsdag.spec.common import DnsName, Duration, FieldProblem, StrictModel
+from opsdag.spec.service import SlackNotification
+
+StepKind = Literal["diagnostics", "assess", "mitigate", "verify", "escalate"]
 
 
 class _Step(StrictModel):
     destructive: ClassVar[bool] = False
+    kind: ClassVar[StepKind] = "assess"
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")] | None = None
+
+    @property
+    def step_kind(self) -> StepKind:
+        return self.kind
 
 
 class CheckMetric(_Step):
-    """Read a PromQL value and stop the runbook unless it is out of bounds (the alert still holds)."""
+    """Read a PromQL value and compare it with its bounds.
+
+    ``check: assess`` (default): confirm the alert still holds; a value not above/below
+    its bounds (or no data) stops the runbook, the steps after it are skipped.
+    ``check: verify``: wait, up to ``timeout``, for the value to be within its bounds
+    (e.g. back ``below`` a threshold); reading every ``interval``; not reached: the step fails.
+    """
 
     action: Literal["check_metric"]
-    query: str
+    query: str = Field(min_length=1)
     above: float | None = None
     below: float | None = None
+    check: Literal["assess", "verify"] = "assess"
+    timeout: Duration | None = None
+    interval: Duration = timedelta(seconds=10)
+    prometheus_conn_id: str = "prometheus_default"
+
+    @property
+    def step_kind(self) -> StepKind:
+        return self.check
 
     @model_validator(mode="after")
     def _has_a_bound(self) -> CheckMetric:
         if self.above is None and self.below is None:
             raise ValueError("give the bound that confirms the alert: above, below or both")
+        if self.check == "assess" and self.timeout is not None:
+            raise FieldProblem(("timeout",), "only a verify check waits; remove timeout or set check: verify")
         return self
+
+    @property
+    def wait_for(self) -> timedelta:
+        """How long a verify check waits for the value to come within its bounds (default 5 min)."""
+        return self.timeout or timedelta(minutes=5)
 
 
 class Notify(_Step):
+    """Post ``message`` to the runbook's Slack channel (``notifications.slack``; else slack_default)."""
+
+    kind: ClassVar[StepKind] = "escalate"
     action: Literal["notify"]
-    message: str
+    message: str = Field(min_length=1)
+
+
+class _DatabaseTarget(_Step):
+    """A PostgreSQL server: a database spec's name (its connection) or an Airflow connection id."""
+
+    database: DnsName | None = Field(default=None, description="include/databases/<name>.yaml")
+    connection_id: str | None = Field(
+        default=None, min_length=1, description="an Airflow postgres connection"
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> _DatabaseTarget:
+        if (self.database is None) == (self.connection_id is None):
+            raise ValueError(
+                "name the server with exactly one of database (a database spec) or connection_id"
+            )
+        return self
+
+
+class PgConnections(_DatabaseTarget):
+    """Diagnostics: the server's client connections by state, per database and user."""
+
+    kind: ClassVar[StepKind] = "diagnostics"
+    action: Literal["pg_connections"]
+
+
+class TerminateIdleConnections(_DatabaseTarget):
+    """End the client connections of the connected database idle for longer than ``older_than``."""
+
+    destructive: ClassVar[bool] = True
+    kind: ClassVar[StepKind] = "mitigate"
+    action: Literal["terminate_idle_connections"]
+    older_than: Duration
+    user: Annotated[str, Field(min_length=1)] | None = None
+    idle_in_transaction: bool = False
 
 
 class RollbackRelease(_Step):
     """Send all traffic back to the service's stable version and remove the canary."""
 
     destructive: ClassVar[bool] = True
+    kind: ClassVar[StepKind] = "mitigate"
     action: Literal["rollback_release"]
     service: DnsName
 
 
 class RestartInstances(_Step):
     destructive: ClassVar[bool] = True
+    kind: ClassVar[StepKind] = "mitigate"
     action: Literal["restart_instances"]
     service: DnsName
     track: Literal["stable", "canary"] = "stable"
@@ -55,6 +130,7 @@ class RestartInstances(_Step):
 
 class ScaleService(_Step):
     destructive: ClassVar[bool] = True
+    kind: ClassVar[StepKind] = "mitigate"
     action: Literal["scale"]
     service: DnsName
     replicas: int = Field(ge=0, le=100)
@@ -66,15 +142,37 @@ class Wait(_Step):
 
 
 Step = Annotated[
-    CheckMetric | Notify | RollbackRelease | RestartInstances | ScaleService | Wait,
+    CheckMetric
+    | Notify
+    | PgConnections
+    | TerminateIdleConnections
+    | RollbackRelease
+    | RestartInstances
+    | ScaleService
+    | Wait,
     Field(discriminator="action"),
 ]
+
+# Described by the catalogue, not performed by the runbook DAG yet: a spec using one is refused.
+NOT_PERFORMED = ("rollback_release", "restart_instances", "scale")
+
+
+def step_id(index: int, step: _Step) -> str:
+    """The step's task id: its name, or ``<n>-<action>`` (1-based)."""
+    return step.name or f"{index + 1}-{step.action}"
 
 
 class Guards(StrictModel):
     max_runs_per_hour: int = Field(default=3, ge=1)
     dry_run: bool = Field(default=True, description="plan and report only unless a run says otherwise")
     approval_for_destructive: bool = True
+    approval_timeout: Duration = Field(
+        default=timedelta(minutes=30), description="unanswered this long: rejected, the step is skipped"
+    )
+
+
+class RunbookNotifications(StrictModel):
+    slack: SlackNotification | None = None
 
 
 class RunbookSpec(StrictModel):
@@ -86,6 +184,7 @@ class RunbookSpec(StrictModel):
     alerts: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     steps: list[Step] = Field(min_length=1)
     guards: Guards = Field(default_factory=Guards)
+    notifications: RunbookNotifications = Field(default_factory=RunbookNotifications)
 
     @field_validator("alerts")
     @classmethod
@@ -98,21 +197,39 @@ class RunbookSpec(StrictModel):
     @field_validator("steps")
     @classmethod
     def _unique_step_names(cls, steps: list[_Step]) -> list[_Step]:
-        """Step names become task ids: two equal names would break the DAG."""
+        """Step ids become task ids: two equal ids would break the DAG."""
         seen: set[str] = set()
         for i, step in enumerate(steps):
-            if step.name is not None and step.name in seen:
-                raise FieldProblem((i, "name"), f"step names must be unique; {step.name!r} is repeated")
-            if step.name is not None:
-                seen.add(step.name)
+            sid = step_id(i, step)
+            if sid in seen:
+                raise FieldProblem((i, "name"), f"step names must be unique; {sid!r} is repeated")
+            seen.add(sid)
         return steps
+
+    @field_validator("steps")
+    @classmethod
+    def _performed(cls, steps: list[_Step]) -> list[_Step]:
+        """Refuse what the runbook DAG cannot perform yet, rather than accept and ignore it."""
+        for i, step in enumerate(steps):
+            if step.action in NOT_PERFORMED:
+                raise FieldProblem(
+                    (i, "action"),
+                    f"step {step_id(i, step)!r}: {step.action} is not performed by the runbook DAG yet; "
+                    "remove the step (supported: check_metric, notify, pg_connections, "
+                    "terminate_idle_connections, wait)",
+                )
+        return steps
+
+    def step_ids(self) -> list[str]:
+        return [step_id(i, step) for i, step in enumerate(self.steps)]
 
     def plan(self, *, dry_run: bool) -> list[dict[str, object]]:
         """The steps a run would take, each marked destructive or not, for the report and the guards."""
         return [
             {
-                "step": step.name or f"{i + 1}-{step.action}",
+                "step": step_id(i, step),
                 "action": step.action,
+                "kind": step.step_kind,
                 "destructive": step.destructive,
                 "needs_approval": step.destructive and self.guards.approval_for_destructive,
                 "dry_run": dry_run,

@@ -1,0 +1,55 @@
+"""The runbook run's last task: its postmortem from what the steps recorded, whatever happened.
+
+Runs after every step (trigger rule ``all_done``), assembles the ``IncidentRecord``
+(``runbooks.engine.incident_record``), writes the Markdown and JSON postmortem
+(``runbooks.postmortem.write_postmortem``) and then fails when a step failed, so that
+the run's state says it too.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from opsdag.runbooks.engine import ACTION_KEY, failed_steps, incident_record
+from opsdag.spec.runbook import RunbookSpec
+
+
+class RunbookPostmortemOperator(BaseOperator):
+    """Write the run's postmortem (``<reports root>/runbook__<name>/<run_id>.md``/``.json``).
+
+    :param runbook: the runbook's spec.
+    """
+
+    ui_color = "#e8e8f3"
+
+    def __init__(self, *, runbook: RunbookSpec, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.runbook = runbook
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from opsdag.runbooks.postmortem import postmortem_figures, write_postmortem
+
+        ti, params = context["ti"], context["params"]
+        records = {sid: ti.xcom_pull(task_ids=sid, key=ACTION_KEY) for sid in self.runbook.step_ids()}
+        dag_run = context.get("dag_run")
+        started = getattr(dag_run, "start_date", None) or datetime.now(UTC)
+        record = incident_record(
+            self.runbook,
+            run_id=context["run_id"],
+            conf_alert=params.get("alert"),
+            dry_run=bool(params.get("dry_run", self.runbook.guards.dry_run)),
+            records=records,
+            run_started=started,
+        )
+        paths = write_postmortem(record)
+        summary = postmortem_figures(record).summary
+        self.log.info("postmortem: %s (%s)", summary, paths.markdown)
+        if failed := failed_steps(record):
+            raise AirflowFailException(
+                f"{', '.join(failed)} failed; postmortem at {paths.markdown}: {summary}"
+            )
+        return {"summary": summary, "markdown": str(paths.markdown), "json": str(paths.json)}

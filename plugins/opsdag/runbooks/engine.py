@@ -1,0 +1,160 @@
+"""The runbook engine's decisions, without Airflow: guards, metric verdicts, the incident record.
+
+The runbook DAG's step operators (``opsdag.operators.runbook_*``) call these and push
+what they return; the postmortem task assembles the record from the steps' pushes.
+
+- ``action_record``: what one step did, as ``IncidentAction`` fields (the XCom ``action``).
+- ``approval_decision``: may a destructive step act, given the run's dry run and its
+  approval's answer.
+- ``metric_verdict``: a PromQL value against a check's bounds, with the numbers in words.
+- ``incident_record``: the run's ``IncidentRecord`` from the spec, the run conf and the
+  steps' records (a step that left none never ran: recorded as skipped, and why).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from opsdag.runbooks.postmortem_record import IncidentRecord
+from opsdag.spec.runbook import RunbookSpec, step_id
+
+ACTION_KEY = "action"  # the XCom every step pushes: its IncidentAction fields
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def action_record(
+    step: Any,
+    sid: str,
+    *,
+    result: str,
+    started_at: datetime | None,
+    detail: str = "",
+    needs_approval: bool = False,
+    approved_by: str | None = None,
+    data: dict[str, Any] | None = None,
+    ended_at: datetime | None = None,
+) -> dict[str, Any]:
+    """One step's record, JSON-ready (an XCom), with the fields of ``IncidentAction``."""
+    return {
+        "step": sid,
+        "action": step.action,
+        "kind": step.step_kind,
+        "result": result,
+        "started_at": started_at.isoformat() if started_at else None,
+        "ended_at": (ended_at or now()).isoformat() if started_at else None,
+        "detail": detail,
+        "destructive": step.destructive,
+        "needs_approval": needs_approval,
+        "approved_by": approved_by,
+        "data": data or {},
+    }
+
+
+# -- guards --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a destructive step does: ``act``, ``plan`` (dry run) or ``skip`` (not approved)."""
+
+    mode: str
+    reason: str
+    approved_by: str | None = None
+
+
+def approval_decision(*, dry_run: bool, needs_approval: bool, answer: dict[str, Any] | None) -> Decision:
+    """Dry run: plan only. Approval needed: act only on an ``Approve`` (``answer`` is the HITL result)."""
+    if dry_run:
+        return Decision("plan", "dry run: planned only, nothing changed")
+    if not needs_approval:
+        return Decision("act", "no approval needed (guards.approval_for_destructive is off)")
+    if not answer:
+        return Decision("skip", "no answer from the approval: not approved, nothing changed")
+    chosen = list(answer.get("chosen_options") or [])
+    user = answer.get("responded_by_user") or {}
+    who = (user.get("name") or user.get("id")) if isinstance(user, dict) else str(user)
+    who = who or "timeout"
+    if chosen == ["Approve"]:
+        return Decision("act", f"approved by {who}", approved_by=who)
+    return Decision("skip", f"rejected by {who} ({', '.join(chosen) or 'no option'}): nothing changed")
+
+
+# -- metrics -------------------------------------------------------------------------
+
+
+def metric_verdict(value: float | None, *, above: float | None, below: float | None) -> tuple[bool, str]:
+    """``(within bounds, reason)``: e.g. ``(False, "0.86 is not below 0.8")``; no data is never within."""
+    if value is None:
+        return False, "no data"
+    failures = []
+    if above is not None and not value > above:
+        failures.append(f"{value:g} is not above {above:g}")
+    if below is not None and not value < below:
+        failures.append(f"{value:g} is not below {below:g}")
+    if failures:
+        return False, "; ".join(failures)
+    bounds = ([f"> {above:g}"] if above is not None else []) + ([f"< {below:g}"] if below is not None else [])
+    return True, f"{value:g} {' and '.join(bounds)}"
+
+
+# -- the record ----------------------------------------------------------------------
+
+
+def alert_of(conf_alert: dict[str, Any] | None, *, run_started: datetime) -> dict[str, Any]:
+    """The run's alert for the record; a manual run without one is named so, starting with the run."""
+    alert = dict(conf_alert or {})
+    if not alert.get("name") and not (alert.get("labels") or {}).get("alertname"):
+        alert["name"] = "manual run (no alert)"
+    alert.setdefault("startsAt", run_started.isoformat())
+    return alert
+
+
+def incident_record(
+    spec: RunbookSpec,
+    *,
+    run_id: str,
+    conf_alert: dict[str, Any] | None,
+    dry_run: bool,
+    records: dict[str, dict[str, Any] | None],
+    run_started: datetime,
+) -> IncidentRecord:
+    """The run's record: every step in spec order, its own record or "not run"."""
+    actions, verify = [], None
+    for i, step in enumerate(spec.steps):
+        sid = step_id(i, step)
+        record = records.get(sid)
+        if not record:
+            record = action_record(
+                step,
+                sid,
+                result="skipped",
+                started_at=None,
+                detail="not run: an earlier step stopped the runbook or failed",
+                needs_approval=step.destructive and spec.guards.approval_for_destructive,
+            )
+        actions.append(record)
+        if step.step_kind == "verify" and record.get("started_at"):
+            verify = (record.get("data") or {}).get("verification") or {
+                "recovered": False,
+                "at": record.get("ended_at"),
+                "detail": record.get("detail", ""),
+            }
+    return IncidentRecord.model_validate(
+        {
+            "runbook": spec.name,
+            "run_id": run_id,
+            "alert": alert_of(conf_alert, run_started=run_started),
+            "dry_run": dry_run,
+            "actions": actions,
+            "verify": verify,
+        }
+    )
+
+
+def failed_steps(record: IncidentRecord) -> list[str]:
+    return [a.step for a in record.actions if a.result == "failed"]
