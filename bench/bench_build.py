@@ -46,6 +46,7 @@ from common import RESULTS, log, machine  # noqa: E402
 from support.docker_engine import (  # noqa: E402
     REGISTRY_PASSWORD,
     REGISTRY_USER,
+    connection_json,
     missing_binaries,
     running_dockerd,
     running_registry,
@@ -109,7 +110,7 @@ def main() -> None:
         with running_registry(
             work / "registry", username=REGISTRY_USER, password=REGISTRY_PASSWORD
         ) as registry:
-            os.environ["AIRFLOW_CONN_DOCKER_DEFAULT"] = registry.connection_json()
+            os.environ["AIRFLOW_CONN_DOCKER_DEFAULT"] = connection_json(registry)
             env = {**os.environ, "DOCKER_CONFIG": str(work / "docker-config"), "DOCKER_BUILDKIT": "0"}
             subprocess.run(
                 [DOCKER, "-H", engine.url, "login", "-u", REGISTRY_USER, "--password-stdin", registry.host],

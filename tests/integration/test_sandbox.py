@@ -162,7 +162,7 @@ def test_undeclared_tag_never_becomes_ready(sbx: SandboxHandle) -> None:
         router.set_weight(10)
     digest = "registry.opsdag.local/demo-api@sha256:" + "0" * 64
     driver.start(digest, 2)
-    assert "is not declared" in driver.readiness().reason
+    assert f"the sandbox registry has no manifest sha256:{'0' * 64}" in driver.readiness().reason
     driver.remove(CANARY)
     assert driver.status().canary is None
 

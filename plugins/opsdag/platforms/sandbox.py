@@ -7,9 +7,14 @@ in the sandbox state directory, so an Airflow task that starts a version and a l
 or trigger (another process) that promotes it see the same fleet. Processes it starts are
 detached (own session, logs in the state directory) and outlive the task.
 
-Image references are ``<repository>:<tag>`` (or ``@sha256:<digest>``); only the tag counts
-and must be declared in ``include/sandbox/versions.yaml``. Any other tag behaves as an
-image that cannot be pulled: ``resolve_image`` says so, and a canary of it is failed.
+Image references are ``<repository>:<tag>``, whose tag must be declared in
+``include/sandbox/versions.yaml``, or ``<repository>@sha256:<digest>``: a digest declared
+there, or an image in the sandbox's registry whose ``org.opencontainers.image.version``
+label names a declared version (``opsdag.dev.sandbox.image_resolution``). Anything else
+behaves as an image that cannot be pulled: ``resolve_image`` says so, and a canary of it is
+failed. Builds push to the sandbox's registry through ``push_repository``: the spec's
+``registry.opsdag.local/<name>`` resolves nowhere, the registry serves it at
+``127.0.0.1:<port>/<name>``.
 """
 
 from __future__ import annotations
@@ -105,8 +110,17 @@ class SandboxDriver(WorkloadDriver):
             reference=image,
             pullable=version is not None,
             reason=lookup.reason,
-            digest=version.digest if version else None,
+            digest=(lookup.digest or version.digest) if version else None,
         )
+
+    def push_repository(self, repository: str) -> str:
+        """Where a build pushes images the sandbox pulls as ``repository``:
+        ``registry.opsdag.local/demo-api`` -> ``127.0.0.1:<port>/demo-api`` (its registry).
+
+        Raises ``SandboxError`` (a ``PlatformError``) when the sandbox or its registry is not
+        running, or when ``repository`` is on a registry the sandbox never pulls from.
+        """
+        return self._controller(check_service=False).push_repository(repository)
 
     def start(self, image: str, instances: int) -> None:
         self._controller().start(image, instances)

@@ -5,8 +5,11 @@ loopback port with its state in one directory (``state.Layout``, ``paths.sandbox
 a fleet of demo-app processes (``demo_app``; versions and their faults in
 ``include/sandbox/versions.yaml``, read by ``versions``), HAProxy in front of them
 (``haproxy``; canary weights through its runtime API), Prometheus scraping both
-(``prometheus_server``), a steady load generator (``loadgen``) and a PostgreSQL server
-with a ``demo`` database (``demo_database``, on the reusable ``postgres.PostgresServer``).
+(``prometheus_server``), a steady load generator (``loadgen``), a PostgreSQL server
+with a ``demo`` database (``demo_database``, on the reusable ``postgres.PostgresServer``),
+an image registry (``image_registry``) and a Docker engine (``docker_engine``) to build
+and deploy images by digest (``image_resolution``: the image's version label says which
+version runs).
 
 ``control`` brings it all up (``starters``, one per server) and down; ``status`` says what
 runs where. Release DAGs drive the fleet through ``opsdag.platforms.sandbox.SandboxDriver``

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from opsdag.dev.sandbox.demo_database import DEMO_DATABASE, postgres_server
+from opsdag.dev.sandbox.image_registry import registry_of
 from opsdag.dev.sandbox.processes import atomic_write
 from opsdag.dev.sandbox.state import Layout
 
@@ -17,9 +18,12 @@ def write_connections(layout: Layout, state: dict[str, Any]) -> None:
 
     ``opsdag.dev.airflow_env`` exports them as ``AIRFLOW_CONN_*`` variables: Prometheus
     (``prometheus_default``), the demo database (``postgres_demo``) and the same server as
-    the DR-drill target (``postgres_drill``, marked ``opsdag_drill_target``), and the token
-    Alertmanager sends to ``/opsdag/alerts`` (``opsdag_alerts``). The file holds the
-    PostgreSQL password, like ``postgres/password``; ``down`` removes it.
+    the DR-drill target (``postgres_drill``, marked ``opsdag_drill_target``), the token
+    Alertmanager sends to ``/opsdag/alerts`` (``opsdag_alerts``), and ``docker_default``:
+    the image registry's login (``host`` ``127.0.0.1:<port>``, as the docker provider's
+    ``DockerHook`` logs in) with the engine's address in ``extra.docker_url``
+    (``unix:///.../docker.sock``). The file holds the PostgreSQL and registry passwords,
+    like ``postgres/password`` and ``registry/password``; ``down`` removes it.
     """
     pg = state["postgres"]
     server = postgres_server(layout)
@@ -36,6 +40,8 @@ def write_connections(layout: Layout, state: dict[str, Any]) -> None:
         "postgres_demo": {**postgres, "schema": DEMO_DATABASE},
         "postgres_drill": {**postgres, "schema": "postgres", "extra": {"opsdag_drill_target": True}},
     }
+    if state.get("registry") and state.get("docker"):
+        connections["docker_default"] = registry_of(layout, state).docker_connection(state["docker"]["url"])
     atomic_write(layout.connections_file, json.dumps(connections, indent=2) + "\n", mode=0o600)
 
 

@@ -2,10 +2,12 @@
 
 ``up`` starts, in order: PostgreSQL (with the ``demo`` database), the stable demo-app
 instances, HAProxy, PostgreSQL's exporter, Alertmanager, Prometheus (evaluating the rules of
-``include/alerts``) and the load generator (``starters``), keeping what
-already runs, then publishes the Airflow connections. ``down`` stops every process
-recorded in the state directory by process group and then checks that none is left;
-data (PostgreSQL cluster, Prometheus TSDB) stays for the next ``up``.
+``include/alerts``), the load generator (``starters``), the image registry
+(``image_registry``) and the Docker engine (``docker_engine``), keeping what already runs,
+then publishes the Airflow connections. ``down`` stops every process recorded in the state
+directory by process group (dockerd with ``docker_engine.stop_dockerd``, which also ends its
+containerd) and then checks that none is left; data (PostgreSQL cluster, Prometheus TSDB,
+the registry's images, the engine's layers) stays for the next ``up``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from opsdag.dev.sandbox import starters
 from opsdag.dev.sandbox.alertmanager_server import start_alertmanager
 from opsdag.dev.sandbox.connections import write_connections
 from opsdag.dev.sandbox.demo_database import postgres_server
+from opsdag.dev.sandbox.docker_engine import PROCESS_NAME as DOCKERD
+from opsdag.dev.sandbox.docker_engine import remove_engine_run_dir, start_docker_engine, stop_dockerd
 from opsdag.dev.sandbox.fleet import DEFAULT_INSTANCES, Fleet, new_fleet
+from opsdag.dev.sandbox.image_registry import start_image_registry
 from opsdag.dev.sandbox.postgres_exporter import start_postgres_exporter
 from opsdag.dev.sandbox.starters import timed
 from opsdag.dev.sandbox.state import (
@@ -80,6 +85,9 @@ def up(
         save_state(layout, state)
 
         starters.start_loadgen(layout, fleet, procs, progress, rate, max_duration)
+        start_image_registry(layout, state, procs, progress)
+        save_state(layout, state)
+        start_docker_engine(layout, state, procs, progress)
         write_connections(layout, state)
         state["up_at"] = state.get("up_at") or time.time()
         save_state(layout, state)
@@ -96,10 +104,15 @@ def down(*, layout: Layout | None = None, progress: Progress = print, purge: boo
     with locked(layout):
         procs = layout.processes()
         order = {"loadgen": 0, "marker-writer": 0, "prometheus": 1, "alertmanager": 2, "haproxy": 3}
+        order |= {DOCKERD: -1, f"{DOCKERD}-containerd": 0}  # stop_dockerd stops both
         records = sorted(procs.records(), key=lambda r: order.get(r.name, 2))
         for record in records:
             alive = procs.group_alive(record)
-            if alive:
+            if record.name == DOCKERD:  # with its containerd, whether dockerd still runs or not
+                done = timed(progress, f"stopping dockerd and its containerd (pgid {record.pgid})")
+                stop_dockerd(procs)
+                done()
+            elif alive:
                 done = timed(progress, f"stopping {record.name} (pgid {record.pgid})")
                 procs.stop(record)
                 done()
@@ -124,6 +137,7 @@ def down(*, layout: Layout | None = None, progress: Progress = print, purge: boo
         layout.connections_file.unlink(missing_ok=True)
     if purge:
         postgres_server(layout).remove_relocated()
+        remove_engine_run_dir(layout)
         shutil.rmtree(layout.root, ignore_errors=True)
         progress(f"removed {layout.root}")
     progress("sandbox is down")

@@ -25,6 +25,7 @@ from opsdag.dev.sandbox.fleet import (
     new_deployment_id,
 )
 from opsdag.dev.sandbox.fleet_status import FleetStatus, read_fleet_status
+from opsdag.dev.sandbox.image_resolution import push_repository, resolve_image
 from opsdag.dev.sandbox.state import SandboxError, locked, require_state, save_state
 from opsdag.dev.sandbox.versions import VersionLookup, load_versions
 from opsdag.platforms.base import Readiness
@@ -48,8 +49,13 @@ class FleetController(FleetSession):
         return state["fleet"].get("service") or load_versions().service
 
     def resolve(self, image: str) -> VersionLookup:
-        """The declared version ``image`` names, or why it cannot be pulled (needs no running sandbox)."""
-        return load_versions().resolve(image)
+        """The declared version ``image`` names, or why it cannot be pulled (``image_resolution``:
+        a tag needs no running sandbox, an undeclared digest asks the sandbox's registry)."""
+        return resolve_image(self.layout, load_versions(), image)
+
+    def push_repository(self, repository: str) -> str:
+        """Where a build pushes what the sandbox pulls as ``repository`` (its registry's address)."""
+        return push_repository(self.layout, load_versions(), repository)
 
     def endpoints(self, track: str) -> list[str]:
         """Base URLs of a track's running instances."""
@@ -95,7 +101,7 @@ class FleetController(FleetSession):
             if current:
                 self.progress(f"replacing canary {current['image']} with {image}")
                 self._remove_canary(fleet)
-            lookup = fleet.catalog.resolve(image)
+            lookup = resolve_image(self.layout, fleet.catalog, image)
             canary: dict[str, Any] = {
                 "image": image,
                 "version": lookup.version.tag if lookup.version else None,

@@ -2,8 +2,8 @@
 
 ``sandbox_status`` reads the state directory into a ``SandboxStatus`` (its fleet part is
 ``fleet_status.FleetStatus``); ``to_dict()`` is ``python -m opsdag.sandbox status --json``
-and ``format_status`` the text form. Neither holds a secret: PostgreSQL's password is
-only named by its file.
+and ``format_status`` the text form. Neither holds a secret: PostgreSQL's and the
+registry's passwords are only named by their files.
 """
 
 from __future__ import annotations
@@ -19,7 +19,16 @@ from opsdag.dev.sandbox.fleet_status import FleetStatus, InstanceStatus, TrackSt
 from opsdag.dev.sandbox.processes import ProcessTable
 from opsdag.dev.sandbox.state import Layout, load_state, read_counts
 
-COMPONENTS = ("postgres", "haproxy", "prometheus", "loadgen", "alertmanager", "postgres-exporter")
+COMPONENTS = (
+    "postgres",
+    "haproxy",
+    "prometheus",
+    "loadgen",
+    "alertmanager",
+    "postgres-exporter",
+    "registry",
+    "dockerd",
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,7 @@ def _components(layout: Layout, state: Mapping[str, Any]) -> dict[str, Component
     alerts = state.get("alertmanager", {})
     webhook = alerts.get("webhook_url")
     exporter = state.get("postgres_exporter", {}).get("url")
+    registry = state.get("registry", {})
     return {
         "postgres": ComponentStatus(
             server.running(), server.pid(), details={key: pg.get(key) for key in keys}
@@ -130,6 +140,15 @@ def _components(layout: Layout, state: Mapping[str, Any]) -> dict[str, Component
             "postgres-exporter",
             metrics_url=f"{exporter}/metrics" if exporter else None,
         ),
+        "registry": _process(
+            procs,
+            "registry",
+            host=registry.get("host"),
+            user=registry.get("user"),
+            password_file=registry.get("password_file"),
+            serves=registry.get("serves"),
+        ),
+        "dockerd": _process(procs, "dockerd", url=state.get("docker", {}).get("url")),
     }
 
 
@@ -158,7 +177,7 @@ def format_status(status: SandboxStatus) -> str:
     def flag(component: ComponentStatus) -> str:
         return f"running (pid {component.pid})" if component.running else "stopped"
 
-    pg, ha, pr, lg, al, ex = (status.components[name] for name in COMPONENTS)
+    pg, ha, pr, lg, al, ex, rg, dk = (status.components[name] for name in COMPONENTS)
     d = pg.details
     lines.append(
         f"  postgres    {flag(pg)}  host={d['host']} port={d['port']} user={d['user']} "
@@ -172,6 +191,12 @@ def format_status(status: SandboxStatus) -> str:
     posts = al.details["webhook_url"] or "nowhere yet (`python -m opsdag.sandbox alerts-to <airflow url>`)"
     lines.append(f"  alertmanager {flag(al)}  {al.details['url']}  posts to {posts}")
     lines.append(f"  pg-exporter {flag(ex)}  {ex.details['metrics_url']}")
+    d = rg.details
+    lines.append(
+        f"  registry    {flag(rg)}  {d['host']} (serves {d['serves']}) user={d['user']} "
+        f"password-file={d['password_file']}"
+    )
+    lines.append(f"  dockerd     {flag(dk)}  {dk.details['url']}")
     d = lg.details
     lines.append(
         f"  loadgen     {flag(lg)}  {d['rate']} req/s, {d['total']} answers, counts={d['counts_file']}"
@@ -189,13 +214,19 @@ def _ports(instances: tuple[InstanceStatus, ...]) -> str:
     return ", ".join(f"{i.slot}=:{i.port}{'' if i.running else ' (down)'}" for i in instances)
 
 
+def _by_digest(track: TrackStatus) -> str:
+    """`` (image repo@sha256:...)`` for a version deployed by digest: which image it is."""
+    return f" ({track.image})" if track.image and "@" in track.image and track.version else ""
+
+
 def _fleet_lines(fleet: FleetStatus) -> list[str]:
     stable = fleet.stable or TrackStatus(None, None, None)
-    lines = [f"  stable      {stable.version}  [{_ports(stable.instances)}]"]
+    lines = [f"  stable      {stable.version}{_by_digest(stable)}  [{_ports(stable.instances)}]"]
     canary = fleet.canary
     if canary:
         failed = f"  FAILED: {canary.failed}" if canary.failed else ""
-        lines.append(f"  canary      {canary.version or canary.image}  [{_ports(canary.instances)}]{failed}")
+        name = f"{canary.version or canary.image}{_by_digest(canary)}"
+        lines.append(f"  canary      {name}  [{_ports(canary.instances)}]{failed}")
     else:
         lines.append("  canary      none")
     traffic = fleet.traffic

@@ -1,8 +1,10 @@
 """The demo app's versions, read from ``include/sandbox/versions.yaml``.
 
-The file is the sandbox's "registry": an image reference resolves to a version only if
-its tag (or digest) is declared there. Anything else behaves like an image that cannot
-be pulled, which is how the sandbox reproduces a bad image reference for real.
+An image reference resolves to a version only if its tag (or digest) is declared there,
+or, for a digest, if the image the sandbox's registry holds under it carries a declared
+version in its ``org.opencontainers.image.version`` label (``image_resolution``, which
+calls ``resolve_label`` here). Anything else behaves like an image that cannot be pulled,
+which is how the sandbox reproduces a bad image reference for real.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class VersionLookup:
     image: str
     version: AppVersion | None
     reason: str = ""
+    digest: str | None = None  # the reference's digest (``repo@sha256:...``), if it has one
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,22 @@ class VersionCatalog:
     def image_for(self, tag: str) -> str:
         return f"{self.repository}:{tag}"
 
+    def by_digest(self, digest: str) -> AppVersion | None:
+        """The version declaring ``digest`` (its optional ``digest`` field), if any."""
+        return next((v for v in self.versions.values() if v.digest == digest), None)
+
+    def resolve_label(self, image: str, digest: str, label: str, value: str | None) -> VersionLookup:
+        """The version an image's version ``label`` (read from a registry) names, or why not."""
+        version = self.versions.get(value) if value else None
+        if version is not None:
+            return VersionLookup(image, version, digest=digest)
+        source = self._source_name()
+        if not value:
+            why = f"its config has no {label} label to say which version of {self.service} it is"
+        else:
+            why = f"its label {label}={value} is not a version declared in {source}"
+        return VersionLookup(image, None, f"image {image} cannot be pulled: {why}", digest=digest)
+
     def resolve(self, image: str) -> VersionLookup:
         """Map an image reference to a declared version, or explain why it cannot be pulled.
 
@@ -87,13 +106,14 @@ class VersionCatalog:
         source = self._source_name()
         repo, tag, digest = split_image(image)
         if digest is not None:
-            for version in self.versions.values():
-                if version.digest == digest:
-                    return VersionLookup(image, version)
+            version = self.by_digest(digest)
+            if version is not None:
+                return VersionLookup(image, version, digest=digest)
             return VersionLookup(
                 image,
                 None,
                 f"image {image} cannot be pulled: digest {digest} is not declared in {source}",
+                digest=digest,
             )
         if tag is None:
             return VersionLookup(
