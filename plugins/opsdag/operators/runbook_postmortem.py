@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from opsdag.operators.run_state import task_states
 from opsdag.runbooks.engine import ACTION_KEY, failed_steps, incident_record
 from opsdag.spec.runbook import RunbookSpec
 
@@ -34,7 +35,8 @@ class RunbookPostmortemOperator(BaseOperator):
         from opsdag.runbooks.postmortem import postmortem_figures, write_postmortem
 
         ti, params = context["ti"], context["params"]
-        records = {sid: ti.xcom_pull(task_ids=sid, key=ACTION_KEY) for sid in self.runbook.step_ids()}
+        ids = self.runbook.step_ids()
+        records = {sid: ti.xcom_pull(task_ids=sid, key=ACTION_KEY) for sid in ids}
         dag_run = context.get("dag_run")
         started = getattr(dag_run, "start_date", None) or datetime.now(UTC)
         record = incident_record(
@@ -44,6 +46,7 @@ class RunbookPostmortemOperator(BaseOperator):
             dry_run=bool(params.get("dry_run", self.runbook.guards.dry_run)),
             records=records,
             run_started=started,
+            states=task_states(context, ids),
         )
         paths = write_postmortem(record)
         summary = postmortem_figures(record).summary

@@ -18,6 +18,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, T
 from opsdag.runbooks.engine import ACTION_KEY, action_record, metric_verdict, now
 from opsdag.spec.runbook import RunbookSpec, step_id
 
+STARTED_KEY = "started_at"
+
 
 class StopRunbook(Exception):
     """The step found no reason to go on (e.g. the alert no longer holds): later steps are skipped."""
@@ -84,6 +86,11 @@ class RunbookStepOperator(BaseOperator):
         result, detail, data, *extra = value
         return result, detail, data, (extra[0] if extra else {})
 
+    def started(self, context: Any) -> datetime:
+        """When a deferred step started (pushed before deferring; a resumed task has only XComs)."""
+        started = context["ti"].xcom_pull(task_ids=self.task_id, key=STARTED_KEY)
+        return datetime.fromisoformat(started) if started else now()
+
     def push(self, context: Any, record: dict[str, Any]) -> None:
         context["ti"].xcom_push(key=ACTION_KEY, value=record)
 
@@ -128,6 +135,7 @@ class CheckMetricOperator(RunbookStepOperator):
             from opsdag.runbooks.metric_wait import MetricBoundTrigger
 
             self.log.info("waiting up to %s for %s to be within bounds", step.wait_for, self.query)
+            context["ti"].xcom_push(key=STARTED_KEY, value=started.isoformat())
             self.defer(
                 trigger=MetricBoundTrigger(
                     query=self.query,
@@ -138,7 +146,6 @@ class CheckMetricOperator(RunbookStepOperator):
                     prometheus_conn_id=step.prometheus_conn_id,
                 ),
                 method_name="execute_complete",
-                kwargs={"started": started.isoformat()},
                 timeout=step.wait_for + timedelta(minutes=2),
             )
         value = PrometheusHook(step.prometheus_conn_id).query(self.query)
@@ -147,7 +154,7 @@ class CheckMetricOperator(RunbookStepOperator):
             raise StopRunbook(f"the alert no longer holds ({reason}): the runbook stops here")
         return "done", f"the alert holds: {reason}", {"value": value}
 
-    def execute_complete(self, context: Any, event: dict[str, Any], started: str) -> dict[str, Any]:
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         def verdict() -> tuple[Any, ...]:
             value, reason = event.get("value"), event.get("reason", "")
             waited = f"{event.get('readings', 0)} reading(s)"
@@ -156,7 +163,7 @@ class CheckMetricOperator(RunbookStepOperator):
             verification = {"recovered": True, "at": event["at"], "detail": f"{self.query}: {reason}"}
             return "done", f"recovered: {reason} ({waited})", {"value": value, "verification": verification}
 
-        return self._finish(context, verdict, datetime.fromisoformat(started))
+        return self._finish(context, verdict, self.started(context))
 
 
 class NotifyOperator(RunbookStepOperator):
@@ -184,14 +191,11 @@ class WaitOperator(RunbookStepOperator):
     def perform(self, context: Any, started: datetime) -> tuple[Any, ...]:
         from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
-        self.defer(
-            trigger=TimeDeltaTrigger(self.step.duration),
-            method_name="execute_complete",
-            kwargs={"started": started.isoformat()},
-        )
+        context["ti"].xcom_push(key=STARTED_KEY, value=started.isoformat())
+        self.defer(trigger=TimeDeltaTrigger(self.step.duration), method_name="execute_complete")
         raise AssertionError("defer returns no control")
 
-    def execute_complete(self, context: Any, event: Any = None, started: str = "") -> dict[str, Any]:
+    def execute_complete(self, context: Any, event: Any = None) -> dict[str, Any]:
         return self._finish(
-            context, lambda: ("done", f"waited {self.step.duration}", {}), datetime.fromisoformat(started)
+            context, lambda: ("done", f"waited {self.step.duration}", {}), self.started(context)
         )

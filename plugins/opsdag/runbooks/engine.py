@@ -72,7 +72,7 @@ def approval_decision(*, dry_run: bool, needs_approval: bool, answer: dict[str, 
     if dry_run:
         return Decision("plan", "dry run: planned only, nothing changed")
     if not needs_approval:
-        return Decision("act", "no approval needed (guards.approval_for_destructive is off)")
+        return Decision("act", "no approval asked: guards.approval_for_destructive is off")
     if not answer:
         return Decision("skip", "no answer from the approval: not approved, nothing changed")
     chosen = list(answer.get("chosen_options") or [])
@@ -122,19 +122,25 @@ def incident_record(
     dry_run: bool,
     records: dict[str, dict[str, Any] | None],
     run_started: datetime,
+    states: dict[str, str] | None = None,
 ) -> IncidentRecord:
-    """The run's record: every step in spec order, its own record or "not run"."""
+    """The run's record: every step in spec order, its own record, or why it has none.
+
+    ``states`` (task id: state) tells a step that failed before it could record (failed)
+    from one that never ran (skipped).
+    """
     actions, verify = [], None
     for i, step in enumerate(spec.steps):
         sid = step_id(i, step)
         record = records.get(sid)
         if not record:
+            result, detail = _unrecorded((states or {}).get(sid))
             record = action_record(
                 step,
                 sid,
-                result="skipped",
+                result=result,
                 started_at=None,
-                detail="not run: an earlier step stopped the runbook or failed",
+                detail=detail,
                 needs_approval=step.destructive and spec.guards.approval_for_destructive,
             )
         actions.append(record)
@@ -154,6 +160,17 @@ def incident_record(
             "verify": verify,
         }
     )
+
+
+def _unrecorded(state: str | None) -> tuple[str, str]:
+    """A step without a record: why, from its task state."""
+    if state == "failed":
+        return "failed", "the task failed before it could record a result (see its log)"
+    if state == "upstream_failed":
+        return "skipped", "not run: an earlier step or its approval failed"
+    if state == "skipped":
+        return "skipped", "not run: an earlier step stopped the runbook"
+    return "skipped", "not run" + (f" (task {state})" if state else "")
 
 
 def failed_steps(record: IncidentRecord) -> list[str]:
