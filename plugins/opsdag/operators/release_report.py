@@ -66,7 +66,7 @@ class ReleaseReportOperator(ServiceOperator):
             started_at=started,
             finished_at=finished,
             params=dict(context["params"]),
-            request=ti.xcom_pull(task_ids="validate_request"),
+            request=self.request(context) or None,
             preflight=ti.xcom_pull(task_ids="preflight", key="preflight"),
             readiness=ti.xcom_pull(task_ids=f"{strategy}.deploy", key="readiness"),
             verdicts={t: ti.xcom_pull(task_ids=t, key="verdict") for t in task_ids if t.endswith(".gate")},
