@@ -8,6 +8,7 @@ a throwaway "repository" directory, through ``DockerEngineBuilder`` with the
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from pathlib import Path
@@ -202,3 +203,14 @@ def test_unreachable_engine_fails_clearly(repo, repository, tmp_path):
     url = f"unix://{tmp_path}/no-docker.sock"
     with pytest.raises(EngineUnreachable, match=rf"the Docker engine at {url} cannot be reached"):
         build(repo, repository, docker_url=url)
+
+
+def test_push_refused_by_the_registry_fails_with_its_words(repo, repository, docker_default, monkeypatch):
+    """The connection's password is wrong: the login (or the push) is refused, nothing is pushed."""
+    wrong = {**docker_default.docker_connection(), "password": "not-the-password"}
+    monkeypatch.setenv("AIRFLOW_CONN_DOCKER_DEFAULT", json.dumps(wrong))
+    with pytest.raises(BuildFailed, match=r"(?i)unauthorized|authentication required") as refused:
+        build(repo, repository)
+    assert "not-the-password" not in str(refused.value)  # the secret never reaches the error
+    with registry_client(docker_default) as registry:
+        assert registry.manifest_digest(repository.split("/", 1)[1], "1.0.0") is None
