@@ -12,6 +12,7 @@ Approve ends the idle connections of the test's role and says who approved.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +24,9 @@ import pytest
 import yaml
 from support.standalone_run import standalone_airflow
 from support.waiting import wait_for
-from test_runbook_db_connections import OLDER_THAN_S, ROLE, demo_db, hold_idle, idle_sessions  # noqa: F401
+from test_runbook_db_connections import OLDER_THAN_S, ROLE, demo_db, hold_idle, idle_sessions, slack  # noqa: F401
 
-from opsdag.airflow_api import AirflowClient, Credentials
+from opsdag.airflow_api import AirflowClient
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,9 @@ APPROVAL = "approve_terminate-idle"
 
 
 @pytest.fixture(scope="module")
-def airflow(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, sandbox) -> Iterator[tuple]:
+def airflow(
+    e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, sandbox, slack
+) -> Iterator[tuple]:
     """Standalone Airflow on a copy of include/ whose db-connections runbook acts, after approval."""
     from opsdag.dev.sandbox.connections import alerts_token
 
@@ -44,7 +47,8 @@ def airflow(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, s
     spec = yaml.safe_load(path.read_text())
     spec["steps"][1].update(older_than=f"{OLDER_THAN_S}s", user=ROLE)
     spec["steps"][2].update(timeout="30s", interval="1s")
-    spec["steps"] = spec["steps"][:3]  # no Slack here: the notify step is covered by the other module
+    spec["steps"] = spec["steps"][:3]  # the notify step is covered by the other module
+    spec["notifications"] = {"slack": {"channel": "#incidents", "connection_id": "slack_runbook"}}
     spec["guards"] = {**spec["guards"], "dry_run": False, "approval_for_destructive": True}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     state = tmp_path_factory.mktemp("approval-state")
@@ -54,10 +58,14 @@ def airflow(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, s
         "OPSDAG_STATE_DIR": str(state),
         "OPSDAG_REPORTS_DIR": str(state / "reports"),
     }
-    with standalone_airflow(env) as credentials:
-        with AirflowClient(credentials) as client:
-            client.unpause(DAG)
-        yield credentials, alerts_token(sandbox.layout), state / "reports"
+    os.environ["AIRFLOW_CONN_SLACK_RUNBOOK"] = slack.connection_json()  # standalone's workers inherit it
+    try:
+        with standalone_airflow(env) as credentials:
+            with AirflowClient(credentials) as client:
+                client.unpause(DAG)
+            yield credentials, alerts_token(sandbox.layout), state / "reports"
+    finally:
+        os.environ.pop("AIRFLOW_CONN_SLACK_RUNBOOK", None)
 
 
 def fire(airflow: tuple, fingerprint: str) -> str:
@@ -84,15 +92,30 @@ def fire(airflow: tuple, fingerprint: str) -> str:
     return started["run_id"]
 
 
-def answer_approval(credentials: Credentials, run_id: str, option: str) -> None:
+def answer_approval(airflow: tuple, run_id: str, option: str) -> None:
+    """Answer once the approval waits, parked, and the scheduler has seen its parked try end.
+
+    Answering within a second of the park races Airflow 3.3: the parked try's executor
+    event, handled after the resumed try started, makes the scheduler fail the resumed
+    task ("finished with state success, but the task instance's state attribute is
+    running"). A person never answers that fast; the test waits for that event in the
+    standalone log (a condition, not a sleep).
+    """
+    credentials, log = airflow[0], airflow[2].parent / "airflow" / "logs" / "airflow-standalone.log"
+    event = (
+        "Received executor event with state success for task instance "
+        f"TaskInstanceKey(dag_id='{DAG}', task_id='{APPROVAL}', run_id='{run_id}'"
+    )
     with AirflowClient(credentials) as client:
 
-        def asked() -> bool:
+        def parked() -> bool:
             path = f"/dags/{DAG}/dagRuns/{run_id}/hitlDetails"
             details = client.request("GET", path).get("hitl_details", [])
-            return any(not d.get("response_received") for d in details)
+            state = {t["task_id"]: t["state"] for t in client.task_instances(DAG, run_id)}.get(APPROVAL)
+            asked = any(not d.get("response_received") for d in details)
+            return asked and state == "awaiting_input" and event in log.read_text(errors="replace")
 
-        wait_for(asked, 120, interval=1, what=f"{APPROVAL} waiting for an answer")
+        wait_for(parked, 120, interval=0.5, what=f"{APPROVAL} parked, waiting for an answer")
         client.request(
             "PATCH",
             f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{APPROVAL}/-1/hitlDetails",
@@ -112,11 +135,20 @@ def postmortem(airflow: tuple, run_id: str) -> tuple[dict[str, Any], str]:
     return json.loads(path.read_text()), path.with_suffix(".md").read_text()
 
 
-def test_a_rejected_approval_changes_nothing_and_the_postmortem_says_who_rejected(airflow, demo_db) -> None:
+def test_a_rejected_approval_changes_nothing_and_the_postmortem_says_who_rejected(
+    airflow, demo_db, slack
+) -> None:
     held = hold_idle(demo_db, 4)
+    slack.reset()
     run_id = fire(airflow, "a770000000000001")
 
-    answer_approval(airflow[0], run_id, "Reject")
+    answer_approval(airflow, run_id, "Reject")
+
+    # the request went to the runbook's Slack channel, saying what happens without an answer
+    [request] = [m for m in slack.messages if m["text"].startswith("Approval needed")]
+    assert request["channel"] == "#incidents"
+    assert "Runbook db-connections: approve terminate-idle" in request["text"]
+    assert "the step is skipped" in json.dumps(request["blocks"])
 
     for conn in held:
         assert conn.execute("SELECT 1").fetchone() == (1,)
@@ -137,7 +169,7 @@ def test_an_approved_termination_ends_the_idle_connections_and_names_the_approve
     held = hold_idle(demo_db, 4)
     run_id = fire(airflow, "a770000000000002")
 
-    answer_approval(airflow[0], run_id, "Approve")
+    answer_approval(airflow, run_id, "Approve")
 
     wait_for(lambda: idle_sessions(demo_db) == 0, timeout=10, what="no session of the test's role left")
     for conn in held:

@@ -52,6 +52,7 @@ def runbook_env(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
     spec["steps"][1].update(older_than=f"{OLDER_THAN_S}s", user=ROLE)
     spec["steps"][2].update(timeout="60s", interval="1s")
     spec["notifications"] = {"slack": {"channel": "#incidents", "connection_id": "slack_runbook"}}
+    spec["steps"].insert(2, {"action": "wait", "name": "settle", "duration": "1s"})  # deferred, too
     with_approval = {**spec, "name": "db-connections-approval"}
     spec["guards"] = {**spec["guards"], "approval_for_destructive": False}
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -184,6 +185,7 @@ def test_idle_connections_above_80_percent_are_terminated_and_recovery_verified(
     assert sorted(o["outcome"] for o in outcomes) == ["terminated"] * count
     assert {o["target"]["user"] for o in outcomes} == {ROLE}
     verify = steps["verify-connections"]
+    assert (steps["settle"]["result"], steps["settle"]["detail"]) == ("done", "waited 1.0 s")
     assert (verify["kind"], verify["result"]) == ("verify", "done")
     assert verify["data"]["value"] < 0.8
     assert report["verify"]["recovered"] is True

@@ -178,6 +178,16 @@ def test_steps_without_a_record_say_why_from_their_task_state(runbook: RunbookSp
     assert record.verify is None  # the verify step never ran: nothing was verified
 
 
+def test_a_failed_approval_task_is_why_the_destructive_step_did_not_run(runbook: RunbookSpec) -> None:
+    states = {"approve_terminate-idle": "failed", "terminate-idle": "upstream_failed"}
+    record = incident_record(
+        runbook, run_id="r", conf_alert=ALERT, dry_run=False, records={}, run_started=START, states=states
+    )
+    terminate = record.actions[1]
+    assert (terminate.result, terminate.approval) == ("skipped", "not approved")
+    assert terminate.detail == "not run: its approval task failed (see its log); nothing was changed"
+
+
 def test_a_manual_run_without_an_alert_is_named_so(runbook: RunbookSpec) -> None:
     record = incident_record(
         runbook, run_id="manual__1", conf_alert={}, dry_run=True, records={}, run_started=START

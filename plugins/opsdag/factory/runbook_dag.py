@@ -15,6 +15,7 @@ from opsdag.operators.runbook_database import PgConnectionsOperator, TerminateId
 from opsdag.operators.runbook_plan import RunbookPlanOperator
 from opsdag.operators.runbook_postmortem import RunbookPostmortemOperator
 from opsdag.operators.runbook_steps import CheckMetricOperator, NotifyOperator, WaitOperator
+from opsdag.runbooks.engine import approval_task_id
 from opsdag.spec.runbook import RunbookSpec, step_id
 
 STEP_OPERATORS = {
@@ -57,7 +58,7 @@ def runbook_dag(spec: RunbookSpec) -> DAG:
             kwargs = {}
             if step.destructive and spec.guards.approval_for_destructive:
                 approval = RunbookApprovalOperator(
-                    task_id=f"approve_{sid}",
+                    task_id=approval_task_id(sid),
                     runbook=spec,
                     step_id=sid,
                     subject=f"Runbook {spec.name}: approve {sid} ({step.action})?",

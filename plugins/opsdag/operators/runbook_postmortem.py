@@ -2,8 +2,8 @@
 
 Runs after every step (trigger rule ``all_done``), assembles the ``IncidentRecord``
 (``runbooks.engine.incident_record``), writes the Markdown and JSON postmortem
-(``runbooks.postmortem.write_postmortem``) and then fails when a step failed, so that
-the run's state says it too.
+(``runbooks.postmortem.write_postmortem``) and then fails when a step or an approval
+task failed, so that the run's state says it too (it is the DAG's only leaf).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from opsdag.operators.run_state import task_states
-from opsdag.runbooks.engine import ACTION_KEY, failed_steps, incident_record
+from opsdag.runbooks.engine import ACTION_KEY, approval_task_id, failed_steps, incident_record
 from opsdag.spec.runbook import RunbookSpec
 
 
@@ -37,6 +37,7 @@ class RunbookPostmortemOperator(BaseOperator):
         ti, params = context["ti"], context["params"]
         ids = self.runbook.step_ids()
         records = {sid: ti.xcom_pull(task_ids=sid, key=ACTION_KEY) for sid in ids}
+        states = task_states(context, [*ids, *(approval_task_id(sid) for sid in ids)])
         dag_run = context.get("dag_run")
         started = getattr(dag_run, "start_date", None) or datetime.now(UTC)
         record = incident_record(
@@ -46,12 +47,15 @@ class RunbookPostmortemOperator(BaseOperator):
             dry_run=bool(params.get("dry_run", self.runbook.guards.dry_run)),
             records=records,
             run_started=started,
-            states=task_states(context, ids),
+            states=states,
         )
         paths = write_postmortem(record)
         summary = postmortem_figures(record).summary
         self.log.info("postmortem: %s (%s)", summary, paths.markdown)
-        if failed := failed_steps(record):
+        failed = failed_steps(record) + [
+            t for t, state in states.items() if state == "failed" and t not in ids
+        ]
+        if failed:
             raise AirflowFailException(
                 f"{', '.join(failed)} failed; postmortem at {paths.markdown}: {summary}"
             )

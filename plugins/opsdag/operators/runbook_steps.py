@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
 
+from opsdag.format import duration
 from opsdag.runbooks.engine import ACTION_KEY, action_record, metric_verdict, now
 from opsdag.spec.runbook import RunbookSpec, step_id
 
@@ -128,7 +129,7 @@ class CheckMetricOperator(RunbookStepOperator):
                 )
             return (
                 "planned",
-                f"dry run: would wait up to {step.wait_for} for it; now {reason}",
+                f"dry run: would wait up to {duration(step.wait_for.total_seconds())} for it; now {reason}",
                 {"value": value},
             )
         if step.check == "verify":
@@ -159,7 +160,8 @@ class CheckMetricOperator(RunbookStepOperator):
             value, reason = event.get("value"), event.get("reason", "")
             waited = f"{event.get('readings', 0)} reading(s)"
             if event.get("status") != "passed":
-                raise StepFailed(f"not recovered within {self.step.wait_for}: {reason} ({waited})")
+                limit = duration(self.step.wait_for.total_seconds())
+                raise StepFailed(f"not recovered within {limit}: {reason} ({waited})")
             verification = {"recovered": True, "at": event["at"], "detail": f"{self.query}: {reason}"}
             return "done", f"recovered: {reason} ({waited})", {"value": value, "verification": verification}
 
@@ -197,5 +199,7 @@ class WaitOperator(RunbookStepOperator):
 
     def execute_complete(self, context: Any, event: Any = None) -> dict[str, Any]:
         return self._finish(
-            context, lambda: ("done", f"waited {self.step.duration}", {}), self.started(context)
+            context,
+            lambda: ("done", f"waited {duration(self.step.duration.total_seconds())}", {}),
+            self.started(context),
         )

@@ -134,7 +134,7 @@ def incident_record(
         sid = step_id(i, step)
         record = records.get(sid)
         if not record:
-            result, detail = _unrecorded((states or {}).get(sid))
+            result, detail = _unrecorded((states or {}).get(sid), (states or {}).get(approval_task_id(sid)))
             record = action_record(
                 step,
                 sid,
@@ -162,8 +162,15 @@ def incident_record(
     )
 
 
-def _unrecorded(state: str | None) -> tuple[str, str]:
-    """A step without a record: why, from its task state."""
+def approval_task_id(sid: str) -> str:
+    """The task that asks a person before the destructive step ``sid``."""
+    return f"approve_{sid}"
+
+
+def _unrecorded(state: str | None, approval_state: str | None = None) -> tuple[str, str]:
+    """A step without a record: why, from its task state (and its approval's)."""
+    if approval_state == "failed":
+        return "skipped", "not run: its approval task failed (see its log); nothing was changed"
     if state == "failed":
         return "failed", "the task failed before it could record a result (see its log)"
     if state == "upstream_failed":
