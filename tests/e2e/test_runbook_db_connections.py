@@ -221,3 +221,39 @@ def test_a_dry_run_asks_no_approval_terminates_nothing_and_says_planned(runbook_
     assert "dry run, nothing was changed" in report["summary"]
     assert "Dry run: nothing was changed" in markdown
     assert "| terminate-idle | mitigate | terminate_idle_connections | planned |" in markdown
+
+
+def test_an_alert_about_another_database_stops_the_runbook_before_any_change(runbook_env, demo_db) -> None:
+    held = hold_idle(demo_db, 3)
+    conf = alert_conf(dry_run=False)
+    conf["alert"]["labels"]["service"] = "orders-db"  # this runbook's steps act on demo-db
+
+    code, output, report, _ = run_runbook(runbook_env, "runbook__db-connections", conf)
+
+    assert code == 0, output[-4000:]
+    for conn in held:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    steps = actions(report)
+    assert steps["diagnose-connections"]["detail"] == (
+        "the alert is about 'orders-db'; this runbook acts on 'demo-db': nothing done"
+    )
+    assert steps["terminate-idle"]["result"] == "skipped"
+    assert steps["terminate-idle"]["detail"] == "not run: an earlier step stopped the runbook"
+    assert report["figures"]["changed"] == []
+
+
+def test_a_check_that_finds_the_alert_no_longer_holding_stops_the_runbook(runbook_env) -> None:
+    # no canary runs in the sandbox here: its error rate has no data, so the alert is not confirmed
+    conf = {
+        **alert_conf(dry_run=True),
+        "alert": {**alert_conf(False)["alert"], "name": "HighCanaryErrorRate"},
+    }
+
+    code, output, report, _ = run_runbook(runbook_env, "runbook__canary-errors", conf)
+
+    assert code == 0, output[-4000:]
+    steps = actions(report)
+    confirm = steps["confirm-errors"]
+    assert (confirm["kind"], confirm["result"]) == ("assess", "done")
+    assert confirm["detail"] == "the alert no longer holds (no data): the runbook stops here"
+    assert steps["tell-release-owners"]["result"] == "skipped"
