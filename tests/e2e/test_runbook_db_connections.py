@@ -191,6 +191,7 @@ def test_idle_connections_above_80_percent_are_terminated_and_recovery_verified(
     assert report["verify"]["recovered"] is True
     assert report["figures"]["mitigated_by"] == "terminate-idle"
     assert steps["tell-owners"]["result"] == "done"
+    assert [e["to"] for e in report["escalations"]] == ["Slack #incidents"]
     assert any(
         "db-connections" in m["text"] and "DatabaseConnectionsExhausted" in m["text"] for m in slack.messages
     )

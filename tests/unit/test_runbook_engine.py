@@ -143,7 +143,7 @@ def test_a_verified_recovery_gives_time_to_mitigate_and_mttr(runbook: RunbookSpe
             "diagnose-connections": ("done", 1, "88 of 100", {}),
             "terminate-idle": ("done", 2, "terminated 82", {"approved_by": "alice", "needs_approval": True}),
             "verify-connections": ("done", 2.5, "recovered", {"data": {"verification": verification}}),
-            "tell-owners": ("done", 3, "sent", {}),
+            "tell-owners": ("done", 3, "sent", {"data": {"escalated_to": "Slack #incidents"}}),
         },
     )
     record = incident_record(
@@ -151,6 +151,9 @@ def test_a_verified_recovery_gives_time_to_mitigate_and_mttr(runbook: RunbookSpe
     )
     figures = postmortem_figures(record)
     assert record.actions[1].approval == "approved by alice"
+    [escalation] = record.escalations
+    assert (escalation.to, escalation.at) == ("Slack #incidents", START + timedelta(minutes=3, seconds=5))
+    assert escalation.reason.startswith("Connections of demo-db were above 80 %")
     assert (figures.mitigated_by, figures.time_to_mitigate, figures.mttr) == (
         "terminate-idle",
         "2 min 5 s",

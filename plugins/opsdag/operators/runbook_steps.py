@@ -184,7 +184,8 @@ class NotifyOperator(RunbookStepOperator):
         text = f"{head}{' (dry run)' if self.dry_run(context) else ''}: {self.step.message}"
         if not send_slack(conn_id, text, channel=channel):
             raise StepFailed(f"not sent to Slack through {conn_id!r} (see the task log)")
-        return "done", f"sent to Slack{f' {channel}' if channel else ''}: {self.step.message}", {"text": text}
+        to = f"Slack {channel}" if channel else f"Slack ({conn_id})"
+        return "done", f"sent to {to}: {self.step.message}", {"text": text, "escalated_to": to}
 
 
 class WaitOperator(RunbookStepOperator):

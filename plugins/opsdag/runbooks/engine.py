@@ -126,10 +126,13 @@ def incident_record(
 ) -> IncidentRecord:
     """The run's record: every step in spec order, its own record, or why it has none.
 
+    A verify step's verdict becomes the record's ``verify``; a notify step that reached
+    people becomes an escalation (to whom, when, the message).
+
     ``states`` (task id: state) tells a step that failed before it could record (failed)
     from one that never ran (skipped).
     """
-    actions, verify = [], None
+    actions, verify, escalations = [], None, []
     for i, step in enumerate(spec.steps):
         sid = step_id(i, step)
         record = records.get(sid)
@@ -144,6 +147,9 @@ def incident_record(
                 needs_approval=step.destructive and spec.guards.approval_for_destructive,
             )
         actions.append(record)
+        to = (record.get("data") or {}).get("escalated_to")
+        if step.step_kind == "escalate" and record["result"] == "done" and to and record.get("ended_at"):
+            escalations.append({"at": record["ended_at"], "to": to, "reason": getattr(step, "message", "")})
         if step.step_kind == "verify" and record.get("started_at"):
             verify = (record.get("data") or {}).get("verification") or {
                 "recovered": False,
@@ -158,6 +164,7 @@ def incident_record(
             "dry_run": dry_run,
             "actions": actions,
             "verify": verify,
+            "escalations": escalations,
         }
     )
 
