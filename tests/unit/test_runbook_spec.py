@@ -118,3 +118,44 @@ def test_notifications_and_approval_timeout() -> None:
     )
     assert runbook.notifications.slack.connection_id == "slack_default"
     assert runbook.guards.approval_timeout == timedelta(minutes=5)
+
+
+def test_service_steps_rollback_restart_and_escalate() -> None:
+    runbook = spec(
+        {"action": "rollback_release", "service": "demo-api", "max_age": "2h"},
+        {"action": "restart_instances", "service": "demo-api"},
+        {"action": "escalate", "message": "take over", "mentions": ["<!here>"]},
+    )
+    rollback, restart, escalate = runbook.steps
+    assert (rollback.max_age, rollback.ready_timeout) == (timedelta(hours=2), timedelta(seconds=60))
+    assert (rollback.destructive, rollback.step_kind) == (True, "mitigate")
+    assert (restart.track, restart.timeout, restart.destructive) == ("stable", timedelta(seconds=60), True)
+    assert (escalate.step_kind, escalate.destructive, escalate.options) == (
+        "escalate",
+        False,
+        ["Acknowledged", "Taking over"],
+    )
+    [(where, message)] = problems({"action": "rollback_release", "service": "demo-api"})
+    assert (where, message) == ("steps[0].max_age", "required but missing")
+    [(where, _)] = problems({"action": "restart_instances", "service": "demo-api", "track": "canary"})
+    assert where == "steps[0].track"
+
+
+def test_high_error_rate_and_service_down_runbooks() -> None:
+    high = RunbookSpec.model_validate(
+        yaml.safe_load((INCLUDE / "runbooks" / "high-error-rate.yaml").read_text())
+    )
+    assert high.alerts == ["HighErrorRate"]
+    assert [s.action for s in high.steps] == [
+        "check_metric",
+        "rollback_release",
+        "check_metric",
+        "notify",
+        "escalate",
+    ]
+    assert high.steps[1].max_age == timedelta(hours=2)
+    down = RunbookSpec.model_validate(
+        yaml.safe_load((INCLUDE / "runbooks" / "service-down.yaml").read_text())
+    )
+    assert down.alerts == ["ServiceDown"]
+    assert [s.action for s in down.steps] == ["check_metric", "restart_instances", "check_metric", "escalate"]

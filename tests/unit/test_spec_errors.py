@@ -253,7 +253,7 @@ CASES = [
     ("unknown-drill-key", D, put("drill.restore_to", "x"), "drill.restore_to", "unknown key"),
     # runbooks
     ("action-unknown", R, put("steps[1].action", "reboot"), "steps[1].action",
-     "'reboot' is not a known action; use one of: check_metric, notify, pg_connections"),
+     "'reboot' is not a known action; use one of: check_metric, notify, escalate, pg_connections"),
     ("action-not-string", R, put("steps[1].action", ["scale"]), "steps[1].action",
      "a list is not a known action"),
     ("action-missing", R, drop("steps[4].action"), "steps[4].action", "required but missing; use one of:"),
@@ -290,7 +290,7 @@ CASES = [
     ("step-name-pattern", R, put("steps[0].name", "Confirm It"), "steps[0].name",
      "does not have the expected form"),
     ("step-not-mapping", R, put("steps[5]", "notify"), "steps[5]", "must be a mapping of keys to values"),
-    ("service-not-dns", R, put("steps[5]", {"action": "rollback_release", "service": "Checkout"}),
+    ("service-not-dns", R, put("steps[5]", {"action": "restart_instances", "service": "Checkout"}),
      "steps[5].service", "is not a DNS-1123 name"),
     ("guards-typo", R, put("guards", {"max_run_per_hour": 2}), "guards.max_run_per_hour",
      "did you mean 'max_runs_per_hour'?"),

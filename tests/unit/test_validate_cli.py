@@ -189,13 +189,14 @@ def test_duplicate_names_across_files(tree: Path) -> None:
 
 
 def test_runbook_step_the_dag_cannot_perform_is_refused(tree: Path) -> None:
-    # rollback_release is in the catalogue but not performed by the runbook DAG yet: refused, not ignored
+    # scale is in the catalogue but not performed by the runbook DAG yet: refused, not ignored
     path = tree / "runbooks" / "canary-errors.yaml"
-    path.write_text(RUNBOOK + "  - {action: rollback_release, service: payments}\n", encoding="utf-8")
+    path.write_text(RUNBOOK + "  - {action: scale, service: payments, replicas: 4}\n", encoding="utf-8")
     expected = (
-        "include/runbooks/canary-errors.yaml: steps[2].action: step '3-rollback_release': "
-        "rollback_release is not performed by the runbook DAG yet; remove the step (supported: "
-        "check_metric, notify, pg_connections, terminate_idle_connections, wait)\n"
+        "include/runbooks/canary-errors.yaml: steps[2].action: step '3-scale': "
+        "scale is not performed by the runbook DAG yet; remove the step (supported: "
+        "check_metric, notify, escalate, pg_connections, terminate_idle_connections, rollback_release, "
+        "restart_instances, wait)\n"
     )
     for target in ("include", "include/runbooks", "include/runbooks/canary-errors.yaml"):
         result = opsdag("validate", target, cwd=tree.parent)

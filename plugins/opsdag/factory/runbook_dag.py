@@ -2,7 +2,8 @@
 
 Shape only: ``plan`` (what the run will do), then each step (task id: its name or
 ``<n>-<action>``), a destructive one preceded by its approval when the guards ask for
-one, then ``postmortem`` (trigger rule ``all_done``) from what the steps recorded.
+one, an ``escalate`` step running whatever happened before it (it decides
+itself whether to call people), then ``postmortem`` (trigger rule ``all_done``) from what the steps recorded.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from airflow.sdk import DAG, Param
 
 from opsdag.operators.runbook_approval import RunbookApprovalOperator
 from opsdag.operators.runbook_database import PgConnectionsOperator, TerminateIdleConnectionsOperator
+from opsdag.operators.runbook_escalate import EscalateOperator
 from opsdag.operators.runbook_plan import RunbookPlanOperator
 from opsdag.operators.runbook_postmortem import RunbookPostmortemOperator
+from opsdag.operators.runbook_service import RestartInstancesOperator, RollbackReleaseOperator
 from opsdag.operators.runbook_steps import CheckMetricOperator, NotifyOperator, WaitOperator
 from opsdag.runbooks.engine import approval_task_id
 from opsdag.spec.runbook import RunbookSpec, step_id
@@ -24,6 +27,9 @@ STEP_OPERATORS = {
     "wait": WaitOperator,
     "pg_connections": PgConnectionsOperator,
     "terminate_idle_connections": TerminateIdleConnectionsOperator,
+    "rollback_release": RollbackReleaseOperator,
+    "restart_instances": RestartInstancesOperator,
+    "escalate": EscalateOperator,
 }
 
 

@@ -16,14 +16,23 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
 
 from opsdag.format import duration
-from opsdag.runbooks.engine import ACTION_KEY, action_record, metric_verdict, now
+from opsdag.runbooks.engine import ACTION_KEY, ESCALATE_KEY, action_record, metric_verdict, now
 from opsdag.spec.runbook import RunbookSpec, step_id
 
 STARTED_KEY = "started_at"
 
 
 class StopRunbook(Exception):
-    """The step found no reason to go on (e.g. the alert no longer holds): later steps are skipped."""
+    """The step found no reason to go on (e.g. the alert no longer holds): later steps are skipped.
+
+    ``escalate``: the service is still not restored (another actor, nothing to roll back),
+    so an ``escalate`` step after it calls people.
+    """
+
+    def __init__(self, message: str, *, escalate: bool = False, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.escalate = escalate
+        self.data = data or {}
 
 
 class StepFailed(Exception):
@@ -63,9 +72,13 @@ class RunbookStepOperator(BaseOperator):
         except TaskDeferred:
             raise
         except StopRunbook as stop:
+            data = {**stop.data, **({ESCALATE_KEY: True} if stop.escalate else {})}
+            result = "skipped" if stop.escalate else "done"
             self.push(
                 context,
-                action_record(self.step, self.sid, result="done", started_at=started, detail=str(stop)),
+                action_record(
+                    self.step, self.sid, result=result, started_at=started, detail=str(stop), data=data
+                ),
             )
             raise AirflowSkipException(f"{self.sid}: {stop}") from None
         except Exception as exc:

@@ -25,6 +25,10 @@ class ValidateRequestOperator(RecordsItsError, BaseOperator):
       is refused here, in a dry run too, rather than planned. With ``build`` the image is
       the version to build (``repo:<version>``): the ``build`` task resolves what it pushed.
 
+    One actor per service: while a runbook acting on the service runs (DagRun counts through
+    the Task SDK, :mod:`opsdag.runbooks.actors`), the release is refused (``service: ...``);
+    a dry run changes nothing and is not refused for it.
+
     A refusal fails the task without retry and is recorded as its error (``field: problem``
     lines), so the report and the run's note say what was wrong. Returns the resolved
     request (a dict): every later task reads its ``image`` and ``strategy``.
@@ -50,6 +54,8 @@ class ValidateRequestOperator(RecordsItsError, BaseOperator):
             raise AirflowFailException(str(exc)) from None
         except (StrategyRefused, NoDriver) as exc:
             raise AirflowFailException(f"release request refused:\n{exc}") from None
+        if not request.dry_run:
+            self.refuse_beside_runbooks(context)
         result = {**request.model_dump(), "strategy": strategy}
         if request.build:  # the build task pushes it and resolves the digest it deploys
             self.log.info("release request of %s: %s (the image is built first)", self.service.name, result)
@@ -62,3 +68,16 @@ class ValidateRequestOperator(RecordsItsError, BaseOperator):
             result["digest"] = resolved.digest
         self.log.info("release request of %s: %s", self.service.name, result)
         return result
+
+    def refuse_beside_runbooks(self, context: Any) -> None:
+        from opsdag.paths import include_dir
+        from opsdag.runbooks.actors import acting, conflict, known_runbooks, release_rivals
+
+        ti = context["ti"]
+        rivals = release_rivals(self.service.name, known_runbooks(include_dir()))
+        active = acting(rivals, lambda dag_id, states: ti.get_dr_count(dag_id=dag_id, states=states))
+        reason = conflict(self.service.name, active)
+        if reason:
+            raise AirflowFailException(
+                f"release request refused:\nservice: {reason}; trigger the release again once it has ended"
+            )

@@ -219,6 +219,19 @@ class WorkloadDriver(abc.ABC):
         Already promoted (no canary, stable is the last promoted image): nothing to do.
         """
 
+    def restart(self, track: Track = STABLE) -> list[str]:
+        """Restart the instances of ``track`` that do not run or do not answer its health check.
+
+        Returns what was restarted, one line each (``"app-1 (pid 12) -> app-3"``); every
+        instance answering: an empty list, nothing done. The restarted instances are back
+        in the traffic once they answer; ``status()`` says when they are ready. Platforms
+        that cannot restart instances yet raise ``PlatformError`` naming themselves.
+        """
+        raise PlatformError(
+            f"the {self.kind!r} platform cannot restart instances (WorkloadDriver.restart is not "
+            "implemented for it): restart them by hand, or remove restart_instances from the runbook"
+        )
+
     @abc.abstractmethod
     def rollback_target(self) -> RollbackTarget:
         """What serves now, recorded before a release changes anything."""

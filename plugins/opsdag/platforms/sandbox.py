@@ -139,6 +139,9 @@ class SandboxDriver(WorkloadDriver):
     def promote(self) -> None:
         self._controller().promote()
 
+    def restart(self, track: Track = STABLE) -> list[str]:
+        return self._controller().restart(track)
+
     def rollback_target(self) -> RollbackTarget:
         fleet = self._controller().status()
         if fleet.stable is None or fleet.stable.image is None:

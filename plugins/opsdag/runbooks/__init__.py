@@ -8,6 +8,10 @@ servers; the runbook DAG's operators (``opsdag.operators.runbook_*``) only call 
   and the run's ``IncidentRecord`` assembled from them.
 - ``pg_connections``: PostgreSQL connections by state, and terminating idle ones
   (DatabaseConnectionsExhausted); ``pg_steps`` runs them for a step's server.
+- ``actors``: one actor per service (which release and runbook DAGs act on a service, the
+  verdict from their active DagRun counts).
+- ``last_release``: the service's last promoted release from its reports, and whether a
+  runbook may roll it back (younger than ``max_age``, still serving).
 - ``metric_wait``: the trigger a verify step waits in (a PromQL value back within bounds).
 - ``postmortem``: the record of an incident run, its figures (time to mitigate, MTTR),
   and its Markdown and JSON report.

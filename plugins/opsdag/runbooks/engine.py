@@ -102,6 +102,31 @@ def metric_verdict(value: float | None, *, above: float | None, below: float | N
     return True, f"{value:g} {' and '.join(bounds)}"
 
 
+# -- escalation ----------------------------------------------------------------------
+
+ESCALATE_KEY = "escalate"  # in a step record's data: the runbook stopped without restoring the service
+
+
+def escalation_reason(records: list[dict[str, Any] | None]) -> str | None:
+    """Why people must be called, from the records of the steps before (None: the runbook did its job).
+
+    A failed step, a step that stopped the runbook without acting (``data.escalate``: another
+    actor, no recent release), or a verify check that did not see the recovery.
+    """
+    reasons = []
+    for record in records:
+        if not record:
+            continue
+        data = record.get("data") or {}
+        if record.get("result") == "failed":
+            reasons.append(f"{record['step']} failed: {record.get('detail', '')}")
+        elif data.get(ESCALATE_KEY):
+            reasons.append(f"{record['step']}: {record.get('detail', '')}")
+        elif record.get("kind") == "verify" and record.get("result") not in ("done", "planned"):
+            reasons.append(f"{record['step']} did not see the recovery: {record.get('detail', '')}")
+    return "; ".join(reasons) or None
+
+
 # -- the record ----------------------------------------------------------------------
 
 

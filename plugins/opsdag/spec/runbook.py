@@ -111,29 +111,66 @@ class TerminateIdleConnections(_DatabaseTarget):
     idle_in_transaction: bool = False
 
 
-class RollbackRelease(_Step):
-    """Send all traffic back to the service's stable version and remove the canary."""
+class _ServiceStep(_Step):
+    """A step that acts on a service (``include/services/<service>.yaml``) through its platform."""
 
     destructive: ClassVar[bool] = True
     kind: ClassVar[StepKind] = "mitigate"
+    service: DnsName
+
+
+class RollbackRelease(_ServiceStep):
+    """Undo the service's last release when it is younger than ``max_age``.
+
+    The last release is the newest ``release__<service>`` run whose report says
+    ``promoted``; its ``previous_image`` is put back as the stable version with all the
+    traffic (started, ready, switched, promoted), then read back from the platform. None,
+    or older than ``max_age``, or no longer what serves: nothing is changed, the runbook
+    stops there and says why (an ``escalate`` step after it calls people).
+    """
+
     action: Literal["rollback_release"]
-    service: DnsName
+    max_age: Duration = Field(description="a release older than this is not rolled back")
+    ready_timeout: Duration = Field(
+        default=timedelta(seconds=60), description="how long the previous version may take to be ready"
+    )
 
 
-class RestartInstances(_Step):
-    destructive: ClassVar[bool] = True
-    kind: ClassVar[StepKind] = "mitigate"
+class RestartInstances(_ServiceStep):
+    """Restart the service's stable instances that do not answer, then wait for them to answer again."""
+
     action: Literal["restart_instances"]
-    service: DnsName
-    track: Literal["stable", "canary"] = "stable"
+    track: Literal["stable"] = "stable"
+    timeout: Duration = Field(
+        default=timedelta(seconds=60), description="how long the restarted instances may take to answer"
+    )
 
 
-class ScaleService(_Step):
-    destructive: ClassVar[bool] = True
-    kind: ClassVar[StepKind] = "mitigate"
+class ScaleService(_ServiceStep):
     action: Literal["scale"]
-    service: DnsName
     replicas: int = Field(ge=0, le=100)
+
+
+class Escalate(_Step):
+    """Call people when the runbook did not restore the service; else nothing (recorded as skipped).
+
+    Runs whatever happened before it (trigger rule ``all_done``). Escalates when an earlier
+    step failed, a mitigation refused to act (another actor, no recent release), or a
+    verify check did not see the recovery: posts ``message`` with ``mentions`` to the
+    runbook's Slack channel and asks a person to choose one of ``options`` (Airflow's
+    Human-in-the-loop; no answer within ``timeout``: the first option).
+    """
+
+    kind: ClassVar[StepKind] = "escalate"
+    action: Literal["escalate"]
+    message: str = Field(min_length=1)
+    mentions: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Slack mentions: <@U123>, <!subteam^S123>, <!here>"
+    )
+    options: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["Acknowledged", "Taking over"], min_length=1
+    )
+    timeout: Duration = Field(default=timedelta(minutes=30))
 
 
 class Wait(_Step):
@@ -144,6 +181,7 @@ class Wait(_Step):
 Step = Annotated[
     CheckMetric
     | Notify
+    | Escalate
     | PgConnections
     | TerminateIdleConnections
     | RollbackRelease
@@ -154,7 +192,7 @@ Step = Annotated[
 ]
 
 # Described by the catalogue, not performed by the runbook DAG yet: a spec using one is refused.
-NOT_PERFORMED = ("rollback_release", "restart_instances", "scale")
+NOT_PERFORMED = ("scale",)
 
 
 def step_id(index: int, step: _Step) -> str:
@@ -215,8 +253,8 @@ class RunbookSpec(StrictModel):
                 raise FieldProblem(
                     (i, "action"),
                     f"step {step_id(i, step)!r}: {step.action} is not performed by the runbook DAG yet; "
-                    "remove the step (supported: check_metric, notify, pg_connections, "
-                    "terminate_idle_connections, wait)",
+                    "remove the step (supported: check_metric, notify, escalate, pg_connections, "
+                    "terminate_idle_connections, rollback_release, restart_instances, wait)",
                 )
         return steps
 

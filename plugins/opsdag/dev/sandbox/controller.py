@@ -226,6 +226,53 @@ class FleetController(FleetSession):
             fleet.stop_instances(gone)
         self.progress(f"{track} {current['image']}: {have} -> {instances} instance(s)")
 
+    def restart(self, track: str = STABLE) -> list[str]:
+        """Replace the instances of ``track`` that are not running or do not answer /healthz.
+
+        Each is stopped (if its process still runs) and a new process of the same version
+        and deployment takes its slot; they must answer before the routing points at them.
+        Returns ``"<old> (pid <n>): <why> -> <new> (pid <m>)"`` per instance; all answering: ``[]``.
+        """
+        if track not in (STABLE, CANARY):
+            raise SandboxError(f"unknown track {track!r}: expected stable or canary")
+        with locked(self.layout):
+            fleet, state = self._open()
+            current = fleet.fleet.get(track)
+            if not current or not current.get("instances"):
+                raise SandboxError(f"cannot restart the {track} track: nothing runs on it")
+            if track == CANARY and current.get("failed"):
+                raise SandboxError(f"cannot restart canary {current['image']}: {current['failed']}")
+            version = fleet.catalog.get(current["version"])
+            if version is None:
+                raise SandboxError(
+                    f"version {current['version']} is no longer declared in {fleet.catalog.source}"
+                )
+            down = []
+            for inst in current["instances"]:
+                why = fleet.instance_exit(inst)
+                if why is None and not http_ok(inst["port"]):
+                    why = f"process {inst['name']} (pid {inst.get('pid')}) does not answer /healthz"
+                if why:
+                    down.append((inst, why))
+            if not down:
+                self.progress(f"{track} {current['image']}: every instance answers; nothing restarted")
+                return []
+            fleet.stop_instances([inst for inst, _ in down])
+            lines, started = [], []
+            for inst, why in down:
+                index = 1 + max(int(i["name"].rsplit("-", 1)[1]) for i in current["instances"])
+                new = fleet.start_instance(version, current["deployment"], index, inst["slot"])
+                current["instances"][current["instances"].index(inst)] = new
+                save_state(self.layout, state)
+                started.append(new)
+                lines.append(f"{why.split(';')[0]} -> {new['name']} (pid {new['pid']})")
+            fleet.wait_healthy(started)
+            fleet.apply_routing()
+            fleet.write_targets()
+            save_state(self.layout, state)
+            self.progress(f"{track} {current['image']}: restarted {len(started)} instance(s)")
+            return lines
+
     def remove_canary(self) -> None:
         """Weight 0 first, then the canary's processes stop; nothing deployed: nothing to do."""
         with locked(self.layout):

@@ -1,0 +1,178 @@
+"""The runbook steps that act on a service through its platform: roll back its last release, restart.
+
+Both are destructive: they plan only in a dry run and act only once approved (when the
+guards ask). Before any change each checks that it is the only actor on the service
+(:mod:`opsdag.runbooks.actors`, DagRun counts through the Task SDK): a release of the
+service queued or running, or another runbook acting on it, stops the runbook there,
+unchanged, and the ``escalate`` step after it calls people. The platform is reached
+through the registry's driver and router, as a release does; the service's spec is read
+at run time (never at DAG parse).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from opsdag.operators.runbook_steps import RunbookStepOperator, StepFailed, StopRunbook
+from opsdag.runbooks.engine import Decision, approval_decision
+
+_POLL_S = 0.5
+
+
+class _ServiceStepOperator(RunbookStepOperator):
+    """A destructive step on ``step.service``.
+
+    :param approval_task_id: the approval task before this one (None: no approval asked).
+    """
+
+    def __init__(self, *, approval_task_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.approval_task_id = approval_task_id
+
+    def decide(self, context: Any) -> tuple[Decision, dict[str, Any]]:
+        """Act, plan or skip (dry run, approval); an alert about another service stops the runbook."""
+        service = ((context["params"].get("alert") or {}).get("labels") or {}).get("service")
+        if service and service != self.step.service:
+            raise StopRunbook(
+                f"the alert is about {service!r}; this runbook acts on {self.step.service!r}: nothing done"
+            )
+        answer = context["ti"].xcom_pull(task_ids=self.approval_task_id) if self.approval_task_id else None
+        needs = self.approval_task_id is not None
+        decision = approval_decision(dry_run=self.dry_run(context), needs_approval=needs, answer=answer)
+        return decision, {"needs_approval": needs, "approved_by": decision.approved_by}
+
+    def refuse_beside_other_actors(self, context: Any) -> None:
+        """Stop the runbook, unchanged, while a release or another runbook acts on the service."""
+        from opsdag.paths import include_dir
+        from opsdag.runbooks.actors import acting, conflict, known_runbooks, runbook_rivals
+
+        ti = context["ti"]
+        rivals = runbook_rivals(self.step.service, self.runbook.name, known_runbooks(include_dir()))
+        active = acting(rivals, lambda dag_id, states: ti.get_dr_count(dag_id=dag_id, states=states))
+        reason = conflict(self.step.service, active)
+        if reason:
+            raise StopRunbook(f"refused, nothing changed: {reason}", escalate=True, data={"actors": active})
+
+    def platform(self) -> tuple[Any, Any]:
+        """The service's workload driver and traffic router, from its spec (include/services)."""
+        from opsdag.paths import include_dir
+        from opsdag.platforms.registry import driver_for, router_for
+        from opsdag.spec.loader import load_kind
+
+        spec = load_kind(include_dir(), "services").specs.get(self.step.service)
+        if spec is None:
+            raise StepFailed(
+                f"no valid spec of service {self.step.service!r} in {include_dir() / 'services'}"
+            )
+        return driver_for(spec), router_for(spec)
+
+
+class RollbackReleaseOperator(_ServiceStepOperator):
+    """``rollback_release``: the last release, if younger than ``max_age``, is undone on the platform.
+
+    Its ``previous_image`` starts on the canary track (as many instances as serve now),
+    becomes ready, takes all the traffic (``router.switch``) and is promoted; the platform
+    is then read back until the previous version serves 100 % on healthy instances.
+    """
+
+    def perform(self, context: Any, started: datetime) -> tuple[Any, ...]:
+        from opsdag.analysis.rollout_state import promoted_state_problems
+        from opsdag.paths import reports_root
+        from opsdag.platforms.base import CANARY
+        from opsdag.runbooks.actors import release_dag_id
+        from opsdag.runbooks.last_release import last_promoted, read_release_reports, rollback_choice
+
+        step = self.step
+        decision, approval = self.decide(context)
+        if decision.mode == "skip":
+            return "skipped", decision.reason, {}, approval
+        self.refuse_beside_other_actors(context)
+        driver, router = self.platform()
+        status = driver.status()
+        stable_image = status.stable.image if status.stable else None
+        release = last_promoted(read_release_reports(reports_root() / release_dag_id(step.service)))
+        choice = rollback_choice(release, now=started, max_age=step.max_age, stable_image=stable_image)
+        data: dict[str, Any] = {
+            "last_release": release.to_dict() if release else None,
+            "stable_before": stable_image,
+        }
+        if choice.release is None:
+            raise StopRunbook(choice.reason, escalate=True, data=data)
+        target = choice.release.previous_image
+        if decision.mode == "plan":
+            return "planned", f"dry run: would roll back: {choice.reason}", data, approval
+        resolved = driver.resolve_image(target)
+        if not resolved.pullable:
+            raise StepFailed(f"cannot roll back to {target}: {resolved.reason}")
+        instances = status.stable.instances if status.stable else 1
+        t0 = time.monotonic()
+        driver.start(target, instances)
+        deadline = t0 + step.ready_timeout.total_seconds()
+        while not (readiness := driver.readiness()).ready:
+            if readiness.failed or time.monotonic() > deadline:
+                driver.remove(CANARY)
+                why = readiness.reason if readiness.failed else f"not ready within {step.ready_timeout}"
+                raise StepFailed(f"{target} did not become ready ({why}); {stable_image} still serves")
+            time.sleep(_POLL_S)
+        router.switch(CANARY)
+        driver.promote()
+        while problems := promoted_state_problems(driver.status(), router.verify_weight(), target):
+            if time.monotonic() > deadline:
+                raise StepFailed(f"rolled back to {target}, but: {'; '.join(problems)}")
+            time.sleep(_POLL_S)
+        took = round(time.monotonic() - t0, 2)
+        data.update(rolled_back_to=target, instances=instances, duration_s=took)
+        detail = (
+            f"rolled back {stable_image} -> {target} on {instances} instance(s) in {took:g} s "
+            f"({choice.reason}; {decision.reason})"
+        )
+        return "done", detail, data, approval
+
+
+class RestartInstancesOperator(_ServiceStepOperator):
+    """``restart_instances``: the stable instances that do not answer are restarted, then must answer."""
+
+    def perform(self, context: Any, started: datetime) -> tuple[Any, ...]:
+        step = self.step
+        decision, approval = self.decide(context)
+        if decision.mode == "skip":
+            return "skipped", decision.reason, {}, approval
+        self.refuse_beside_other_actors(context)
+        driver, _ = self.platform()
+        before = driver.status().stable
+        data: dict[str, Any] = {"before": before.to_dict() if before else None}
+        if decision.mode == "plan":
+            down = before.instances - before.ready_instances if before else 0
+            total = before.instances if before else 0
+            return (
+                "planned",
+                f"dry run: would restart the {down} of {total} instance(s) not ready",
+                data,
+                approval,
+            )
+        t0 = time.monotonic()
+        restarted = driver.restart(step.track)
+        deadline = t0 + step.timeout.total_seconds()
+        while not ((now_ := driver.status().stable) and now_.healthy):
+            if time.monotonic() > deadline:
+                ready = f"{now_.ready_instances} of {now_.instances}" if now_ else "none"
+                raise StepFailed(
+                    f"restarted {len(restarted)}, but after {step.timeout} {ready} instance(s) are ready"
+                )
+            time.sleep(_POLL_S)
+        took = round(time.monotonic() - t0, 2)
+        data.update(restarted=restarted, duration_s=took, after=now_.to_dict())
+        if not restarted:
+            return (
+                "done",
+                f"every {step.track} instance answers ({now_.instances}): nothing restarted",
+                data,
+                approval,
+            )
+        detail = (
+            f"restarted {len(restarted)} of {now_.instances} instance(s), all ready in {took:g} s: "
+            f"{'; '.join(restarted)} ({decision.reason})"
+        )
+        return "done", detail, data, approval
