@@ -6,7 +6,8 @@ would (``POST /api/v2/dags/release__demo-api/dagRuns`` with a token from
 ``/auth/token``), follows both runs printing each stage's verdict, and leaves everything
 running for a person to look around. The healthy version is built first (``build: true``:
 the sandbox's Docker engine builds ``include/sandbox/build``, pushes it to the sandbox's
-registry, and the release deploys its digest); the faulty one is released by tag. ``python -m opsdag.dev.demo down`` stops it all.
+registry, and the release deploys its digest); the faulty one is released by tag.
+``python -m opsdag.dev.demo down`` stops it all.
 """
 
 from __future__ import annotations
@@ -50,17 +51,19 @@ def up() -> int:
             conf = {"image": image, "build": build, "reason": f"make demo: {why}"}
             run = client.trigger("release__demo-api", conf)
             say(f"  triggered run {run['dag_run_id']} through the REST API; following it")
-            outcomes[tag] = follow(client, "release__demo-api", run["dag_run_id"], timeout=900)
+            follow(client, "release__demo-api", run["dag_run_id"], timeout=900)
+            report = client.xcom("release__demo-api", run["dag_run_id"], "report", "summary") or {}
+            outcomes[tag] = report.get("status")
+            say(f"  {report.get('text') or 'no report (see the run in Airflow)'}")
             if build:
-                built = client.xcom("release__demo-api", run["dag_run_id"], "build", "return_value") or {}
-                say(f"  built and released by digest: {built.get('image', 'unknown (see the build task log)')}")
+                built = client.xcom("release__demo-api", run["dag_run_id"], "build") or {}
+                say(f"  released by digest: {built.get('image') or 'none (see the build task log)'}")
     say(f"done in {time.monotonic() - started:.0f} s")
     say(f"reports:  {paths.reports_root() / 'release__demo-api'}")
     say(f"Airflow:  {credentials.url}   user: {credentials.username}   password: {credentials.password}")
     say("the sandbox and Airflow keep running; stop them with: make demo-down")
-    promoted, rolled_back = outcomes[HEALTHY] == 0, outcomes[FAULTY] == 1
-    if not (promoted and rolled_back):
-        say(f"unexpected outcome: {HEALTHY} exit {outcomes[HEALTHY]}, {FAULTY} exit {outcomes[FAULTY]}")
+    if (outcomes[HEALTHY], outcomes[FAULTY]) != ("promoted", "rolled_back"):
+        say(f"unexpected outcome: {HEALTHY} {outcomes[HEALTHY]}, {FAULTY} {outcomes[FAULTY]}")
         return 1
     return 0
 

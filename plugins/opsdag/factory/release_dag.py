@@ -118,7 +118,7 @@ def release_dag(spec: ServiceSpec) -> DAG:
         build = BuildImageOperator(task_id="build", service=spec)
         # a skipped build (none asked, or a dry run) lets the release go on; a failed one stops it
         preflight = ReleasePreflightOperator(
-            task_id="preflight", service=spec, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+            task_id="preflight", service=spec, trigger_rule=TriggerRule.NONE_FAILED
         )
         branch = StrategyBranchOperator(task_id="strategy", strategies=spec.strategies())
         request >> build >> preflight >> branch
