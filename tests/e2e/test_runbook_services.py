@@ -42,6 +42,7 @@ DOWN_QUERY = (
     '(count(up{service="demo-api"} == 0) or vector(0)) + '
     '(count(haproxy_server_status{service="demo-api", state="DOWN"} == 1) or vector(0))'
 )
+HOLD_S = 40
 ERROR_SHARE = (
     'sum(rate(opsdag_demo_http_requests_total{service="demo-api", code=~"5.."}[1m])) / '
     'sum(rate(opsdag_demo_http_requests_total{service="demo-api"}[1m]))'
@@ -65,6 +66,17 @@ def runbook_env(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
         spec["guards"] = {**spec["guards"], "approval_for_destructive": False}
         spec["notifications"] = {"slack": {"channel": "#incidents", "connection_id": "slack_runbook"}}
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    # a runbook that acts on demo-api after a (deferred) wait: while it waits, its run is running
+    hold = {
+        "name": "demo-api-hold",
+        "alerts": ["DemoApiHold"],
+        "steps": [
+            {"action": "wait", "name": "hold", "duration": f"{HOLD_S}s"},
+            {"action": "restart_instances", "name": "restart-instances", "service": "demo-api"},
+        ],
+        "guards": {"approval_for_destructive": False, "dry_run": False},
+    }
+    (include / "runbooks" / "demo-api-hold.yaml").write_text(yaml.safe_dump(hold, sort_keys=False))
     return {
         **e2e_env,
         "OPSDAG_INCLUDE_DIR": str(include),
@@ -193,6 +205,63 @@ def test_a_release_in_flight_stops_the_runbook_before_any_change(
         assert "refused, nothing changed" in markdown
     finally:
         sandbox.driver().restart("stable")
+
+
+def run_states(env: dict[str, str], dag_id: str) -> list[str]:
+    proc = subprocess.run(
+        [ROOT / "scripts" / "airflow", "dags", "list-runs", dag_id, "-o", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # the CLI's warnings share stdout with the JSON, which is its last line
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+    return [run["state"] for run in json.loads(lines[-1])] if lines else []
+
+
+def test_a_release_is_refused_while_a_runbook_acts_on_its_service(
+    runbook_env, sandbox, run_release, tmp_path
+) -> None:
+    stable = sandbox.driver().status().stable.image
+    log = (tmp_path / "runbook.log").open("w+")
+    held = subprocess.Popen(
+        [
+            ROOT / "scripts" / "airflow",
+            "dags",
+            "test",
+            "runbook__demo-api-hold",
+            "-c",
+            json.dumps({"dry_run": False}),
+        ],
+        env=runbook_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(
+            lambda: "running" in run_states(runbook_env, "runbook__demo-api-hold"),
+            timeout=HOLD_S - 10,
+            what="the runbook's run running",
+        )
+        release = run_release(
+            {"image": sandbox.image("1.1.0"), "reason": "while a runbook acts"},
+            extra_env={"OPSDAG_INCLUDE_DIR": runbook_env["OPSDAG_INCLUDE_DIR"]},
+        )
+        assert "running" in run_states(runbook_env, "runbook__demo-api-hold"), "the runbook ended too early"
+    finally:
+        held.wait(timeout=150)
+        log.seek(0)
+        output = log.read()
+    assert release.returncode != 0
+    assert release.report["status"] == "refused", release.report
+    assert release.report["failure"]["task_id"] == "validate_request"
+    assert release.report["failure"]["error"].endswith(
+        "release request refused:\nservice: runbook__demo-api-hold (1 run in flight) is acting on demo-api; "
+        "one actor per service; trigger the release again once it has ended"
+    ), release.report["failure"]
+    assert sandbox.driver().status().stable.image == stable  # the release changed nothing
+    assert held.returncode == 0, output[-3000:]
 
 
 def test_killed_instances_are_restarted_and_answer_again(runbook_env, sandbox, slack) -> None:
