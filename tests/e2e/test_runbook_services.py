@@ -184,7 +184,7 @@ def test_a_release_in_flight_stops_the_runbook_before_any_change(
         wait_for(
             lambda: value(sandbox.prometheus, DOWN_QUERY) > 0, timeout=20, what="Prometheus sees them down"
         )
-        conf = alert_conf("ServiceDown", "0ac7o40ac7o4")
+        conf = alert_conf("ServiceDown", "0ac70a0ac70a")
         conf["dry_run"] = True  # the escalation then posts without waiting for a person's choice
         _code, _output, report, markdown = run_runbook(runbook_env, "runbook__service-down", conf)
         steps = actions(report)
@@ -271,7 +271,7 @@ def test_killed_instances_are_restarted_and_answer_again(runbook_env, sandbox, s
     slack.reset()
 
     code, output, report, markdown = run_runbook(
-        runbook_env, "runbook__service-down", alert_conf("ServiceDown", "5e7d0w75e7d0w7")
+        runbook_env, "runbook__service-down", alert_conf("ServiceDown", "5e7d0075e7d007")
     )
 
     assert code == 0, output[-4000:]

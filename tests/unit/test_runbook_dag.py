@@ -59,3 +59,31 @@ def test_canary_errors_confirms_then_tells() -> None:
         "tell-release-owners",
         "postmortem",
     ]
+
+
+def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_before() -> None:
+    high = runbook_dag(load("high-error-rate"))
+    assert chain(high) == [
+        "plan",
+        "confirm-errors",
+        "approve_roll-back-last-release",
+        "roll-back-last-release",
+        "verify-error-rate",
+        "tell-owners",
+        "escalate",
+        "postmortem",
+    ]
+    assert high.get_task("roll-back-last-release").approval_task_id == "approve_roll-back-last-release"
+    down = runbook_dag(load("service-down", approval_for_destructive=False))
+    assert chain(down) == [
+        "plan",
+        "confirm-down",
+        "restart-instances",
+        "verify-instances-up",
+        "escalate",
+        "postmortem",
+    ]
+    escalate = down.get_task("escalate")
+    assert escalate.trigger_rule == "all_done"
+    assert (escalate.options, escalate.defaults) == (["Acknowledged", "Taking over"], ["Acknowledged"])
+    assert escalate.earlier == ["confirm-down", "restart-instances", "verify-instances-up"]
