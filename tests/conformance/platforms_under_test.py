@@ -2,7 +2,9 @@
 
 Each factory builds a ``PlatformUnderTest`` (a driver and a router chosen through the
 registry from a real service spec, the images to release, a way back to the starting
-state). The sandbox is here now; Kubernetes (issue 15) adds its factory to ``PLATFORMS``.
+state). The sandbox, and Kubernetes (issue 15) with each router registered for it: the
+driver against kmock's emulator, a test controller playing the cluster, and a real
+registry holding the versions (``support.kube_controller.KubeReleaseCluster``).
 """
 
 from __future__ import annotations
@@ -59,6 +61,48 @@ def _sandbox(request: pytest.FixtureRequest) -> PlatformUnderTest:
     )
 
 
+_KUBE: list = []  # the one KubeReleaseCluster of the session, started on first use
+
+
+def _kube_cluster(request: pytest.FixtureRequest):
+    from support.kube_controller import KubeReleaseCluster
+
+    if not _KUBE:
+        root = request.getfixturevalue("tmp_path_factory").mktemp("kube-registry")
+        cluster = KubeReleaseCluster(root)
+        request.config.add_cleanup(cluster.stop)
+        _KUBE.append(cluster)
+    return _KUBE[0]
+
+
+def _kubernetes(router: dict[str, str]) -> Callable[[pytest.FixtureRequest], PlatformUnderTest]:
+    """The Kubernetes driver with ``router``, against kmock's emulator and a test controller."""
+
+    def factory(request: pytest.FixtureRequest) -> PlatformUnderTest:
+        cluster = _kube_cluster(request)
+        request.getfixturevalue("monkeypatch").setenv(
+            "AIRFLOW_CONN_KUBERNETES_DEFAULT", cluster.kube.connection_json()
+        )
+        spec = cluster.spec(router)
+        driver = driver_for(spec)
+        driver.poll_interval = 0.05  # the emulated cluster settles in tenths of a second
+        return PlatformUnderTest(
+            name=f"kubernetes+{router['kind']}",
+            driver=driver,
+            router=router_for(spec),
+            stable_image=cluster.image("1.0.0"),
+            new_image=cluster.image("1.1.0"),
+            other_image=cluster.image("1.2.0"),
+            unpullable_image=cluster.image("9.9.9"),
+            crashing_image=cluster.image("1.4.0-crash"),
+            instances=cluster.replicas,
+            reset=cluster.reset,
+        )
+
+    return factory
+
+
 PLATFORMS: dict[str, Callable[[pytest.FixtureRequest], PlatformUnderTest]] = {
     "sandbox": _sandbox,
+    "kubernetes+gateway-api": _kubernetes({"kind": "gateway-api", "http_route": "checkout"}),
 }

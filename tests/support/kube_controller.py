@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import threading
 import time
 import uuid
@@ -89,17 +90,43 @@ class KubeEmulator:
             self._ready.set()
 
     async def _serve(self) -> None:
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per request: too many
         async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
-            emulator.resources["v1/pods"] = kmock.ResourceInfo(kind="Pod", namespaced=True)
+            for key, kind in RESOURCES.items():
+                emulator.resources[key] = kmock.ResourceInfo(kind=kind, namespaced=True)
             emulator[kmock.subresource("log")] << self._serve_log
-            for action in (kmock.action.CREATE, kmock.action.FETCH, kmock.action.DELETE):
+            for action in (kmock.action.CREATE, kmock.action.UPDATE):
+                emulator[action] << self._bookkeeping
+            for action in (
+                kmock.action.CREATE,
+                kmock.action.FETCH,
+                kmock.action.DELETE,
+                kmock.action.UPDATE,
+                kmock.action.LIST,
+            ):
                 emulator[action] << self._serve_fault
             self.emulator = emulator
             self.url = str(server.url).rstrip("/")
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             self._ready.set()
+            pruning = asyncio.create_task(self._prune_requests(emulator))
             await self._stop.wait()
+            pruning.cancel()
+
+    async def _prune_requests(self, emulator: kmock.KubernetesEmulator) -> None:
+        # kmock keeps every request, and matches each new one against all those it kept: it
+        # slows down with every request. Reads and the controller's own requests are
+        # dropped from its log; the newest KEPT_REQUESTS changes are kept for assertions.
+        while True:
+            await asyncio.sleep(0.5)
+            kept = [
+                r
+                for r in emulator._requests
+                if r.action not in (kmock.action.FETCH, kmock.action.LIST, kmock.action.WATCH)
+                and r.headers.get("User-Agent") != CONTROLLER_AGENT
+            ]
+            emulator._requests[:] = kept[-KEPT_REQUESTS:]
 
     def _serve_log(self, request: kmock.Request) -> Any:
         text = self.logs.get((request.namespace or "", request.name or ""))
@@ -121,8 +148,34 @@ class KubeEmulator:
             lines = lines[-int(tail) :] if int(tail) > 0 else []
         return kmock.Response(payload="".join(lines).encode(), headers={"Content-Type": "text/plain"})
 
+    def _bookkeeping(self, request: kmock.Request) -> Any:
+        # kmock has already merged the request's body into the stored object. As the API server
+        # does, a change to a Deployment's spec bumps metadata.generation in the same request.
+        # kmock keeps every version of an object, and reads slow down with their number: only
+        # the newest two are kept (a controller writing status 20 times a second makes many).
+        resource = request.resource
+        if resource is None or self.emulator is None:
+            raise NotImplementedError
+        body = request.data or {}
+        name = request.name or (body.get("metadata") or {}).get("name")
+        namespace = request.namespace or (body.get("metadata") or {}).get("namespace")
+        key = (resource, namespace, name)
+        if key not in self.emulator.objects:
+            raise NotImplementedError
+        stored = self.emulator.objects[key]
+        if resource.plural == "deployments" and request.subresource is None and "spec" in body:
+            generation = int((stored.get("metadata") or {}).get("generation") or 0)
+            stored.patch({"metadata": {"generation": generation + 1}})
+        if len(stored.history) > 2:
+            del stored.history[:-2]
+        raise NotImplementedError
+
     def fail(self, action: str, pod: str, status: int, times: int = 1) -> Fault:
-        """Answer the next ``times`` ``action`` (create, get, delete) requests for ``pod`` with ``status``."""
+        """Answer the next ``times`` ``action`` requests for the object ``pod`` with ``status``.
+
+        ``action``: create, get, delete, patch, or list (then ``pod`` is the resource's
+        plural, e.g. ``deployments``). Any resource's object of that name matches.
+        """
         fault = Fault(action, pod, status, times)
         with self._faults_lock:
             self.faults.append(fault)
@@ -137,8 +190,12 @@ class KubeEmulator:
             kmock.action.CREATE: "create",
             kmock.action.FETCH: "get",
             kmock.action.DELETE: "delete",
+            kmock.action.UPDATE: "patch",
+            kmock.action.LIST: "list",
         }.get(request.action)
         name = request.name or ((request.data or {}).get("metadata") or {}).get("name")
+        if action == "list":
+            name = request.resource.plural if request.resource is not None else None
         with self._faults_lock:
             for fault in self.faults:
                 if fault.left > 0 and (fault.action, fault.pod) == (action, name):
@@ -147,7 +204,14 @@ class KubeEmulator:
                     break
             else:
                 raise NotImplementedError
-        reason = {403: "Forbidden", 429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+        reason = {
+            403: "Forbidden",
+            404: "NotFound",
+            409: "Conflict",
+            429: "TooManyRequests",
+            500: "InternalError",
+            503: "ServiceUnavailable",
+        }
         return kmock.Response(
             status=fault.status,
             payload={
@@ -156,7 +220,7 @@ class KubeEmulator:
                 "status": "Failure",
                 "code": fault.status,
                 "reason": reason.get(fault.status, "Unknown"),
-                "message": f'pods "{name}": {fault.status} injected by the test',
+                "message": f'{_plural(request)} "{name}": {fault.status} injected by the test',
             },
         )
 
@@ -209,6 +273,20 @@ class KubeEmulator:
 
 
 CONTROLLER_AGENT = "opsdag-test-kubelet"
+KEPT_REQUESTS = 500
+# The kinds the emulator serves: what the build pods, the Deployment driver and its routers use.
+RESOURCES = {
+    "v1/pods": "Pod",
+    "v1/services": "Service",
+    "v1/resourcequotas": "ResourceQuota",
+    "apps/v1/deployments": "Deployment",
+    "networking.k8s.io/v1/ingresses": "Ingress",
+    "gateway.networking.k8s.io/v1/httproutes": "HTTPRoute",
+}
+
+
+def _plural(request: kmock.Request) -> str:
+    return request.resource.plural if request.resource is not None and request.resource.plural else "pods"
 
 
 @dataclass
@@ -410,3 +488,506 @@ def _now() -> datetime:
 
 def _stamp(moment: datetime) -> str:
     return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# -- Deployments -------------------------------------------------------------------------------
+
+
+@dataclass
+class _PodPlay:
+    """What the controller remembers of one pod it created."""
+
+    deployment: str
+    container: str
+    image: str
+    born: float
+    ip: str
+    shown: str = ""  # the last state written: pending, ready, crash, pull, stalled
+
+
+@dataclass
+class DeploymentController:
+    """Plays the Deployment controller, the ReplicaSets and the kubelet for ``namespace``.
+
+    Every ``interval`` seconds, for each Deployment: a fresh one gets a uid; its pod
+    template's hash (``pod-template-hash``) names its current pods
+    (``<deployment>-<hash>-<suffix>``, labelled as the template plus the hash) created up to
+    ``spec.replicas``; pods of an older template are deleted once the current ones are all
+    ready (a stalled rollout keeps them); extra pods are deleted. Pods of a Deployment that
+    no longer exists are deleted. A pod becomes ``Running`` and ``Ready`` (with a pod IP)
+    ``start_seconds`` after it appears, unless its image is in ``unpullable`` (``ErrImagePull``,
+    then ``ImagePullBackOff``), ``crashing`` (``CrashLoopBackOff``, restarts counting) or
+    ``stalling`` (running, never ready). The Deployment's status follows, through its
+    ``status`` subresource: ``observedGeneration`` (the emulator bumps ``generation`` on every
+    spec change, see ``KubeEmulator``), ``replicas``, ``updatedReplicas``, ``readyReplicas``,
+    ``availableReplicas`` and the ``Progressing`` / ``Available`` conditions; a rollout not
+    complete ``progress_deadline`` seconds after its generation was first seen (default: the
+    spec's ``progressDeadlineSeconds``) gets ``ProgressDeadlineExceeded``.
+    """
+
+    kube: KubeEmulator
+    namespace: str = "default"
+    interval: float = 0.05
+    start_seconds: float = 0.1
+    progress_deadline: float | None = None
+    unpullable: set[str] = field(default_factory=set)
+    crashing: set[str] = field(default_factory=set)
+    stalling: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        api_client = self.kube.core_v1(user_agent=CONTROLLER_AGENT).api_client
+        self._core = client.CoreV1Api(api_client)
+        self._apps = client.AppsV1Api(api_client)
+        self._pods: dict[str, _PodPlay] = {}
+        self._progress: dict[tuple[str, int], float] = {}  # (deployment, generation) -> first seen
+        self._next_ip = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="deployment-controller", daemon=True)
+
+    def start(self) -> DeploymentController:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except ApiException as error:
+                if error.status not in (404, 409):  # deleted or recreated between two calls
+                    self.errors.append(repr(error))
+            except Exception as error:  # keep playing; tests assert on errors
+                self.errors.append(repr(error))
+            self._stop.wait(self.interval)
+
+    def _step(self) -> None:
+        deployments = {
+            d["metadata"]["name"]: d
+            for d in self._list(f"/apis/apps/v1/namespaces/{self.namespace}/deployments")
+            if not d["metadata"].get("deletionTimestamp")
+        }
+        pods = [
+            p
+            for p in self._list(f"/api/v1/namespaces/{self.namespace}/pods")
+            if (p["metadata"].get("annotations") or {}).get(OWNER) is not None
+        ]
+        for pod in pods:
+            owner = pod["metadata"]["annotations"][OWNER]
+            if owner not in deployments:
+                self._delete_pod(pod["metadata"]["name"])
+        for name, deployment in deployments.items():
+            self._reconcile(
+                name, deployment, [p for p in pods if p["metadata"]["annotations"][OWNER] == name]
+            )
+
+    def _reconcile(self, name: str, deployment: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+        meta, spec = deployment["metadata"], deployment["spec"]
+        if not meta.get("uid"):
+            patch = {"metadata": {"uid": str(uuid.uuid4()), "creationTimestamp": _stamp(_now())}}
+            self._apps.patch_namespaced_deployment(name, self.namespace, patch)
+        template = spec["template"]
+        digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+        template_hash = "".join(c for c in digest if c.isalpha())[:4] + digest[:6]
+        desired = int(spec.get("replicas", 1))
+        current = [p for p in pods if p["metadata"]["labels"].get("pod-template-hash") == template_hash]
+        old = [p for p in pods if p not in current]
+        for _ in range(desired - len(current)):
+            current.append(self._create_pod(name, template, template_hash))
+        for pod in sorted(current, key=lambda p: p["metadata"]["name"])[desired:]:
+            self._delete_pod(pod["metadata"]["name"])
+        current = sorted(current, key=lambda p: p["metadata"]["name"])[:desired]
+        ready = [p for p in current if self._play(p) == "ready"]
+        if len(ready) == desired:
+            for pod in old:
+                self._delete_pod(pod["metadata"]["name"])
+            old = []
+        old_ready = [p for p in old if self._play(p) == "ready"]
+        generation = int(meta.get("generation") or 1)
+        first_seen = self._progress.setdefault((name, generation), time.monotonic())
+        complete = len(ready) == desired and not old
+        deadline = self.progress_deadline
+        if deadline is None:
+            deadline = float(spec.get("progressDeadlineSeconds", 600))
+        if complete:
+            progressing = (
+                "True",
+                "NewReplicaSetAvailable",
+                f'ReplicaSet "{name}-{template_hash}" has successfully progressed.',
+            )
+        elif time.monotonic() - first_seen > deadline:
+            progressing = (
+                "False",
+                "ProgressDeadlineExceeded",
+                f'ReplicaSet "{name}-{template_hash}" has timed out progressing.',
+            )
+        else:
+            progressing = (
+                "True",
+                "ReplicaSetUpdated",
+                f'ReplicaSet "{name}-{template_hash}" is progressing.',
+            )
+        available = len(ready) + len(old_ready)
+        status = {
+            "observedGeneration": generation,
+            "replicas": len(current) + len(old),
+            "updatedReplicas": len(current),
+            "readyReplicas": available,
+            "availableReplicas": available,
+            "unavailableReplicas": max(0, desired - available),
+            "conditions": [
+                {
+                    "type": "Available",
+                    "status": "True" if available >= desired else "False",
+                    "reason": "MinimumReplicasAvailable"
+                    if available >= desired
+                    else "MinimumReplicasUnavailable",
+                },
+                {
+                    "type": "Progressing",
+                    "status": progressing[0],
+                    "reason": progressing[1],
+                    "message": progressing[2],
+                },
+            ],
+        }
+        if {k: (deployment.get("status") or {}).get(k) for k in status} != status:
+            self._apps.patch_namespaced_deployment_status(name, self.namespace, {"status": status})
+
+    def _create_pod(self, deployment: str, template: dict[str, Any], template_hash: str) -> dict[str, Any]:
+        name = f"{deployment}-{template_hash}-{uuid.uuid4().hex[:5]}"
+        labels = {**(template.get("metadata", {}).get("labels") or {}), "pod-template-hash": template_hash}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "uid": str(uuid.uuid4()),
+                "labels": labels,
+                "annotations": {OWNER: deployment},
+                "creationTimestamp": _stamp(_now()),
+            },
+            "spec": template.get("spec", {}),
+        }
+        self._core.create_namespaced_pod(self.namespace, body)
+        self._next_ip += 1
+        first = template["spec"]["containers"][0]
+        image = first.get("image", "")
+        self._pods[name] = _PodPlay(
+            deployment,
+            first.get("name", "app"),
+            image,
+            time.monotonic(),
+            f"10.1.{self._next_ip // 250}.{self._next_ip % 250 + 1}",
+        )
+        self._write_pod_status(name, "Pending", False, {"waiting": {"reason": "ContainerCreating"}}, 0)
+        return body
+
+    def _play(self, pod: dict[str, Any]) -> str:
+        """Move one pod along; its state now."""
+        name = pod["metadata"]["name"]
+        play = self._pods.get(name)
+        if play is None:  # made by another controller's run: leave it as it is
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in (pod.get("status") or {}).get("conditions") or []
+            )
+            return "ready" if ready else "unknown"
+        age = time.monotonic() - play.born
+        if age < self.start_seconds:
+            return "pending"
+        if play.image in self.unpullable:
+            state = "pull" if age < 2 * self.start_seconds else "pullbackoff"
+        elif play.image in self.crashing:
+            state = "crash"
+        elif play.image in self.stalling:
+            state = "stalled"
+        else:
+            state = "ready"
+        if state != play.shown:
+            self._show(name, play, state)
+        return state
+
+    def _show(self, name: str, play: _PodPlay, state: str) -> None:
+        image = play.image
+        if state == "pull":
+            waiting = {"reason": "ErrImagePull", "message": f'failed to pull image "{image}": not found'}
+            self._write_pod_status(name, "Pending", False, {"waiting": waiting}, 0)
+        elif state == "pullbackoff":
+            waiting = {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}
+            self._write_pod_status(name, "Pending", False, {"waiting": waiting}, 0)
+        elif state == "crash":
+            waiting = {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}
+            self._write_pod_status(name, "Running", False, {"waiting": waiting}, 3, play.ip)
+        else:
+            running = {"running": {"startedAt": _stamp(_now())}}
+            self._write_pod_status(name, "Running", state == "ready", running, 0, play.ip)
+        play.shown = state
+
+    def _write_pod_status(
+        self, name: str, phase: str, ready: bool, state: dict[str, Any], restarts: int, ip: str | None = None
+    ) -> None:
+        play = self._pods.get(name)
+        status: dict[str, Any] = {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [
+                {
+                    "name": play.container if play else "app",
+                    "image": play.image if play else "",
+                    "imageID": "",
+                    "ready": ready,
+                    "restartCount": restarts,
+                    "started": "running" in state,
+                    "state": state,
+                }
+            ],
+        }
+        if ip:
+            status["podIP"] = ip
+        try:
+            self._core.patch_namespaced_pod_status(name, self.namespace, {"status": status})
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def _delete_pod(self, name: str) -> None:
+        self._pods.pop(name, None)
+        try:
+            self._core.delete_namespaced_pod(name, self.namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def _list(self, path: str) -> list[dict[str, Any]]:
+        response = self._core.api_client.call_api(
+            path,
+            "GET",
+            header_params={"Accept": "application/json"},
+            _preload_content=False,
+            _return_http_data_only=True,
+        )
+        return json.loads(response.data).get("items") or []
+
+
+OWNER = "kube-controller.test/deployment"  # annotation: the Deployment a played pod belongs to
+
+
+# -- a service to release ----------------------------------------------------------------------
+
+
+def checkout_objects(namespace: str, image: str, replicas: int) -> dict[str, dict[str, Any]]:
+    """The stable Deployment, Service and HTTPRoute of ``checkout`` as a team would apply them.
+
+    The stable pods carry ``track: stable`` and the Service selects it, so the canary's
+    pods (``track: canary``) are never behind the stable Service.
+    """
+    pod_labels = {"app": "checkout", "track": "stable"}
+    return {
+        "deployments": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "checkout", "namespace": namespace, "labels": {"app": "checkout"}},
+            "spec": {
+                "replicas": replicas,
+                "progressDeadlineSeconds": 600,
+                "selector": {"matchLabels": dict(pod_labels)},
+                "template": {
+                    "metadata": {"labels": dict(pod_labels)},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "app",
+                                "image": image,
+                                "ports": [{"name": "http", "containerPort": 8080}],
+                                "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+                            }
+                        ]
+                    },
+                },
+            },
+        },
+        "services": {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "checkout", "namespace": namespace, "labels": {"app": "checkout"}},
+            "spec": {
+                "selector": dict(pod_labels),
+                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            },
+        },
+        "httproutes": {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "checkout", "namespace": namespace},
+            "spec": {
+                "parentRefs": [{"name": "shop-gateway"}],
+                "hostnames": ["checkout.shop.example.com"],
+                "rules": [
+                    {
+                        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                        "backendRefs": [{"name": "checkout", "port": 80}],
+                    }
+                ],
+            },
+        },
+    }
+
+
+def push_tiny_image(registry: str, name: str, tag: str) -> str:
+    """Push a config-only OCI image ``registry/name:tag`` (no layers) over the HTTP API; its digest."""
+    import httpx
+
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "config": {"Labels": {"version": tag}}}
+    ).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    base = f"http://{registry}/v2/{name}"
+    with httpx.Client(timeout=10) as http:
+        started = http.post(f"{base}/blobs/uploads/")
+        started.raise_for_status()
+        location = started.headers["Location"]
+        location = location if location.startswith("http") else f"http://{registry}{location}"
+        upload = httpx.URL(location).copy_merge_params({"digest": config_digest})  # keeps its _state
+        http.put(upload, content=config).raise_for_status()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config_digest,
+                    "size": len(config),
+                },
+                "layers": [],
+            }
+        ).encode()
+        answer = http.put(
+            f"{base}/manifests/{tag}",
+            content=manifest,
+            headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        )
+        answer.raise_for_status()
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+# -- everything a Kubernetes release test needs, started once ----------------------------------
+
+
+class KubeReleaseCluster:
+    """A registry holding the test's versions, the emulator, the controller and ``checkout``.
+
+    ``image(tag)`` is ``<registry>/shop/checkout:<tag>``; ``TAGS`` are pushed, ``9.9.9`` is
+    not (the controller cannot pull it), ``1.4.0-crash`` crash-loops and ``1.5.0-stall``
+    never gets ready. ``spec(router)`` is checkout's spec (include/services/checkout.yaml)
+    with that router and this registry's repository. ``reset(tag, replicas)`` puts the
+    namespace back to the stable Deployment alone with all the traffic, as seeded.
+    """
+
+    NAMESPACE = "shop"
+    TAGS = ("1.0.0", "1.1.0", "1.2.0", "1.4.0-crash", "1.5.0-stall")
+
+    def __init__(self, root: Any, replicas: int = 2) -> None:
+        import contextlib
+
+        from support.docker_engine import running_registry
+
+        self.replicas = replicas
+        self._stack = contextlib.ExitStack()
+        self.registry = self._stack.enter_context(running_registry(root))
+        self.kube = self._stack.enter_context(KubeEmulator(self.NAMESPACE))
+        self.repository = f"{self.registry.host}/shop/checkout"
+        for tag in self.TAGS:
+            push_tiny_image(self.registry.host, "shop/checkout", tag)
+        self.controller = DeploymentController(
+            self.kube,
+            namespace=self.NAMESPACE,
+            unpullable={self.image("9.9.9")},
+            crashing={self.image("1.4.0-crash")},
+            stalling={self.image("1.5.0-stall")},
+        ).start()
+        self._stack.callback(self.controller.stop)
+        self.objects = checkout_objects(self.NAMESPACE, self.image("1.0.0"), replicas)
+        self.api_client = self.kube.core_v1().api_client
+        for resource, body in self.objects.items():
+            self.call("POST", resource, body=body)
+
+    def stop(self) -> None:
+        self._stack.close()
+
+    def image(self, tag: str) -> str:
+        return f"{self.repository}:{tag}"
+
+    def spec(self, router: dict[str, Any]) -> Any:
+        from opsdag import paths
+        from opsdag.spec.loader import read_yaml
+        from opsdag.spec.service import ServiceSpec
+
+        raw = read_yaml((paths.include_dir() / "services" / "checkout.yaml").read_text(encoding="utf-8"))
+        raw["platform"]["router"] = router
+        raw["image"]["repository"] = self.repository
+        return ServiceSpec.model_validate(raw)
+
+    def call(self, method: str, resource: str, name: str | None = None, body: Any = None) -> Any:
+        """One request as the test (not the controller): the answer's JSON, None on 404."""
+        groups = {"deployments": "/apis/apps/v1", "httproutes": "/apis/gateway.networking.k8s.io/v1"}
+        path = f"{groups.get(resource, '/api/v1')}/namespaces/{self.NAMESPACE}/{resource}"
+        content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
+        try:
+            response = self.api_client.call_api(
+                path + (f"/{name}" if name else ""),
+                method,
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body,
+                _preload_content=False,
+                _return_http_data_only=True,
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return json.loads(response.data) if response.data else None
+
+    def get(self, resource: str, name: str) -> dict[str, Any] | None:
+        return self.call("GET", resource, name)
+
+    def reset(self, tag: str = "1.0.0", replicas: int | None = None, timeout: float = 20) -> None:
+        """Back to the seeded state: no canary objects, the route as seeded, stable ``tag`` ready."""
+        replicas = self.replicas if replicas is None else replicas
+        for resource, name in (("deployments", "checkout-canary"), ("services", "checkout-canary")):
+            self.call("DELETE", resource, name)
+        route = self.objects["httproutes"]
+        self.call(
+            "PATCH", "httproutes", "checkout", {"metadata": {"annotations": None}, "spec": route["spec"]}
+        )
+        stable = self.get("deployments", "checkout")
+        assert stable is not None
+        containers = stable["spec"]["template"]["spec"]["containers"]
+        containers[0]["image"] = self.image(tag)
+        spec = {"replicas": replicas, "template": {"spec": {"containers": containers}}}
+        self.call("PATCH", "deployments", "checkout", {"spec": spec})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stable = self.get("deployments", "checkout") or {}
+            status = stable.get("status") or {}
+            pods = self.call("GET", "pods") or {}
+            canary_pods = [
+                p
+                for p in pods.get("items") or []
+                if (p["metadata"].get("labels") or {}).get("track") == "canary"
+            ]
+            if (
+                status.get("observedGeneration") == stable["metadata"].get("generation")
+                and status.get("replicas")
+                == status.get("readyReplicas")
+                == status.get("updatedReplicas")
+                == replicas
+                and not canary_pods
+            ):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the namespace did not settle back to checkout:{tag} x {replicas}: {stable}")

@@ -16,9 +16,11 @@ if TYPE_CHECKING:
 
 DRIVERS: dict[str, str] = {
     "sandbox": "opsdag.platforms.sandbox:SandboxDriver",
+    "kubernetes": "opsdag.platforms.kubernetes.driver:KubernetesDriver",
 }
 ROUTERS: dict[str, str] = {
     "haproxy": "opsdag.platforms.routers.haproxy:HaproxyRouter",
+    "gateway-api": "opsdag.platforms.routers.gateway_api:GatewayApiRouter",
 }
 
 

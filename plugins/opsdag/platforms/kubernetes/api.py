@@ -1,0 +1,216 @@
+"""The Kubernetes REST calls of the driver and its routers, as plain JSON objects.
+
+Through the cncf-kubernetes provider's ``KubernetesHook`` (the Airflow connection
+``platform.connection_id``: in-cluster, kubeconfig path or content), created on first use.
+Objects go in and come out as dicts (the manifests are built as dicts by
+:mod:`opsdag.platforms.kubernetes.manifests`), over the hook's ``ApiClient``.
+
+- 429, 5xx and connection errors are retried with exponential backoff (``attempts`` in all);
+- 403, a missing resource (404) and any other refusal raise ``KubeApiError`` (a
+  ``PlatformError``) naming the verb, the resource and the namespace, e.g. ``patch
+  deployments/checkout in namespace shop: 403 Forbidden: ...``; ``get`` and ``delete`` of an
+  object that is not there answer None / False instead;
+- changes are JSON merge patches (``application/merge-patch+json``), never full replaces;
+  ``update`` reads the object, computes a patch guarded by its ``resourceVersion`` and, on
+  409 Conflict (someone changed it in between), reads it again and recomputes;
+- ``create`` of an object that already exists (409 AlreadyExists) returns the existing one,
+  so a retried task converges instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from opsdag.platforms.base import PlatformError
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+# resource (plural) -> API group/version path
+GROUPS = {
+    "deployments": "/apis/apps/v1",
+    "services": "/api/v1",
+    "pods": "/api/v1",
+    "resourcequotas": "/api/v1",
+    "ingresses": "/apis/networking.k8s.io/v1",
+    "httproutes": "/apis/gateway.networking.k8s.io/v1",
+}
+RETRIED = (429, 500, 502, 503, 504)
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class KubeApiError(PlatformError):
+    """The API refused a call (``status``: its HTTP status, 0 when it never answered)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class KubeApi:
+    """The namespace ``namespace`` of the cluster behind the Airflow connection ``conn_id``.
+
+    :param conn_id: a ``kubernetes`` Airflow connection.
+    :param namespace: every call is made in this namespace.
+    :param attempts: tries of one call when it meets 429, 5xx or no answer.
+    :param backoff: seconds before the first retry; doubled after each, up to ``max_backoff``.
+    :param timeout: seconds to wait for one answer.
+    """
+
+    def __init__(
+        self,
+        *,
+        conn_id: str,
+        namespace: str,
+        attempts: int = 5,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+        timeout: float = 30.0,
+    ) -> None:
+        self.conn_id = conn_id
+        self.namespace = namespace
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.timeout = timeout
+
+    @cached_property
+    def client(self) -> ApiClient:
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        return KubernetesHook(conn_id=self.conn_id).api_client
+
+    # -- objects -----------------------------------------------------------------------------
+
+    def get(self, resource: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when there is none."""
+        return self.request("get", "GET", resource, name, missing_ok=True)
+
+    def list(self, resource: str, selector: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """The objects whose labels carry ``selector`` (checked here too: a selector is a filter)."""
+        from opsdag.platforms.kubernetes.manifests import matches, selector_string
+
+        query = [("labelSelector", selector_string(selector))] if selector else []
+        answer = self.request("list", "GET", resource, query=query) or {}
+        items = answer.get("items") or []
+        if selector:
+            items = [i for i in items if matches(selector, i.get("metadata", {}).get("labels") or {})]
+        return items
+
+    def create(self, resource: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create ``body``; one already there (a retried task) is returned as it is."""
+        name = body["metadata"]["name"]
+        try:
+            return self.request("create", "POST", resource, body=body) or {}
+        except KubeApiError as error:
+            if error.status != 409:
+                raise
+        existing = self.get(resource, name)
+        if existing is None:
+            raise KubeApiError(f"create {resource}/{name} in namespace {self.namespace}: 409, then not found")
+        return existing
+
+    def merge_patch(self, resource: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Apply a JSON merge patch (a list in it replaces the whole list; null deletes a key)."""
+        return self.request("patch", "PATCH", resource, name, body=patch, content_type=MERGE_PATCH) or {}
+
+    def update(
+        self, resource: str, name: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> dict[str, Any]:
+        """Read the object, patch it with ``change(obj)`` (None: nothing to change), re-read on 409.
+
+        ``change`` should put the object's ``metadata.resourceVersion`` in its patch, so a
+        concurrent change makes the API answer 409 rather than be overwritten.
+        """
+        for _ in range(self.attempts):
+            current = self.request("get", "GET", resource, name)
+            assert current is not None  # a missing object raised
+            patch = change(current)
+            if patch is None:
+                return current
+            try:
+                return self.merge_patch(resource, name, patch)
+            except KubeApiError as error:
+                if error.status != 409:
+                    raise
+        raise KubeApiError(
+            f"patch {resource}/{name} in namespace {self.namespace}: still 409 Conflict after "
+            f"{self.attempts} reads: another writer keeps changing it",
+            409,
+        )
+
+    def delete(self, resource: str, name: str) -> bool:
+        """Delete the object (its dependents in the background); False when it was not there."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        return self.request("delete", "DELETE", resource, name, body=body, missing_ok=True) is not None
+
+    # -- one call ----------------------------------------------------------------------------
+
+    def request(
+        self,
+        verb: str,
+        method: str,
+        resource: str,
+        name: str | None = None,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        missing_ok: bool = False,
+    ) -> dict[str, Any] | None:
+        """One API call, retried on 429, 5xx and no answer; the answer's JSON (None: 404 and missing_ok)."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        path = f"{GROUPS[resource]}/namespaces/{self.namespace}/{resource}" + (f"/{name}" if name else "")
+        what = f"{verb} {resource}" + (f"/{name}" if name else "") + f" in namespace {self.namespace}"
+        delay = self.backoff
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = self.client.call_api(
+                    path,
+                    method,
+                    query_params=query or [],
+                    header_params={"Accept": "application/json", "Content-Type": content_type},
+                    body=body,
+                    auth_settings=["BearerToken"],
+                    _preload_content=False,
+                    _return_http_data_only=True,
+                    _request_timeout=self.timeout,
+                )
+                data = response.data
+                return json.loads(data) if data else {}
+            except ApiException as error:
+                if error.status == 404 and missing_ok:
+                    return None
+                if error.status not in RETRIED or attempt == self.attempts:
+                    raise KubeApiError(
+                        f"{what}: {_describe(error)}{_hint(error.status, verb, resource)}", error.status
+                    ) from None
+            except HTTPError as error:
+                if attempt == self.attempts:
+                    raise KubeApiError(f"{what}: no answer after {attempt} attempts: {error}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, self.max_backoff)
+        raise AssertionError("unreachable")
+
+
+def _describe(error: Any) -> str:
+    message = ""
+    try:
+        message = json.loads(error.body or "{}").get("message", "")
+    except (TypeError, ValueError, AttributeError):
+        message = str(error.body or "")[:300]
+    return f"{error.status} {error.reason}" + (f": {message}" if message else "")
+
+
+def _hint(status: int, verb: str, resource: str) -> str:
+    if status == 403:
+        return f" (the connection's account needs the RBAC verb {verb!r} on {resource})"
+    if status == 404:
+        return " (check platform.namespace and the object's name in the service spec)"
+    return ""

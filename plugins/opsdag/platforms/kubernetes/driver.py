@@ -1,0 +1,363 @@
+"""Kubernetes Deployments as a workload driver (``platform.kind: kubernetes``).
+
+The stable track is the user's Deployment ``platform.deployment`` in ``platform.namespace``;
+the canary track is ``<deployment>-canary``, derived from it (``manifests.canary_deployment``).
+Everything is read from the API on every call: Airflow tasks and triggers in other
+processes see the same state. Taking traffic away (before a canary is replaced or removed,
+when it is found failed) goes through the service's router, from the same registry.
+
+- ``promote`` sends all traffic to the ready canary, patches the stable Deployment's image
+  (and its pods' ``version`` label, if they carry one) to the canary's, waits up to
+  ``promote_timeout`` for that rollout, then routes everything back to the stable Service
+  and deletes the canary. It blocks while the stable Deployment rolls: the interface has
+  no deferrable promote yet.
+- ``scale`` patches ``spec.replicas`` and waits (up to ``settle_timeout``) for the track to
+  settle: the stable track must be healthy again when it returns (raises if not), the
+  canary's readiness is ``readiness()``'s to report.
+- ``resolve_image`` asks the image's registry (HTTP API v2) whether the tag or digest
+  exists, with the credentials of ``registry_conn_id`` when that connection names the
+  registry; an unreachable registry refuses the image (it could not be confirmed).
+- ``capacity``: the namespace's ResourceQuota on ``pods`` (hard, minus the pods other
+  workloads use), else ``NO_QUOTA_CAPACITY``.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cached_property
+from typing import Any, Self
+
+from opsdag.platforms.base import (
+    CANARY,
+    STABLE,
+    ImageResolution,
+    PlatformError,
+    Readiness,
+    RollbackTarget,
+    Track,
+    TrackState,
+    TrafficRouter,
+    WorkloadDriver,
+    WorkloadStatus,
+)
+from opsdag.platforms.kubernetes import manifests as mf
+from opsdag.platforms.kubernetes import readiness as rd
+from opsdag.platforms.kubernetes.api import KubeApi
+
+UNPULLABLE = "opsdag.io/unpullable"  # annotation on a canary whose image its registry does not have
+NO_QUOTA_CAPACITY = 1000  # instances, when no ResourceQuota limits the namespace's pods
+_POD = "[a-z0-9]+"  # a ReplicaSet's pod-template-hash, or a pod's random suffix
+
+
+class KubernetesDriver(WorkloadDriver):
+    """Stable and canary Deployments of one service in one namespace.
+
+    :param namespace: ``platform.namespace``.
+    :param deployment: ``platform.deployment``, the stable Deployment (it must exist).
+    :param container: ``platform.container``: the container running the service's image
+        (None: the pod's only container).
+    :param connection_id: ``platform.connection_id``, a ``kubernetes`` Airflow connection.
+    :param spec: the service spec, to reach its router (None: no router, e.g. in unit tests).
+    :param registry_conn_id: the Airflow connection whose login ``resolve_image`` uses when
+        it names the image's registry (a missing connection: anonymous).
+    :param settle_timeout: seconds ``scale`` waits for a track to settle.
+    :param promote_timeout: seconds ``promote`` waits for the stable Deployment's rollout.
+    :param poll_interval: seconds between two reads while waiting.
+    """
+
+    kind = "kubernetes"
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        deployment: str,
+        container: str | None = None,
+        connection_id: str = "kubernetes_default",
+        spec: Any = None,
+        registry_conn_id: str | None = "docker_default",
+        settle_timeout: float = 120.0,
+        promote_timeout: float = 600.0,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.namespace = namespace
+        self.deployment = deployment
+        self.container = container
+        self.connection_id = connection_id
+        self.spec = spec
+        self.registry_conn_id = registry_conn_id
+        self.settle_timeout = settle_timeout
+        self.promote_timeout = promote_timeout
+        self.poll_interval = poll_interval
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> Self:
+        platform = spec.platform
+        build = getattr(spec.image, "build", None)
+        return cls(
+            namespace=platform.namespace,
+            deployment=platform.deployment,
+            container=platform.container,
+            connection_id=platform.connection_id,
+            spec=spec,
+            registry_conn_id=getattr(build, "docker_conn_id", None) or "docker_default",
+        )
+
+    @cached_property
+    def api(self) -> KubeApi:
+        return KubeApi(conn_id=self.connection_id, namespace=self.namespace)
+
+    @cached_property
+    def router(self) -> TrafficRouter | None:
+        if self.spec is None:
+            return None
+        from opsdag.platforms.registry import router_for
+
+        return router_for(self.spec)
+
+    @property
+    def canary_name(self) -> str:
+        return mf.canary_name(self.deployment)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def stable_deployment(self) -> dict[str, Any]:
+        """The stable Deployment; a missing one raises (there is nothing to release beside)."""
+        found = self.api.get("deployments", self.deployment)
+        if found is None:
+            raise PlatformError(
+                f"get deployments/{self.deployment} in namespace {self.namespace}: not found "
+                "(platform.deployment must name the Deployment that serves the service now)"
+            )
+        return found
+
+    def canary_deployment(self) -> dict[str, Any] | None:
+        return self.api.get("deployments", self.canary_name)
+
+    def pods(self, deployment: dict[str, Any], track: Track) -> list[dict[str, Any]]:
+        """The pods of a track's Deployment (the stable selector may match canary pods: not counted)."""
+        selector = deployment.get("spec", {}).get("selector", {}).get("matchLabels") or {}
+        pods = self.api.list("pods", selector)
+        if track == STABLE:
+            pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(mf.TRACK_LABEL) != "canary"]
+        return pods
+
+    def status(self) -> WorkloadStatus:
+        stable = self.stable_deployment()
+        canary = self.canary_deployment()
+        canary_failed = self.canary_failure(canary) if canary else None
+        stable_state = self._track_state(stable, rd.deadline_exceeded(stable))
+        canary_state = self._track_state(canary, canary_failed) if canary else None
+        capacity, quota = self._capacity(stable, canary)
+        return WorkloadStatus(
+            stable=stable_state,
+            canary=canary_state,
+            capacity=capacity,
+            details={
+                "platform": "kubernetes",
+                "namespace": self.namespace,
+                "stable_deployment": self.deployment,
+                "canary_deployment": self.canary_name if canary else None,
+                "canary_version": (canary["metadata"].get("labels") or {}).get(mf.VERSION_LABEL)
+                if canary
+                else None,
+                "canary_failed": canary_failed,
+                "capacity_from": quota,
+            },
+        )
+
+    def _track_state(self, deployment: dict[str, Any], failed: str | None) -> TrackState:
+        desired, ready = rd.replica_counts(deployment)
+        return TrackState(mf.image_of(deployment, self.container), desired, ready, failed)
+
+    def _capacity(self, stable: dict[str, Any], canary: dict[str, Any] | None) -> tuple[int, str]:
+        limits = []
+        ours = sum(int((d.get("status") or {}).get("replicas") or 0) for d in (stable, canary) if d)
+        for quota in self.api.list("resourcequotas"):
+            hard = (quota.get("status") or {}).get("hard") or quota.get("spec", {}).get("hard") or {}
+            used = (quota.get("status") or {}).get("used") or {}
+            if "pods" in hard:
+                others = max(0, int(used.get("pods", 0)) - ours)
+                limits.append((int(hard["pods"]) - others, quota["metadata"]["name"]))
+        if not limits:
+            return NO_QUOTA_CAPACITY, "no ResourceQuota limits pods in this namespace"
+        capacity, name = min(limits)
+        return capacity, f"ResourceQuota {name}"
+
+    def resolve_image(self, image: str) -> ImageResolution:
+        from opsdag.platforms.kubernetes.images import resolve
+
+        return resolve(image, self.registry_conn_id)
+
+    def canary_failure(self, canary: dict[str, Any]) -> str | None:
+        """Why the canary will never be ready (its image is unpullable, a pod state, a deadline)."""
+        unpullable = (canary["metadata"].get("annotations") or {}).get(UNPULLABLE)
+        return unpullable or rd.failure(canary, self.pods(canary, CANARY))
+
+    def readiness(self) -> Readiness:
+        canary = self.canary_deployment()
+        unpullable = (canary["metadata"].get("annotations") or {}).get(UNPULLABLE) if canary else None
+        if unpullable:
+            result = Readiness(
+                False, failed=True, reason=f"Deployment {self.namespace}/{self.canary_name}: {unpullable}"
+            )
+        else:
+            result = rd.rollout_readiness(canary, self.pods(canary, CANARY) if canary else [])
+        if result.failed and canary is not None and self.router is not None:
+            self.router.set_weight(0)  # a failed canary gets no more traffic
+        return result
+
+    def rollback_target(self) -> RollbackTarget:
+        stable = self.stable_deployment()
+        weight = 0
+        if self.canary_deployment() is not None and self.router is not None:
+            split = self.router.verify_weight()
+            weight = split.requested if split.requested is not None else round(split.canary)
+        return RollbackTarget(
+            mf.image_of(stable, self.container), int(stable["spec"].get("replicas", 1)), weight
+        )
+
+    def metric_selectors(self) -> dict[str, str]:
+        """``namespace`` and ``pod`` matchers (Prometheus' kubernetes_sd pod labels).
+
+        PromQL regexes are anchored: ``checkout-<hash>-<suffix>`` never matches
+        ``checkout-canary-<hash>-<suffix>``. The canary's names the pod-template-hash of its
+        pods when they share one, so series of an earlier canary never count for a new one.
+        """
+        canary_hash = _POD
+        canary = self.canary_deployment()
+        if canary is not None:
+            hashes = {
+                (p["metadata"].get("labels") or {}).get("pod-template-hash")
+                for p in self.pods(canary, CANARY)
+            }
+            if len(hashes) == 1 and None not in hashes:
+                canary_hash = hashes.pop()
+        return {
+            "canary": f'namespace="{self.namespace}", pod=~"{self.canary_name}-{canary_hash}-{_POD}"',
+            "stable": f'namespace="{self.namespace}", pod=~"{self.deployment}-{_POD}-{_POD}"',
+        }
+
+    def endpoints(self, track: Track) -> list[str]:
+        deployment = self.stable_deployment() if track == STABLE else self.canary_deployment()
+        if deployment is None:
+            return []
+        index = mf.container_index(deployment, self.container)
+        container = deployment["spec"]["template"]["spec"]["containers"][index]
+        port = next((p.get("containerPort") for p in container.get("ports") or []), 80)
+        urls = []
+        for pod in self.pods(deployment, track):
+            status = pod.get("status") or {}
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+            )
+            if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
+                urls.append(f"http://{status['podIP']}:{port}")
+        return sorted(urls)
+
+    # -- changing ----------------------------------------------------------------------------
+
+    def start(self, image: str, instances: int) -> None:
+        if instances < 1:
+            raise PlatformError(f"a canary needs at least 1 instance, {instances} asked")
+        stable = self.stable_deployment()
+        wanted = mf.canary_deployment(stable, image=image, replicas=instances, container=self.container)
+        # Known unpullable (its registry has no such image): the canary is failed at once,
+        # rather than when a kubelet finds out.
+        resolution = self.resolve_image(image)
+        unpullable = None if resolution.pullable else resolution.reason
+        canary = self.canary_deployment()
+        if canary is None:
+            if unpullable:
+                wanted["metadata"]["annotations"][UNPULLABLE] = unpullable
+            self.api.create("deployments", wanted)
+            return
+        if mf.image_of(canary, self.container) != image:
+            if self.router is not None:
+                self.router.set_weight(0)  # the old canary's traffic goes to stable first
+            patch = {
+                "metadata": {"labels": wanted["metadata"]["labels"], "annotations": {UNPULLABLE: unpullable}},
+                "spec": {"replicas": instances, "template": wanted["spec"]["template"]},
+            }
+            self.api.merge_patch("deployments", self.canary_name, patch)
+        elif int(canary["spec"].get("replicas", 1)) != instances:
+            self.api.merge_patch("deployments", self.canary_name, {"spec": {"replicas": instances}})
+
+    def scale(self, track: Track, instances: int) -> None:
+        if track == STABLE and instances < 1:
+            raise PlatformError(
+                f"the stable Deployment {self.deployment} never goes below 1 replica ({instances} asked)"
+            )
+        if instances < 0:
+            raise PlatformError(f"replicas cannot be negative ({instances} asked)")
+        name = self.deployment if track == STABLE else self.canary_name
+        found = self.api.get("deployments", name)
+        if found is None:
+            raise PlatformError(f"no {track} Deployment {name} in namespace {self.namespace} to scale")
+        if int(found["spec"].get("replicas", 1)) != instances:
+            self.api.merge_patch("deployments", name, {"spec": {"replicas": instances}})
+        self._wait_settled(name, track, self.settle_timeout, must=track == STABLE)
+
+    def remove(self, track: Track = CANARY) -> None:
+        if track == STABLE:
+            raise PlatformError(
+                f"the stable Deployment {self.deployment} is the service's own: promote() replaces its image"
+            )
+        if self.router is not None:
+            self.router.set_weight(0)  # out of traffic before it stops
+        self.api.delete("deployments", self.canary_name)
+
+    def promote(self) -> None:
+        canary = self.canary_deployment()
+        if canary is None:
+            return  # promoted already (or nothing to promote)
+        ready = rd.rollout_readiness(canary, self.pods(canary, CANARY))
+        if not ready.ready:
+            raise PlatformError(f"cannot promote a canary that is not ready: {ready.reason}")
+        image = mf.image_of(canary, self.container)
+        if self.router is not None:
+            self.router.set_weight(100)  # the ready canary serves while the stable Deployment rolls
+        version = mf.version_label(image)
+
+        def change(stable: dict[str, Any]) -> dict[str, Any] | None:
+            labels = stable["spec"]["template"].get("metadata", {}).get("labels") or {}
+            stale_label = mf.VERSION_LABEL in labels and labels[mf.VERSION_LABEL] != version
+            if mf.image_of(stable, self.container) == image and not stale_label:
+                return None
+            patch = mf.image_patch(stable, self.container, image)
+            if stale_label:
+                patch["spec"]["template"]["metadata"] = {"labels": {mf.VERSION_LABEL: version}}
+            return patch
+
+        self.api.update("deployments", self.deployment, change)
+        self._wait_settled(self.deployment, STABLE, self.promote_timeout, must=True)
+        if self.router is not None:
+            self.router.set_weight(0)  # everything back to the stable Service, now the new version
+        self.api.delete("deployments", self.canary_name)
+
+    def _wait_settled(self, name: str, track: Track, timeout: float, *, must: bool) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            deployment = self.api.get("deployments", name)
+            if deployment is None:
+                raise PlatformError(f"Deployment {name} in namespace {self.namespace} disappeared")
+            result = rd.rollout_readiness(deployment, self.pods(deployment, track))
+            if _scaled_to_zero(deployment) or result.ready or (result.failed and not must):
+                return
+            if result.failed or time.monotonic() > deadline:
+                why = (
+                    result.reason if result.failed else f"not settled after {timeout:.0f} s: {result.reason}"
+                )
+                if must:
+                    raise PlatformError(why)
+                return
+            time.sleep(self.poll_interval)
+
+
+def _scaled_to_zero(deployment: dict[str, Any]) -> bool:
+    status = deployment.get("status") or {}
+    return (
+        int(deployment["spec"].get("replicas", 1)) == 0
+        and rd.observed(deployment)
+        and not status.get("replicas")
+    )
