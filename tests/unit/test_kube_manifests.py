@@ -1,0 +1,323 @@
+"""The pure parts of the Kubernetes platform: the canary's objects, rollout readiness, route weights.
+
+Every object opsdag generates is validated against the Kubernetes schemas
+(``kubernetes-validate``, strict) and the HTTPRoute against the Gateway API CRD's OpenAPI
+schema (v1.6.1, standard channel, vendored in tests/support). The CRD's CEL rules
+(``x-kubernetes-validations``) are not evaluated: jsonschema does not know them.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+from support.kube_controller import checkout_objects
+
+from opsdag.platforms.base import PlatformError, Readiness
+from opsdag.platforms.kubernetes import manifests as mf
+from opsdag.platforms.kubernetes import readiness as rd
+from opsdag.platforms.kubernetes.images import split_reference
+from opsdag.platforms.routers.gateway_api import (
+    ORIGINAL,
+    REQUESTED,
+    original_refs,
+    split_of,
+    stable_service_name,
+    weighted_rules,
+)
+
+IMAGE = "registry.example.com/shop/checkout"
+K8S = "1.33.0"
+SCHEMA = Path(__file__).parents[1] / "support" / "gateway_api_httproute_v1.schema.json.gz"
+
+
+def objects() -> dict[str, dict]:
+    return checkout_objects("shop", f"{IMAGE}:1.0.0", 3)
+
+
+def valid(obj: dict) -> None:
+    assert kubernetes_validate.validate(obj, K8S, strict=True) == K8S.rsplit(".", 1)[0]
+
+
+def valid_route(route: dict) -> None:
+    schema = json.loads(gzip.decompress(SCHEMA.read_bytes()))["schema"]
+    jsonschema.validate(route, schema)
+
+
+# -- the canary's objects ------------------------------------------------------------------------
+
+
+def test_the_canary_deployment_is_the_stable_one_with_the_new_image_and_its_own_track() -> None:
+    stable = objects()["deployments"]
+    canary = mf.canary_deployment(stable, image=f"{IMAGE}:1.1.0", replicas=2, container="app")
+    valid(canary)
+    assert canary["metadata"]["name"] == "checkout-canary"
+    assert canary["metadata"]["annotations"][mf.CANARY_OF] == "checkout"
+    assert canary["spec"]["replicas"] == 2
+    assert canary["spec"]["selector"]["matchLabels"] == {"app": "checkout", "track": "canary"}
+    labels = canary["spec"]["template"]["metadata"]["labels"]
+    assert labels == {"app": "checkout", "track": "canary", "version": "1.1.0"}
+    (container,) = canary["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"{IMAGE}:1.1.0"
+    assert (
+        container["readinessProbe"] == stable["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    )
+    assert stable == objects()["deployments"], "the stable Deployment is not touched"
+
+
+def test_the_canary_service_selects_the_canary_pods_only() -> None:
+    service = mf.canary_service(objects()["services"])
+    valid(service)
+    assert service["metadata"]["name"] == "checkout-canary"
+    assert service["spec"]["selector"] == {"app": "checkout", "track": "canary"}
+    assert service["spec"]["ports"] == objects()["services"]["spec"]["ports"]
+
+
+def test_the_service_container_is_named_or_the_only_one() -> None:
+    stable = objects()["deployments"]
+    assert mf.image_of(stable, None) == f"{IMAGE}:1.0.0"
+    two = copy.deepcopy(stable)
+    two["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "envoy:1"})
+    assert mf.image_of(two, "app") == f"{IMAGE}:1.0.0"
+    with pytest.raises(PlatformError, match=r"has 2 containers \(app, sidecar\): set platform.container"):
+        mf.image_of(two, None)
+    with pytest.raises(
+        PlatformError, match=r"has no container 'web' \(platform.container\); it has: app, sidecar"
+    ):
+        mf.image_of(two, "web")
+
+
+def test_the_image_patch_replaces_one_image_and_is_guarded_by_the_resource_version() -> None:
+    stable = objects()["deployments"]
+    stable["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "envoy:1"})
+    stable["metadata"]["resourceVersion"] = "42"
+    patch = mf.image_patch(stable, "app", f"{IMAGE}:1.1.0")
+    containers = patch["spec"]["template"]["spec"]["containers"]
+    assert [c["image"] for c in containers] == [f"{IMAGE}:1.1.0", "envoy:1"]
+    assert patch["metadata"] == {"resourceVersion": "42"}
+
+
+@pytest.mark.parametrize(
+    ("image", "label"),
+    [
+        (f"{IMAGE}:1.4.2", "1.4.2"),
+        ("127.0.0.1:5000/shop/checkout:1.4.0-rc.1", "1.4.0-rc.1"),
+        ("127.0.0.1:5000/shop/checkout", "latest"),
+        (f"{IMAGE}@sha256:" + "0123456789abcdef" * 4, "sha256-0123456789ab"),
+    ],
+)
+def test_version_labels(image: str, label: str) -> None:
+    assert mf.version_label(image) == label
+
+
+def test_a_stable_service_that_would_also_reach_the_canary_is_found() -> None:
+    stable, service = objects()["deployments"], objects()["services"]
+    labels = mf.canary_pod_labels(stable)
+    assert not mf.selects_canary_pods(service, labels)  # it selects track: stable
+    service["spec"]["selector"] = {"app": "checkout"}
+    assert mf.selects_canary_pods(service, labels)
+
+
+@pytest.mark.parametrize(
+    ("image", "split"),
+    [
+        ("reg.example.com/shop/checkout:1.2", ("reg.example.com/shop/checkout", "1.2")),
+        ("127.0.0.1:5000/shop/checkout", ("127.0.0.1:5000/shop/checkout", "latest")),
+        ("127.0.0.1:5000/checkout@sha256:ab", ("127.0.0.1:5000/checkout", "sha256:ab")),
+    ],
+)
+def test_image_references(image: str, split: tuple[str, str]) -> None:
+    assert split_reference(image) == split
+
+
+# -- rollout readiness ---------------------------------------------------------------------------
+
+
+def deployment(desired: int = 3, generation: int = 2, **status: object) -> dict:
+    return {
+        "metadata": {"name": "checkout-canary", "namespace": "shop", "generation": generation},
+        "spec": {"replicas": desired, "progressDeadlineSeconds": 600},
+        "status": {"observedGeneration": generation, **status},
+    }
+
+
+def pod(name: str, waiting: str | None = None, message: str = "", restarts: int = 0) -> dict:
+    state = {"waiting": {"reason": waiting, "message": message}} if waiting else {"running": {}}
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "containerStatuses": [
+                {"name": "app", "image": f"{IMAGE}:1.1.0", "state": state, "restartCount": restarts}
+            ]
+        },
+    }
+
+
+CANARY = "Deployment shop/checkout-canary"
+DONE = dict(replicas=3, updatedReplicas=3, readyReplicas=3, availableReplicas=3)
+
+
+@pytest.mark.parametrize(
+    ("dep", "pods", "expected"),
+    [
+        (
+            deployment(**DONE),
+            [pod("a")],
+            Readiness(True, reason="Deployment shop/checkout-canary: 3 of 3 replicas updated and available"),
+        ),
+        (
+            {
+                **deployment(**DONE),
+                "metadata": {"name": "checkout-canary", "namespace": "shop", "generation": 3},
+            },
+            [],
+            Readiness(
+                False, reason="Deployment shop/checkout-canary: the controller has not yet seen generation 3"
+            ),
+        ),
+        (
+            deployment(replicas=3, updatedReplicas=1, availableReplicas=1),
+            [],
+            Readiness(False, reason="Deployment shop/checkout-canary: 1 of 3 replicas updated"),
+        ),
+        (
+            deployment(replicas=5, updatedReplicas=3, availableReplicas=5),
+            [],
+            Readiness(False, reason="Deployment shop/checkout-canary: 2 old replica(s) still running"),
+        ),
+        (
+            deployment(replicas=3, updatedReplicas=3, availableReplicas=2),
+            [],
+            Readiness(False, reason="Deployment shop/checkout-canary: 2 of 3 replicas available"),
+        ),
+        (
+            deployment(replicas=3, updatedReplicas=3),
+            [pod("b"), pod("a", "CrashLoopBackOff", "back-off 10s restarting failed container", 4)],
+            Readiness(
+                False,
+                failed=True,
+                reason=f"{CANARY}: pod a, container app ({IMAGE}:1.1.0): CrashLoopBackOff: "
+                "back-off 10s restarting failed container (restarted 4 time(s))",
+            ),
+        ),
+        (
+            deployment(replicas=3, updatedReplicas=3),
+            [pod("a", "ImagePullBackOff", 'Back-off pulling image "x"')],
+            Readiness(
+                False,
+                failed=True,
+                reason=f"{CANARY}: pod a, container app ({IMAGE}:1.1.0): ImagePullBackOff: "
+                'Back-off pulling image "x"',
+            ),
+        ),
+        (
+            deployment(replicas=3, updatedReplicas=3),
+            [pod("a", "ErrImagePull")],
+            Readiness(False, reason="Deployment shop/checkout-canary: 0 of 3 replicas available"),
+        ),
+        (
+            deployment(
+                replicas=3,
+                updatedReplicas=3,
+                conditions=[
+                    {
+                        "type": "Progressing",
+                        "status": "False",
+                        "reason": "ProgressDeadlineExceeded",
+                        "message": 'ReplicaSet "x" has timed out progressing.',
+                    }
+                ],
+            ),
+            [],
+            Readiness(
+                False,
+                failed=True,
+                reason=f"{CANARY}: ProgressDeadlineExceeded after 600 s: "
+                'ReplicaSet "x" has timed out progressing.',
+            ),
+        ),
+        (None, [], Readiness(False, failed=True, reason="no canary Deployment is running")),
+    ],
+    ids=[
+        "done",
+        "not-observed",
+        "updating",
+        "old-left",
+        "unavailable",
+        "crash-loop",
+        "pull-back-off",
+        "err-image-pull-waits",
+        "deadline",
+        "none",
+    ],
+)
+def test_rollout_readiness(dep: dict | None, pods: list[dict], expected: Readiness) -> None:
+    assert rd.rollout_readiness(dep, pods) == expected
+
+
+def test_replica_counts_only_count_ready_pods_of_the_newest_template() -> None:
+    assert rd.replica_counts(deployment(**DONE)) == (3, 3)
+    assert rd.replica_counts(deployment(replicas=3, updatedReplicas=1, readyReplicas=3)) == (3, 1)
+    stale = {**deployment(**DONE), "metadata": {"generation": 9}}
+    assert rd.replica_counts(stale) == (3, 0)
+
+
+# -- HTTPRoute weights ---------------------------------------------------------------------------
+
+
+def test_route_weights_are_set_and_read_back_and_the_original_is_kept() -> None:
+    route = objects()["httproutes"]
+    valid_route(route)
+    assert stable_service_name(route) == "checkout"
+    assert split_of(route, "checkout").to_dict() == {
+        "stable": 100.0,
+        "canary": 0.0,
+        "exact": True,
+        "preview": False,
+        "requested": 0,
+    }
+    for percent in (5, 25, 100):
+        changed = copy.deepcopy(route)
+        changed["spec"]["rules"] = weighted_rules(route, "checkout", percent)
+        changed["metadata"]["annotations"] = {
+            ORIGINAL: json.dumps(original_refs(route)),
+            REQUESTED: str(percent),
+        }
+        valid_route(changed)
+        assert changed["spec"]["rules"][0]["backendRefs"] == [
+            {"name": "checkout", "port": 80, "weight": 100 - percent},
+            {"name": "checkout-canary", "port": 80, "weight": percent},
+        ]
+        assert changed["spec"]["rules"][0]["matches"] == route["spec"]["rules"][0]["matches"]
+        split = split_of(changed, "checkout")
+        assert (split.stable, split.canary, split.exact, split.requested) == (
+            100 - percent,
+            percent,
+            True,
+            percent,
+        )
+        assert stable_service_name(changed) == "checkout"
+        assert original_refs(changed) == original_refs(route)
+        again = copy.deepcopy(changed)
+        again["spec"]["rules"] = weighted_rules(changed, "checkout", 10)  # re-weighted from the original
+        assert [r["weight"] for r in again["spec"]["rules"][0]["backendRefs"]] == [90, 10]
+
+
+def test_a_route_to_several_services_is_refused() -> None:
+    route = objects()["httproutes"]
+    route["spec"]["rules"].append({"backendRefs": [{"name": "payments", "port": 80}]})
+    with pytest.raises(PlatformError, match=r"exactly one Service; it refers to: checkout, payments"):
+        stable_service_name(route)
+
+
+def test_a_split_not_what_was_asked_is_not_exact() -> None:
+    route = objects()["httproutes"]
+    route["spec"]["rules"] = weighted_rules(route, "checkout", 30)
+    route["metadata"]["annotations"] = {REQUESTED: "10"}  # someone edited the weights by hand
+    split = split_of(route, "checkout")
+    assert (split.canary, split.requested, split.exact) == (30.0, 10, False)
