@@ -57,6 +57,7 @@ class KubeEmulator:
         self.logs: dict[tuple[str, str], str] = {}  # (namespace, pod) -> the build container's log
         self.faults: list[Fault] = []
         self._faults_lock = threading.Lock()
+        self._previous: dict[int, tuple[Any, Any]] = {}  # request id -> (object key, version before)
         self.url = ""
         self.emulator: kmock.KubernetesEmulator | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -163,6 +164,8 @@ class KubeEmulator:
         if key not in self.emulator.objects:
             raise NotImplementedError
         stored = self.emulator.objects[key]
+        if request.action == kmock.action.UPDATE and len(stored.history) >= 2:
+            self._previous[id(request)] = (key, stored.history[-2])  # for a refused patch: undone
         if resource.plural == "deployments" and request.subresource is None and "spec" in body:
             generation = int((stored.get("metadata") or {}).get("generation") or 0)
             stored.patch({"metadata": {"generation": generation + 1}})
@@ -184,6 +187,7 @@ class KubeEmulator:
     def _serve_fault(self, request: kmock.Request) -> Any:
         # Not ours: NotImplementedError passes the request on to the emulator. (Returning
         # NotImplemented would mean "depleted": kmock would disable this reaction for good.)
+        previous = self._previous.pop(id(request), None)
         if request.subresource is not None or request.headers.get("User-Agent") == CONTROLLER_AGENT:
             raise NotImplementedError
         action = {
@@ -204,6 +208,10 @@ class KubeEmulator:
                     break
             else:
                 raise NotImplementedError
+        if previous is not None and fault.status in REFUSALS and self.emulator is not None:
+            # kmock has merged the body already; the API server changes nothing when it refuses.
+            key, version = previous
+            self.emulator.objects[key].history.append(version)
         reason = {
             403: "Forbidden",
             404: "NotFound",
@@ -274,6 +282,7 @@ class KubeEmulator:
 
 CONTROLLER_AGENT = "opsdag-test-kubelet"
 KEPT_REQUESTS = 500
+REFUSALS = (400, 403, 404, 409, 422)  # answers after which the API server has changed nothing
 # The kinds the emulator serves: what the build pods, the Deployment driver and its routers use.
 RESOURCES = {
     "v1/pods": "Pod",

@@ -141,18 +141,25 @@ def test_image_references(image: str, split: tuple[str, str]) -> None:
 def deployment(desired: int = 3, generation: int = 2, **status: object) -> dict:
     return {
         "metadata": {"name": "checkout-canary", "namespace": "shop", "generation": generation},
-        "spec": {"replicas": desired, "progressDeadlineSeconds": 600},
+        "spec": {
+            "replicas": desired,
+            "progressDeadlineSeconds": 600,
+            "template": {"spec": {"containers": [{"name": "app", "image": f"{IMAGE}:1.1.0"}]}},
+        },
         "status": {"observedGeneration": generation, **status},
     }
 
 
-def pod(name: str, waiting: str | None = None, message: str = "", restarts: int = 0) -> dict:
+def pod(
+    name: str, waiting: str | None = None, message: str = "", restarts: int = 0, tag: str = "1.1.0"
+) -> dict:
     state = {"waiting": {"reason": waiting, "message": message}} if waiting else {"running": {}}
     return {
         "metadata": {"name": name},
+        "spec": {"containers": [{"name": "app", "image": f"{IMAGE}:{tag}"}]},
         "status": {
             "containerStatuses": [
-                {"name": "app", "image": f"{IMAGE}:1.1.0", "state": state, "restartCount": restarts}
+                {"name": "app", "image": f"{IMAGE}:{tag}", "state": state, "restartCount": restarts}
             ]
         },
     }
@@ -241,6 +248,11 @@ DONE = dict(replicas=3, updatedReplicas=3, readyReplicas=3, availableReplicas=3)
                 'ReplicaSet "x" has timed out progressing.',
             ),
         ),
+        (
+            deployment(replicas=3, updatedReplicas=0),
+            [pod("old", "CrashLoopBackOff", tag="1.0.9")],  # a replaced template's pod
+            Readiness(False, reason=f"{CANARY}: 0 of 3 replicas updated"),
+        ),
         (None, [], Readiness(False, failed=True, reason="no canary Deployment is running")),
     ],
     ids=[
@@ -253,6 +265,7 @@ DONE = dict(replicas=3, updatedReplicas=3, readyReplicas=3, availableReplicas=3)
         "pull-back-off",
         "err-image-pull-waits",
         "deadline",
+        "replaced-template-pod",
         "none",
     ],
 )

@@ -69,9 +69,20 @@ def deadline_exceeded(deployment: dict[str, Any]) -> str | None:
     return None
 
 
+def current_pods(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods that run the Deployment's newest template (its containers' images), not a replaced one's."""
+
+    def images(spec: dict[str, Any]) -> list[str]:
+        return [c.get("image", "") for c in spec.get("containers") or []]
+
+    newest = images(deployment.get("spec", {}).get("template", {}).get("spec", {}))
+    return [p for p in pods if images(p.get("spec") or {}) == newest]
+
+
 def failure(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> str | None:
-    """Why the Deployment's rollout will not complete: a fatal pod state, else a passed deadline."""
-    return pod_failure(pods) or deadline_exceeded(deployment)
+    """Why the Deployment's rollout will not complete: a fatal state of a pod of its newest
+    template (a replaced template's pods do not count), else a passed deadline."""
+    return pod_failure(current_pods(deployment, pods)) or deadline_exceeded(deployment)
 
 
 def rollout_readiness(deployment: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Readiness:
