@@ -280,6 +280,10 @@ def test_killed_instances_are_restarted_and_answer_again(runbook_env, sandbox, s
     assert not {i["name"] for i in stable} & {v["name"] for v in victims}
     assert all(answers(i["port"]) for i in stable)
     steps = actions(report)
+    diagnose = steps["diagnose-service"]
+    assert (diagnose["kind"], diagnose["result"]) == ("diagnostics", "done")
+    assert diagnose["detail"].startswith(f"stable {sandbox.image('1.0.0')}: ")
+    assert diagnose["data"]["status"]["stable"]["instances"] == len(victims)
     assert steps["confirm-down"]["result"] == "done"
     restart = steps["restart-instances"]
     assert (restart["kind"], restart["result"]) == ("mitigate", "done"), restart
@@ -337,6 +341,11 @@ def test_a_release_gone_bad_after_promotion_is_rolled_back_to_the_previous_versi
     last = sandbox.counts()["by_version"]
     assert last.get("1.5.0-late", 0) == first.get("1.5.0-late", 0)
     steps = actions(report)
+    assert steps["diagnose-service"]["detail"].startswith(
+        f"stable {bad}: 2 of 2 ready; no canary; traffic 100 % stable / 0 % canary; "
+        "last releases: manual__late_fault promoted "
+    )
+    assert "(1.0.0 -> 1.5.0-late)" in steps["diagnose-service"]["detail"]
     rollback = steps["roll-back-last-release"]
     assert (rollback["kind"], rollback["result"]) == ("mitigate", "done"), rollback
     assert rollback["detail"].startswith(f"rolled back {bad} -> {previous} on 2 instance(s) in ")

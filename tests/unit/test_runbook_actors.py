@@ -175,3 +175,16 @@ def record(step: str, result: str, kind: str = "mitigate", **data) -> dict:
 )
 def test_people_are_called_when_the_runbook_did_not_restore_the_service(records, reason) -> None:
     assert escalation_reason(records) == reason
+
+
+def test_the_diagnostics_list_the_newest_releases_first_with_their_age_and_change() -> None:
+    from opsdag.runbooks.last_release import recent_releases, releases_detail
+
+    reports = [report("a", 50), report("b", 10, status="rolled_back"), report("c", 0.5, dry_run=True)]
+    rows = recent_releases(reports, 3)
+    assert [r["run_id"] for r in rows] == ["b", "a"]
+    assert releases_detail(rows, now=NOW) == (
+        "last releases: b rolled_back 10 min ago (1.0.0 -> b); a promoted 50 min ago (1.0.0 -> a)"
+    )
+    assert releases_detail([], now=NOW) == "no release in the reports"
+    assert recent_releases(reports, 1) == rows[:1]

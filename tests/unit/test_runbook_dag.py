@@ -65,6 +65,7 @@ def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_b
     high = runbook_dag(load("high-error-rate"))
     assert chain(high) == [
         "plan",
+        "diagnose-service",
         "confirm-errors",
         "approve_roll-back-last-release",
         "roll-back-last-release",
@@ -77,6 +78,7 @@ def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_b
     down = runbook_dag(load("service-down", approval_for_destructive=False))
     assert chain(down) == [
         "plan",
+        "diagnose-service",
         "confirm-down",
         "restart-instances",
         "verify-instances-up",
@@ -86,4 +88,9 @@ def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_b
     escalate = down.get_task("escalate")
     assert escalate.trigger_rule == "all_done"
     assert (escalate.options, escalate.defaults) == (["Acknowledged", "Taking over"], ["Acknowledged"])
-    assert escalate.earlier == ["confirm-down", "restart-instances", "verify-instances-up"]
+    assert escalate.earlier == [
+        "diagnose-service",
+        "confirm-down",
+        "restart-instances",
+        "verify-instances-up",
+    ]

@@ -147,15 +147,22 @@ def test_high_error_rate_and_service_down_runbooks() -> None:
     )
     assert high.alerts == ["HighErrorRate"]
     assert [s.action for s in high.steps] == [
+        "service_status",
         "check_metric",
         "rollback_release",
         "check_metric",
         "notify",
         "escalate",
     ]
-    assert high.steps[1].max_age == timedelta(hours=2)
+    assert high.steps[2].max_age == timedelta(hours=2)
     down = RunbookSpec.model_validate(
         yaml.safe_load((INCLUDE / "runbooks" / "service-down.yaml").read_text())
     )
     assert down.alerts == ["ServiceDown"]
-    assert [s.action for s in down.steps] == ["check_metric", "restart_instances", "check_metric", "escalate"]
+    assert [s.action for s in down.steps] == [
+        "service_status",
+        "check_metric",
+        "restart_instances",
+        "check_metric",
+        "escalate",
+    ]

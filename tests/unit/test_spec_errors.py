@@ -253,7 +253,7 @@ CASES = [
     ("unknown-drill-key", D, put("drill.restore_to", "x"), "drill.restore_to", "unknown key"),
     # runbooks
     ("action-unknown", R, put("steps[1].action", "reboot"), "steps[1].action",
-     "'reboot' is not a known action; use one of: check_metric, notify, escalate, pg_connections"),
+     "'reboot' is not a known action; use one of: check_metric, notify, escalate, service_status, pg_connections"),
     ("action-not-string", R, put("steps[1].action", ["scale"]), "steps[1].action",
      "a list is not a known action"),
     ("action-missing", R, drop("steps[4].action"), "steps[4].action", "required but missing; use one of:"),

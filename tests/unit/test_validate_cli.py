@@ -195,8 +195,8 @@ def test_runbook_step_the_dag_cannot_perform_is_refused(tree: Path) -> None:
     expected = (
         "include/runbooks/canary-errors.yaml: steps[2].action: step '3-scale': "
         "scale is not performed by the runbook DAG yet; remove the step (supported: "
-        "check_metric, notify, escalate, pg_connections, terminate_idle_connections, rollback_release, "
-        "restart_instances, wait)\n"
+        "check_metric, notify, escalate, service_status, pg_connections, terminate_idle_connections, "
+        "rollback_release, restart_instances, wait)\n"
     )
     for target in ("include", "include/runbooks", "include/runbooks/canary-errors.yaml"):
         result = opsdag("validate", target, cwd=tree.parent)

@@ -16,7 +16,11 @@ from opsdag.operators.runbook_database import PgConnectionsOperator, TerminateId
 from opsdag.operators.runbook_escalate import EscalateOperator
 from opsdag.operators.runbook_plan import RunbookPlanOperator
 from opsdag.operators.runbook_postmortem import RunbookPostmortemOperator
-from opsdag.operators.runbook_service import RestartInstancesOperator, RollbackReleaseOperator
+from opsdag.operators.runbook_service import (
+    RestartInstancesOperator,
+    RollbackReleaseOperator,
+    ServiceStatusOperator,
+)
 from opsdag.operators.runbook_steps import CheckMetricOperator, NotifyOperator, WaitOperator
 from opsdag.runbooks.engine import approval_task_id
 from opsdag.spec.runbook import RunbookSpec, step_id
@@ -30,6 +34,7 @@ STEP_OPERATORS = {
     "rollback_release": RollbackReleaseOperator,
     "restart_instances": RestartInstancesOperator,
     "escalate": EscalateOperator,
+    "service_status": ServiceStatusOperator,
 }
 
 

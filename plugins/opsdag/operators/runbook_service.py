@@ -176,3 +176,31 @@ class RestartInstancesOperator(_ServiceStepOperator):
             f"{'; '.join(restarted)} ({decision.reason})"
         )
         return "done", detail, data, approval
+
+
+class ServiceStatusOperator(_ServiceStepOperator):
+    """``service_status``: the platform's tracks, the split in force, the last releases; changes nothing."""
+
+    def perform(self, context: Any, started: datetime) -> tuple[Any, ...]:
+        from opsdag.paths import reports_root
+        from opsdag.runbooks.actors import release_dag_id
+        from opsdag.runbooks.last_release import read_release_reports, recent_releases, releases_detail
+
+        step = self.step
+        driver, router = self.platform()
+        status, split = driver.status(), router.verify_weight()
+        reports = read_release_reports(reports_root() / release_dag_id(step.service))
+        releases = recent_releases(reports, step.releases)
+        tracks = []
+        for name, track in (("stable", status.stable), ("canary", status.canary)):
+            if track is None:
+                tracks.append(f"no {name}")
+                continue
+            failed = f", failed: {track.failed}" if track.failed else ""
+            tracks.append(f"{name} {track.image}: {track.ready_instances} of {track.instances} ready{failed}")
+        detail = (
+            f"{'; '.join(tracks)}; traffic {split.stable:g} % stable / {split.canary:g} % canary; "
+            f"{releases_detail(releases, now=started)}"
+        )
+        data = {"status": status.to_dict(), "split": split.to_dict(), "releases": releases}
+        return "done", detail, data

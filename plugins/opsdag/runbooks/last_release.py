@@ -110,3 +110,45 @@ def rollback_choice(
         f"{release.image} was promoted {ago} ago ({release.run_id}, less than {limit}): "
         f"back to {release.previous_image}",
     )
+
+
+def recent_releases(reports: Iterable[Mapping[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The ``count`` newest finished releases (any status, dry runs aside), newest first, for diagnostics."""
+    rows = []
+    for report in reports:
+        if report.get("dry_run") or not report.get("finished_at"):
+            continue
+        rows.append(
+            {
+                "run_id": report.get("run_id"),
+                "status": report.get("status"),
+                "image": report.get("image"),
+                "previous_image": report.get("previous_image"),
+                "finished_at": str(report["finished_at"]),
+            }
+        )
+    rows.sort(key=lambda row: row["finished_at"], reverse=True)
+    return rows[:count]
+
+
+def releases_detail(releases: list[dict[str, Any]], *, now: datetime) -> str:
+    """``"last releases: manual__x promoted 17 s ago (1.0.0 -> 1.5.0-late); ..."`` (or none)."""
+    if not releases:
+        return "no release in the reports"
+    parts = []
+    for row in releases:
+        try:
+            ago = duration(max((now - datetime.fromisoformat(row["finished_at"])).total_seconds(), 0))
+        except (TypeError, ValueError):
+            ago = "?"
+        change = f"{_tag(row.get('previous_image'))} -> {_tag(row.get('image'))}"
+        parts.append(f"{row['run_id']} {row['status']} {ago} ago ({change})")
+    return "last releases: " + "; ".join(parts)
+
+
+def _tag(image: Any) -> str:
+    """The version part of an image reference, for short lines (``repo:1.0.0`` -> ``1.0.0``)."""
+    if not image:
+        return "nothing"
+    image = str(image)
+    return image.rsplit("@", 1)[-1][:19] if "@" in image else image.rsplit(":", 1)[-1]

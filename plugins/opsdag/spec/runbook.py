@@ -119,6 +119,16 @@ class _ServiceStep(_Step):
     service: DnsName
 
 
+class ServiceStatus(_Step):
+    """Diagnostics: what the service's platform runs per track, the traffic split in force, and its
+    last ``releases`` releases (from their reports). Changes nothing."""
+
+    kind: ClassVar[StepKind] = "diagnostics"
+    action: Literal["service_status"]
+    service: DnsName
+    releases: int = Field(default=3, ge=0, le=20)
+
+
 class RollbackRelease(_ServiceStep):
     """Undo the service's last release when it is younger than ``max_age``.
 
@@ -182,6 +192,7 @@ Step = Annotated[
     CheckMetric
     | Notify
     | Escalate
+    | ServiceStatus
     | PgConnections
     | TerminateIdleConnections
     | RollbackRelease
@@ -253,8 +264,8 @@ class RunbookSpec(StrictModel):
                 raise FieldProblem(
                     (i, "action"),
                     f"step {step_id(i, step)!r}: {step.action} is not performed by the runbook DAG yet; "
-                    "remove the step (supported: check_metric, notify, escalate, pg_connections, "
-                    "terminate_idle_connections, rollback_release, restart_instances, wait)",
+                    "remove the step (supported: check_metric, notify, escalate, service_status, "
+                    "pg_connections, terminate_idle_connections, rollback_release, restart_instances, wait)",
                 )
         return steps
 
