@@ -66,6 +66,10 @@ def runbook_env(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
         spec["guards"] = {**spec["guards"], "approval_for_destructive": False}
         spec["notifications"] = {"slack": {"channel": "#incidents", "connection_id": "slack_runbook"}}
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        if name == "service-down":  # asks before restarting; no escalation (it would wait for a person)
+            asking = {**spec, "name": "service-down-asking", "steps": spec["steps"][:-1]}
+            asking["guards"] = {**spec["guards"], "approval_for_destructive": True, "dry_run": False}
+            (path.parent / "service-down-asking.yaml").write_text(yaml.safe_dump(asking, sort_keys=False))
     # a runbook that acts on demo-api after a (deferred) wait: while it waits, its run is running
     hold = {
         "name": "demo-api-hold",
@@ -203,6 +207,16 @@ def test_a_release_in_flight_stops_the_runbook_before_any_change(
         escalate = steps["escalate"]
         assert escalate["result"] == "done" and "acting on demo-api" in escalate["detail"], escalate
         assert "refused, nothing changed" in markdown
+
+        # for real, with the approval guard on: nobody is asked, the step refuses all the same
+        conf = alert_conf("ServiceDown", "0ac70b0ac70b")
+        _code, output, report, _ = run_runbook(runbook_env, "runbook__service-down-asking", conf)
+        assert "no approval asked for restart-instances: release__demo-api" in output, output[-3000:]
+        restart = actions(report)["restart-instances"]
+        assert (restart["result"], restart["detail"].split(":")[0]) == ("skipped", "refused, nothing changed")
+        assert [i["name"] for i in sandbox.state()["fleet"]["stable"]["instances"]] == [
+            v["name"] for v in victims
+        ]
     finally:
         sandbox.driver().restart("stable")
 

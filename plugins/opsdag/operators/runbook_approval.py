@@ -6,7 +6,8 @@ whose request is posted to Slack with a link to Airflow's approval page (the mes
 task nor skips the tasks after it: the destructive step reads the answer, records itself
 as skipped ("rejected by ...") and the runbook goes on to verify and report. Without an
 answer within ``guards.approval_timeout`` the default, ``Reject``, applies. A dry run
-asks nothing: the step only plans.
+asks nothing: the step only plans; nor is anyone asked while a release or another
+runbook acts on the step's service (the step then refuses, one actor per service).
 """
 
 from __future__ import annotations
@@ -76,6 +77,14 @@ class RunbookApprovalOperator(ApprovalOperator):
         if context["params"].get("dry_run", self.runbook.guards.dry_run):
             self.log.info("dry run: no approval asked for %s (it only plans)", self.step_id)
             return None
+        service = getattr(self.runbook.steps[self.runbook.step_ids().index(self.step_id)], "service", None)
+        if service:
+            from opsdag.operators.runbook_service import other_actors
+
+            _, reason = other_actors(context, service, self.runbook.name)
+            if reason:  # the step refuses on its own and records why; nobody is asked for nothing
+                self.log.info("no approval asked for %s: %s", self.step_id, reason)
+                return None
         return super().execute(context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:

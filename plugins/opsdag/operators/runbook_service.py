@@ -21,6 +21,17 @@ from opsdag.runbooks.engine import Decision, approval_decision
 _POLL_S = 0.5
 
 
+def other_actors(context: Any, service: str, runbook: str) -> tuple[dict[str, int], str | None]:
+    """Who else acts on ``service`` now (DagRun counts through the Task SDK), and the refusal in words."""
+    from opsdag.paths import include_dir
+    from opsdag.runbooks.actors import acting, conflict, known_runbooks, runbook_rivals
+
+    ti = context["ti"]
+    rivals = runbook_rivals(service, runbook, known_runbooks(include_dir()))
+    active = acting(rivals, lambda dag_id, states: ti.get_dr_count(dag_id=dag_id, states=states))
+    return active, conflict(service, active)
+
+
 class _ServiceStepOperator(RunbookStepOperator):
     """A destructive step on ``step.service``.
 
@@ -31,13 +42,15 @@ class _ServiceStepOperator(RunbookStepOperator):
         super().__init__(**kwargs)
         self.approval_task_id = approval_task_id
 
-    def decide(self, context: Any) -> tuple[Decision, dict[str, Any]]:
-        """Act, plan or skip (dry run, approval); an alert about another service stops the runbook."""
+    def may_act(self, context: Any) -> tuple[Decision, dict[str, Any]]:
+        """Act, plan or skip, in this order: an alert about another service stops the runbook; another
+        actor on the service stops it, to be escalated; then the dry run and the approval decide."""
         service = ((context["params"].get("alert") or {}).get("labels") or {}).get("service")
         if service and service != self.step.service:
             raise StopRunbook(
                 f"the alert is about {service!r}; this runbook acts on {self.step.service!r}: nothing done"
             )
+        self.refuse_beside_other_actors(context)
         answer = context["ti"].xcom_pull(task_ids=self.approval_task_id) if self.approval_task_id else None
         needs = self.approval_task_id is not None
         decision = approval_decision(dry_run=self.dry_run(context), needs_approval=needs, answer=answer)
@@ -45,13 +58,7 @@ class _ServiceStepOperator(RunbookStepOperator):
 
     def refuse_beside_other_actors(self, context: Any) -> None:
         """Stop the runbook, unchanged, while a release or another runbook acts on the service."""
-        from opsdag.paths import include_dir
-        from opsdag.runbooks.actors import acting, conflict, known_runbooks, runbook_rivals
-
-        ti = context["ti"]
-        rivals = runbook_rivals(self.step.service, self.runbook.name, known_runbooks(include_dir()))
-        active = acting(rivals, lambda dag_id, states: ti.get_dr_count(dag_id=dag_id, states=states))
-        reason = conflict(self.step.service, active)
+        active, reason = other_actors(context, self.step.service, self.runbook.name)
         if reason:
             raise StopRunbook(f"refused, nothing changed: {reason}", escalate=True, data={"actors": active})
 
@@ -85,10 +92,9 @@ class RollbackReleaseOperator(_ServiceStepOperator):
         from opsdag.runbooks.last_release import last_promoted, read_release_reports, rollback_choice
 
         step = self.step
-        decision, approval = self.decide(context)
+        decision, approval = self.may_act(context)
         if decision.mode == "skip":
             return "skipped", decision.reason, {}, approval
-        self.refuse_beside_other_actors(context)
         driver, router = self.platform()
         status = driver.status()
         stable_image = status.stable.image if status.stable else None
@@ -136,10 +142,9 @@ class RestartInstancesOperator(_ServiceStepOperator):
 
     def perform(self, context: Any, started: datetime) -> tuple[Any, ...]:
         step = self.step
-        decision, approval = self.decide(context)
+        decision, approval = self.may_act(context)
         if decision.mode == "skip":
             return "skipped", decision.reason, {}, approval
-        self.refuse_beside_other_actors(context)
         driver, _ = self.platform()
         before = driver.status().stable
         data: dict[str, Any] = {"before": before.to_dict() if before else None}
