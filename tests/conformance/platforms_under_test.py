@@ -105,4 +105,5 @@ def _kubernetes(router: dict[str, str]) -> Callable[[pytest.FixtureRequest], Pla
 PLATFORMS: dict[str, Callable[[pytest.FixtureRequest], PlatformUnderTest]] = {
     "sandbox": _sandbox,
     "kubernetes+gateway-api": _kubernetes({"kind": "gateway-api", "http_route": "checkout"}),
+    "kubernetes+nginx": _kubernetes({"kind": "nginx", "ingress": "checkout"}),
 }

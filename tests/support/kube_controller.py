@@ -790,7 +790,7 @@ OWNER = "kube-controller.test/deployment"  # annotation: the Deployment a played
 
 
 def checkout_objects(namespace: str, image: str, replicas: int) -> dict[str, dict[str, Any]]:
-    """The stable Deployment, Service and HTTPRoute of ``checkout`` as a team would apply them.
+    """The stable Deployment, Service, Ingress and HTTPRoute of ``checkout`` as a team would apply them.
 
     The stable pods carry ``track: stable`` and the Service selects it, so the canary's
     pods (``track: canary``) are never behind the stable Service.
@@ -827,6 +827,29 @@ def checkout_objects(namespace: str, image: str, replicas: int) -> dict[str, dic
             "spec": {
                 "selector": dict(pod_labels),
                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            },
+        },
+        "ingresses": {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "checkout", "namespace": namespace, "labels": {"app": "checkout"}},
+            "spec": {
+                "ingressClassName": "nginx",
+                "tls": [{"hosts": ["checkout.shop.example.com"], "secretName": "checkout-tls"}],
+                "rules": [
+                    {
+                        "host": "checkout.shop.example.com",
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": "checkout", "port": {"number": 80}}},
+                                }
+                            ]
+                        },
+                    }
+                ],
             },
         },
         "httproutes": {
@@ -943,7 +966,11 @@ class KubeReleaseCluster:
 
     def call(self, method: str, resource: str, name: str | None = None, body: Any = None) -> Any:
         """One request as the test (not the controller): the answer's JSON, None on 404."""
-        groups = {"deployments": "/apis/apps/v1", "httproutes": "/apis/gateway.networking.k8s.io/v1"}
+        groups = {
+            "deployments": "/apis/apps/v1",
+            "httproutes": "/apis/gateway.networking.k8s.io/v1",
+            "ingresses": "/apis/networking.k8s.io/v1",
+        }
         path = f"{groups.get(resource, '/api/v1')}/namespaces/{self.NAMESPACE}/{resource}"
         content_type = "application/merge-patch+json" if method == "PATCH" else "application/json"
         try:
@@ -967,8 +994,8 @@ class KubeReleaseCluster:
     def reset(self, tag: str = "1.0.0", replicas: int | None = None, timeout: float = 20) -> None:
         """Back to the seeded state: no canary objects, the route as seeded, stable ``tag`` ready."""
         replicas = self.replicas if replicas is None else replicas
-        for resource, name in (("deployments", "checkout-canary"), ("services", "checkout-canary")):
-            self.call("DELETE", resource, name)
+        for resource in ("deployments", "ingresses", "services"):
+            self.call("DELETE", resource, "checkout-canary")
         route = self.objects["httproutes"]
         self.call(
             "PATCH", "httproutes", "checkout", {"metadata": {"annotations": None}, "spec": route["spec"]}

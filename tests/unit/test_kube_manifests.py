@@ -334,3 +334,46 @@ def test_a_split_not_what_was_asked_is_not_exact() -> None:
     route["metadata"]["annotations"] = {REQUESTED: "10"}  # someone edited the weights by hand
     split = split_of(route, "checkout")
     assert (split.canary, split.requested, split.exact) == (30.0, 10, False)
+
+
+# -- the NGINX canary Ingress --------------------------------------------------------------------
+
+
+def test_the_canary_ingress_copies_hosts_and_paths_to_the_canary_service() -> None:
+    from opsdag.platforms.routers.nginx_ingress import CANARY, WEIGHT, canary_ingress, ingress_service_name
+    from opsdag.platforms.routers.nginx_ingress import split_of as ingress_split
+
+    ingress = objects()["ingresses"]
+    valid(ingress)
+    assert ingress_service_name(ingress) == "checkout"
+    canary = canary_ingress(ingress, 15)
+    valid(canary)
+    assert canary["metadata"]["name"] == "checkout-canary"
+    assert {k: canary["metadata"]["annotations"][k] for k in (CANARY, WEIGHT)} == {
+        CANARY: "true",
+        WEIGHT: "15",
+    }
+    assert canary["spec"]["ingressClassName"] == "nginx" and "tls" not in canary["spec"]
+    path = canary["spec"]["rules"][0]["http"]["paths"][0]
+    assert path["backend"]["service"] == {"name": "checkout-canary", "port": {"number": 80}}
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "checkout"
+    split = ingress_split(canary)
+    assert (split.stable, split.canary, split.exact, split.requested) == (85.0, 15.0, True, 15)
+    assert ingress_split(None).to_dict() == {
+        "stable": 100.0,
+        "canary": 0.0,
+        "exact": True,
+        "preview": False,
+        "requested": 0,
+    }
+    canary["metadata"]["annotations"]["nginx.ingress.kubernetes.io/canary-weight-total"] = "1000"
+    assert ingress_split(canary).canary == 1.5
+
+
+def test_an_ingress_to_several_services_is_refused() -> None:
+    from opsdag.platforms.routers.nginx_ingress import ingress_service_name
+
+    ingress = objects()["ingresses"]
+    ingress["spec"]["defaultBackend"] = {"service": {"name": "fallback", "port": {"number": 80}}}
+    with pytest.raises(PlatformError, match=r"exactly one Service; it refers to: checkout, fallback"):
+        ingress_service_name(ingress)

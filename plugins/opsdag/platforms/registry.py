@@ -21,6 +21,7 @@ DRIVERS: dict[str, str] = {
 ROUTERS: dict[str, str] = {
     "haproxy": "opsdag.platforms.routers.haproxy:HaproxyRouter",
     "gateway-api": "opsdag.platforms.routers.gateway_api:GatewayApiRouter",
+    "nginx": "opsdag.platforms.routers.nginx_ingress:NginxIngressRouter",
 }
 
 

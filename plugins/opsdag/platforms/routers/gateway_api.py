@@ -27,7 +27,7 @@ from typing import Any, Self
 from opsdag.platforms.base import PlatformError, TrafficRouter, TrafficSplit
 from opsdag.platforms.kubernetes import manifests as mf
 from opsdag.platforms.kubernetes.api import KubeApi
-from opsdag.platforms.kubernetes.driver import KubernetesDriver
+from opsdag.platforms.kubernetes.routing import ServiceRouting
 from opsdag.platforms.weights import split_is_exact
 
 REQUESTED = "opsdag.io/canary-weight"
@@ -140,18 +140,17 @@ class GatewayApiRouter(TrafficRouter):
         )
 
     @cached_property
-    def api(self) -> KubeApi:
-        return KubeApi(conn_id=self.connection_id, namespace=self.namespace)
-
-    @cached_property
-    def driver(self) -> KubernetesDriver:
-        """The Deployments' reader (without a router of its own: this one takes traffic away)."""
-        return KubernetesDriver(
+    def services(self) -> ServiceRouting:
+        return ServiceRouting(
             namespace=self.namespace,
             deployment=self.deployment,
             container=self.container,
             connection_id=self.connection_id,
         )
+
+    @property
+    def api(self) -> KubeApi:
+        return self.services.api
 
     def _route(self) -> dict[str, Any]:
         route = self.api.get("httproutes", self.http_route)
@@ -163,19 +162,7 @@ class GatewayApiRouter(TrafficRouter):
         return route
 
     def _stable_service(self, route: dict[str, Any]) -> dict[str, Any]:
-        name = stable_service_name(route)
-        service = self.api.get("services", name)
-        if service is None:
-            raise PlatformError(f"HTTPRoute {_name(route)} refers to Service {name}, which does not exist")
-        labels = mf.canary_pod_labels(self.driver.stable_deployment())
-        if mf.selects_canary_pods(service, labels):
-            selector = mf.selector_string(service["spec"]["selector"])
-            raise PlatformError(
-                f"Service {self.namespace}/{name} selects {selector}, which the canary's pods carry too: "
-                "the split would not be the route's. Label the stable pods track: stable and add it to "
-                "the Service's selector"
-            )
-        return service
+        return self.services.stable_service(stable_service_name(route), f"HTTPRoute {_name(route)}")
 
     def set_weight(self, percent: int) -> None:
         if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
@@ -184,15 +171,7 @@ class GatewayApiRouter(TrafficRouter):
         service = self._stable_service(route)
         stable = service["metadata"]["name"]
         if percent > 0:
-            canary = self.driver.canary_deployment()
-            if canary is None:
-                raise PlatformError(
-                    f"no canary Deployment {self.driver.canary_name} runs: it cannot take {percent} %"
-                )
-            failed = self.driver.canary_failure(canary)
-            if failed:
-                raise PlatformError(f"the canary failed, it gets no traffic: {failed}")
-            self.api.create("services", mf.canary_service(service))
+            self.services.open_canary(service, percent)  # its Service exists before the route refers to it
 
         def change(current: dict[str, Any]) -> dict[str, Any] | None:
             annotations = current.get("metadata", {}).get("annotations") or {}
@@ -217,7 +196,7 @@ class GatewayApiRouter(TrafficRouter):
 
         self.api.update("httproutes", self.http_route, change)
         if percent == 0:
-            self.api.delete("services", mf.canary_name(stable))
+            self.services.close_canary(stable)
 
     def verify_weight(self) -> TrafficSplit:
         route = self._route()
