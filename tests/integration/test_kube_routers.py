@@ -140,3 +140,37 @@ class _TaskInstance:
 
     def xcom_push(self, key: str, value: Any) -> None:
         pass
+
+
+@pytest.mark.parametrize(
+    "router", [NGINX, {"kind": "gateway-api", "http_route": "checkout"}], ids=lambda r: r["kind"]
+)
+def test_every_call_of_a_release_is_allowed_by_the_documented_role(
+    kube: KubeReleaseCluster, monkeypatch: pytest.MonkeyPatch, router: dict[str, str]
+) -> None:
+    from opsdag.platforms.kubernetes import rbac
+    from opsdag.platforms.kubernetes.api import KubeApi
+
+    calls: set[tuple[str, str]] = set()
+    original = KubeApi.request
+
+    def recorded(self: KubeApi, verb: str, method: str, resource: str, *args: Any, **kwargs: Any) -> Any:
+        calls.add((verb, resource))
+        return original(self, verb, method, resource, *args, **kwargs)
+
+    monkeypatch.setattr(KubeApi, "request", recorded)
+    spec = kube.spec(router)
+    driver, traffic = driver_for(spec), router_for(spec)
+    driver.poll_interval = 0.05
+    driver.status(), driver.rollback_target(), driver.metric_selectors(), driver.endpoints(CANARY)
+    driver.start(kube.image("1.1.0"), 1)
+    wait_for(lambda: driver.readiness().ready, 20, what="the canary ready")
+    driver.scale(CANARY, 2)
+    traffic.set_weight(10)
+    traffic.verify_weight()
+    driver.promote()
+    driver.start(kube.image("1.2.0"), 1)
+    traffic.set_weight(0)
+    driver.remove(CANARY)
+    assert calls and all(rbac.covers(verb, resource) for verb, resource in calls), sorted(calls)
+    print(f"\n{router['kind']}: {sorted(calls)}")

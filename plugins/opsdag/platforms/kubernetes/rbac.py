@@ -1,0 +1,41 @@
+"""The Kubernetes RBAC rules opsdag's Kubernetes driver and routers need in ``platform.namespace``.
+
+Listed from the calls ``api.KubeApi`` makes for them (a test records every call of a
+release through each router and checks it is covered). As a Role:
+
+.. code-block:: yaml
+
+    apiVersion: rbac.authorization.k8s.io/v1
+    kind: Role
+    metadata: {name: opsdag-release, namespace: <platform.namespace>}
+    rules: <ROLE_RULES>
+
+bound (RoleBinding) to the account of ``platform.connection_id``. ``httproutes`` only for
+``router: gateway-api``, ``ingresses`` only for ``router: nginx``. Image builds (kaniko) need
+their own rules on pods in the build namespace.
+"""
+
+from __future__ import annotations
+
+# (API group, resource) -> verbs
+RULES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("apps", "deployments"): ("get", "create", "patch", "delete"),
+    ("", "pods"): ("list",),
+    ("", "services"): ("get", "create", "delete"),
+    ("", "resourcequotas"): ("list",),
+    ("gateway.networking.k8s.io", "httproutes"): ("get", "patch"),
+    ("networking.k8s.io", "ingresses"): ("get", "create", "patch", "delete"),
+}
+
+
+def role_rules() -> list[dict[str, list[str]]]:
+    """``RULES`` as a Role's ``rules``."""
+    return [
+        {"apiGroups": [group], "resources": [resource], "verbs": list(verbs)}
+        for (group, resource), verbs in RULES.items()
+    ]
+
+
+def covers(verb: str, resource: str) -> bool:
+    """Whether ``RULES`` allow ``verb`` on ``resource`` (any group)."""
+    return any(name == resource and verb in verbs for (_, name), verbs in RULES.items())
