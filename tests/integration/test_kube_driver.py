@@ -242,3 +242,43 @@ class _TaskInstance:
 
     def xcom_push(self, key: str, value: Any) -> None:
         self.pushed[key] = value
+
+
+def test_the_rollout_wait_is_a_trigger_that_takes_traffic_away_on_a_crash(kube: KubeReleaseCluster) -> None:
+    """``RolloutStatusTrigger`` (deferrable) on the Kubernetes driver, rebuilt from its serialized form."""
+    import asyncio
+    import importlib
+    import time
+
+    from opsdag.triggers.rollout import RolloutStatusTrigger
+
+    spec = kube.spec(ROUTER)
+    service = spec.model_dump(mode="json")
+    driver, traffic = pair(kube)
+
+    def first_event(image: str, abort: str | None) -> dict[str, Any]:
+        abort_kwarg = {"service": service, "action": abort} if abort else None
+        trigger = RolloutStatusTrigger(
+            service=service, image=image, timeout_at=time.time() + 30, poll_interval=0.1, abort=abort_kwarg
+        )
+        path, kwargs = trigger.serialize()
+        module, _, name = path.rpartition(".")
+        rebuilt = getattr(importlib.import_module(module), name)(**kwargs)  # as the triggerer does
+
+        async def run() -> dict[str, Any]:
+            async for event in rebuilt.run():
+                return event.payload
+            raise AssertionError("no event")
+
+        return asyncio.run(run())
+
+    driver.start(kube.image("1.1.0"), 2)
+    ready_event = first_event(kube.image("1.1.0"), None)
+    assert ready_event["status"] == "ready" and ready_event["abort"] is None, ready_event
+    traffic.set_weight(20)
+    driver.start(kube.image("1.4.0-crash"), 2)  # replaced: its traffic went to stable first
+    assert traffic.verify_weight().canary == 0
+    failed = first_event(kube.image("1.4.0-crash"), "weight_zero")
+    assert failed["status"] == "failed" and "CrashLoopBackOff" in failed["reason"], failed
+    assert failed["abort"] is not None and traffic.verify_weight().canary == 0
+    driver.remove(CANARY)
