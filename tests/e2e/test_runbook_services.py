@@ -81,6 +81,13 @@ def runbook_env(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactor
         "guards": {"approval_for_destructive": False, "dry_run": False},
     }
     (include / "runbooks" / "demo-api-hold.yaml").write_text(yaml.safe_dump(hold, sort_keys=False))
+    scale_out = {
+        "name": "demo-api-scale-out",
+        "alerts": ["DemoApiBusy"],
+        "steps": [{"action": "scale", "name": "scale-out", "service": "demo-api", "replicas": 3}],
+        "guards": {"approval_for_destructive": False, "dry_run": False},
+    }
+    (include / "runbooks" / "demo-api-scale-out.yaml").write_text(yaml.safe_dump(scale_out, sort_keys=False))
     return {
         **e2e_env,
         "OPSDAG_INCLUDE_DIR": str(include),
@@ -370,3 +377,22 @@ def test_a_release_gone_bad_after_promotion_is_rolled_back_to_the_previous_versi
     assert steps["escalate"]["result"] == "skipped"
     assert any("high-error-rate" in m["text"] for m in slack.messages)
     assert "rolled back" in markdown
+
+
+def test_scale_out_runs_one_more_stable_instance_that_answers(runbook_env, sandbox) -> None:
+    sandbox.reset()
+    image = sandbox.image("1.0.0")
+    try:
+        code, output, report, _ = run_runbook(
+            runbook_env, "runbook__demo-api-scale-out", alert_conf("DemoApiBusy", "5ca1e0005ca1e000")
+        )
+        assert code == 0, output[-3000:]
+        stable = sandbox.state()["fleet"]["stable"]["instances"]
+        assert len(stable) == 3 and all(answers(i["port"]) for i in stable)
+        status = sandbox.driver().status().stable
+        assert (status.instances, status.ready_instances) == (3, 3)
+        scale = actions(report)["scale-out"]
+        assert (scale["kind"], scale["result"]) == ("mitigate", "done"), scale
+        assert scale["detail"].startswith(f"scaled {image} from 2 to 3 instance(s), all ready in ")
+    finally:
+        sandbox.reset()

@@ -97,12 +97,33 @@ def test_a_verify_check_waits_and_an_assess_check_does_not() -> None:
     assert (where, "above, below or both" in message) == ("steps[0]", True)
 
 
-@pytest.mark.parametrize("action", NOT_PERFORMED)
-def test_actions_the_dag_cannot_perform_are_refused_naming_the_step(action: str) -> None:
-    step = {"action": action, "service": "demo-api", **({"replicas": 2} if action == "scale" else {})}
-    [(where, message)] = problems({"action": "notify", "message": "hi"}, step)
+def test_an_action_the_dag_cannot_perform_is_refused_naming_the_step(monkeypatch) -> None:
+    """Every action of the catalogue is performed now; one that is not would be refused, not ignored."""
+    import opsdag.spec.runbook as runbook_spec
+
+    assert NOT_PERFORMED == ()
+    monkeypatch.setattr(runbook_spec, "NOT_PERFORMED", ("scale",))
+    [(where, message)] = problems(
+        {"action": "notify", "message": "hi"}, {"action": "scale", "service": "demo-api", "replicas": 2}
+    )
     assert where == "steps[1].action"
-    assert f"step '2-{action}': {action} is not performed by the runbook DAG yet" in message
+    assert message == (
+        "step '2-scale': scale is not performed by the runbook DAG yet; remove the step (supported: "
+        "check_metric, notify, escalate, service_status, pg_connections, terminate_idle_connections, "
+        "rollback_release, restart_instances, wait)"
+    )
+
+
+def test_scale_sets_the_stable_instances_never_below_one() -> None:
+    [step] = spec({"action": "scale", "service": "demo-api", "replicas": 3}).steps
+    assert (step.replicas, step.timeout, step.destructive, step.step_kind) == (
+        3,
+        timedelta(seconds=60),
+        True,
+        "mitigate",
+    )
+    [(where, message)] = problems({"action": "scale", "service": "demo-api", "replicas": 0})
+    assert (where, message) == ("steps[0].replicas", "must be at least 1, not 0")
 
 
 def test_step_ids_must_be_unique_also_when_derived() -> None:

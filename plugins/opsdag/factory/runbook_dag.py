@@ -19,6 +19,7 @@ from opsdag.operators.runbook_postmortem import RunbookPostmortemOperator
 from opsdag.operators.runbook_service import (
     RestartInstancesOperator,
     RollbackReleaseOperator,
+    ScaleServiceOperator,
     ServiceStatusOperator,
 )
 from opsdag.operators.runbook_steps import CheckMetricOperator, NotifyOperator, WaitOperator
@@ -35,6 +36,7 @@ STEP_OPERATORS = {
     "restart_instances": RestartInstancesOperator,
     "escalate": EscalateOperator,
     "service_status": ServiceStatusOperator,
+    "scale": ScaleServiceOperator,
 }
 
 

@@ -183,6 +183,37 @@ class RestartInstancesOperator(_ServiceStepOperator):
         return "done", detail, data, approval
 
 
+class ScaleServiceOperator(_ServiceStepOperator):
+    """``scale``: the stable track to ``replicas`` instances (``WorkloadDriver.scale``), then all ready."""
+
+    def perform(self, context: Any, started: datetime) -> tuple[Any, ...]:
+        from opsdag.platforms.base import STABLE
+
+        step = self.step
+        decision, approval = self.may_act(context)
+        if decision.mode == "skip":
+            return "skipped", decision.reason, {}, approval
+        driver, _ = self.platform()
+        before = driver.status().stable
+        if before is None:
+            raise StepFailed(f"{step.service} runs no stable version to scale")
+        data: dict[str, Any] = {"before": before.to_dict()}
+        change = f"{before.image} from {before.instances} to {step.replicas} instance(s)"
+        if decision.mode == "plan":
+            return "planned", f"dry run: would scale {change}", data, approval
+        t0 = time.monotonic()
+        driver.scale(STABLE, step.replicas)
+        deadline = t0 + step.timeout.total_seconds()
+        while not ((now_ := driver.status().stable) and now_.instances == step.replicas and now_.healthy):
+            if time.monotonic() > deadline:
+                ready = f"{now_.ready_instances} of {now_.instances}" if now_ else "none"
+                raise StepFailed(f"scaled {change}, but after {step.timeout} {ready} instance(s) are ready")
+            time.sleep(_POLL_S)
+        took = round(time.monotonic() - t0, 2)
+        data.update(after=now_.to_dict(), duration_s=took)
+        return "done", f"scaled {change}, all ready in {took:g} s ({decision.reason})", data, approval
+
+
 class ServiceStatusOperator(_ServiceStepOperator):
     """``service_status``: the platform's tracks, the split in force, the last releases; changes nothing."""
 

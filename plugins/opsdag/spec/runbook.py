@@ -5,12 +5,13 @@ in an incident (diagnostics, assess, mitigate, verify, escalate) and whether it 
 anything (destructive), so guards can ask a person before a change at 3 a.m.
 
 Every action the spec accepts is performed by the runbook DAG. Actions the catalogue
-describes but the engine cannot perform yet (``NOT_PERFORMED``) are refused when the
-spec loads, naming the step, rather than accepted and ignored.
+describes but the engine cannot perform yet (``NOT_PERFORMED``; none today) are refused
+when the spec loads, naming the step, rather than accepted and ignored.
 """
 
 from __future__ import annotations
 
+import typing
 from datetime import timedelta
 from typing import Annotated, ClassVar, Literal
 
@@ -157,8 +158,13 @@ class RestartInstances(_ServiceStep):
 
 
 class ScaleService(_ServiceStep):
+    """Set the number of the service's stable instances (scale out under load); all must be ready."""
+
     action: Literal["scale"]
-    replicas: int = Field(ge=0, le=100)
+    replicas: int = Field(ge=1, le=100, description="stable instances wanted (the stable never goes below 1)")
+    timeout: Duration = Field(
+        default=timedelta(seconds=60), description="how long the instances may take to be ready"
+    )
 
 
 class Escalate(_Step):
@@ -202,8 +208,12 @@ Step = Annotated[
     Field(discriminator="action"),
 ]
 
+# Every action of the catalogue, in the order the errors list them.
+ACTIONS = tuple(
+    typing.get_args(m.model_fields["action"].annotation)[0] for m in typing.get_args(Step)[0].__args__
+)
 # Described by the catalogue, not performed by the runbook DAG yet: a spec using one is refused.
-NOT_PERFORMED = ("scale",)
+NOT_PERFORMED: tuple[str, ...] = ()
 
 
 def step_id(index: int, step: _Step) -> str:
@@ -264,8 +274,7 @@ class RunbookSpec(StrictModel):
                 raise FieldProblem(
                     (i, "action"),
                     f"step {step_id(i, step)!r}: {step.action} is not performed by the runbook DAG yet; "
-                    "remove the step (supported: check_metric, notify, escalate, service_status, "
-                    "pg_connections, terminate_idle_connections, rollback_release, restart_instances, wait)",
+                    f"remove the step (supported: {', '.join(a for a in ACTIONS if a not in NOT_PERFORMED)})",
                 )
         return steps
 
