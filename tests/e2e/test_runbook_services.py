@@ -305,6 +305,11 @@ def test_killed_instances_are_restarted_and_answer_again(runbook_env, sandbox, s
     assert (diagnose["kind"], diagnose["result"]) == ("diagnostics", "done")
     assert diagnose["detail"].startswith(f"stable {sandbox.image('1.0.0')}: ")
     assert diagnose["data"]["status"]["stable"]["instances"] == len(victims)
+    # the killed instances' last log lines, and the snapshot counting them down
+    assert set(diagnose["data"]["logs"]) == {v["name"] for v in victims}
+    assert diagnose["detail"].endswith(f"; the last 5 log lines of {len(victims)} instance(s) recorded")
+    snapshot = steps["snapshot"]["data"]["figures"]
+    assert snapshot["instances-down"] + snapshot["haproxy-servers-down"] >= 1, snapshot
     assert steps["confirm-down"]["result"] == "done"
     restart = steps["restart-instances"]
     assert (restart["kind"], restart["result"]) == ("mitigate", "done"), restart
@@ -367,6 +372,8 @@ def test_a_release_gone_bad_after_promotion_is_rolled_back_to_the_previous_versi
         "last releases: manual__late_fault promoted "
     )
     assert "(1.0.0 -> 1.5.0-late)" in steps["diagnose-service"]["detail"]
+    snapshot = steps["snapshot"]["data"]["figures"]
+    assert snapshot["error-share-1m"] > 0.01 and snapshot["requests-per-s"] > 0, snapshot
     rollback = steps["roll-back-last-release"]
     assert (rollback["kind"], rollback["result"]) == ("mitigate", "done"), rollback
     assert rollback["detail"].startswith(f"rolled back {bad} -> {previous} on 2 instance(s) in ")

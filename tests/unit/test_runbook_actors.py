@@ -188,3 +188,18 @@ def test_the_diagnostics_list_the_newest_releases_first_with_their_age_and_chang
     )
     assert releases_detail([], now=NOW) == "no release in the reports"
     assert recent_releases(reports, 1) == rows[:1]
+
+
+def test_a_platform_that_cannot_restart_or_read_logs_says_so_naming_itself() -> None:
+    from opsdag.platforms.base import PlatformError, WorkloadDriver
+
+    class Bare(WorkloadDriver):
+        kind = "bare"
+
+    Bare.__abstractmethods__ = frozenset()  # only the defaults are under test
+    with pytest.raises(
+        PlatformError, match=r"^the 'bare' platform cannot restart instances \(WorkloadDriver"
+    ):
+        Bare().restart("stable")
+    with pytest.raises(PlatformError, match=r"^the 'bare' platform cannot read instance logs"):
+        Bare().logs("stable", 5)

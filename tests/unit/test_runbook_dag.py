@@ -66,6 +66,7 @@ def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_b
     assert chain(high) == [
         "plan",
         "diagnose-service",
+        "snapshot",
         "confirm-errors",
         "approve_roll-back-last-release",
         "roll-back-last-release",
@@ -79,6 +80,7 @@ def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_b
     assert chain(down) == [
         "plan",
         "diagnose-service",
+        "snapshot",
         "confirm-down",
         "restart-instances",
         "verify-instances-up",
@@ -90,6 +92,7 @@ def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_b
     assert (escalate.options, escalate.defaults) == (["Acknowledged", "Taking over"], ["Acknowledged"])
     assert escalate.earlier == [
         "diagnose-service",
+        "snapshot",
         "confirm-down",
         "restart-instances",
         "verify-instances-up",

@@ -109,8 +109,8 @@ def test_an_action_the_dag_cannot_perform_is_refused_naming_the_step(monkeypatch
     assert where == "steps[1].action"
     assert message == (
         "step '2-scale': scale is not performed by the runbook DAG yet; remove the step (supported: "
-        "check_metric, notify, escalate, service_status, pg_connections, terminate_idle_connections, "
-        "rollback_release, restart_instances, wait)"
+        "check_metric, notify, escalate, service_status, metric_snapshot, pg_connections, "
+        "terminate_idle_connections, rollback_release, restart_instances, wait)"
     )
 
 
@@ -169,19 +169,21 @@ def test_high_error_rate_and_service_down_runbooks() -> None:
     assert high.alerts == ["HighErrorRate"]
     assert [s.action for s in high.steps] == [
         "service_status",
+        "metric_snapshot",
         "check_metric",
         "rollback_release",
         "check_metric",
         "notify",
         "escalate",
     ]
-    assert high.steps[2].max_age == timedelta(hours=2)
+    assert high.steps[3].max_age == timedelta(hours=2)
     down = RunbookSpec.model_validate(
         yaml.safe_load((INCLUDE / "runbooks" / "service-down.yaml").read_text())
     )
     assert down.alerts == ["ServiceDown"]
     assert [s.action for s in down.steps] == [
         "service_status",
+        "metric_snapshot",
         "check_metric",
         "restart_instances",
         "check_metric",

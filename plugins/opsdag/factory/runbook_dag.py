@@ -17,6 +17,7 @@ from opsdag.operators.runbook_escalate import EscalateOperator
 from opsdag.operators.runbook_plan import RunbookPlanOperator
 from opsdag.operators.runbook_postmortem import RunbookPostmortemOperator
 from opsdag.operators.runbook_service import (
+    MetricSnapshotOperator,
     RestartInstancesOperator,
     RollbackReleaseOperator,
     ScaleServiceOperator,
@@ -37,6 +38,7 @@ STEP_OPERATORS = {
     "escalate": EscalateOperator,
     "service_status": ServiceStatusOperator,
     "scale": ScaleServiceOperator,
+    "metric_snapshot": MetricSnapshotOperator,
 }
 
 

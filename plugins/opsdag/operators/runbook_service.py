@@ -239,4 +239,24 @@ class ServiceStatusOperator(_ServiceStepOperator):
             f"{releases_detail(releases, now=started)}"
         )
         data = {"status": status.to_dict(), "split": split.to_dict(), "releases": releases}
+        if step.log_lines:
+            from opsdag.platforms.base import STABLE, PlatformError
+
+            try:
+                data["logs"] = driver.logs(STABLE, step.log_lines)
+                detail += f"; the last {step.log_lines} log lines of {len(data['logs'])} instance(s) recorded"
+            except PlatformError as exc:  # diagnostics go on without them
+                data["logs"] = {}
+                detail += f"; no logs: {exc}"
         return "done", detail, data
+
+
+class MetricSnapshotOperator(RunbookStepOperator):
+    """``metric_snapshot``: each named query read once, for the record; no data is None, never 0."""
+
+    def perform(self, context: Any, started: datetime) -> tuple[Any, ...]:
+        from opsdag.hooks.prometheus import PrometheusHook
+
+        figures = PrometheusHook(self.step.prometheus_conn_id).query_figures(self.step.queries)
+        detail = ", ".join(f"{name} {'no data' if v is None else f'{v:g}'}" for name, v in figures.items())
+        return "done", detail, {"figures": figures}

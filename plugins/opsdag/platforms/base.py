@@ -232,6 +232,17 @@ class WorkloadDriver(abc.ABC):
             "implemented for it): restart them by hand, or remove restart_instances from the runbook"
         )
 
+    def logs(self, track: Track = STABLE, lines: int = 20) -> dict[str, str]:
+        """The last ``lines`` lines of each instance's log on ``track`` (instance name: text).
+
+        For diagnostics. Platforms that cannot read their instances' logs yet raise
+        ``PlatformError`` naming themselves.
+        """
+        raise PlatformError(
+            f"the {self.kind!r} platform cannot read instance logs "
+            "(WorkloadDriver.logs is not implemented for it)"
+        )
+
     @abc.abstractmethod
     def rollback_target(self) -> RollbackTarget:
         """What serves now, recorded before a release changes anything."""

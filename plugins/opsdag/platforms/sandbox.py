@@ -142,6 +142,9 @@ class SandboxDriver(WorkloadDriver):
     def restart(self, track: Track = STABLE) -> list[str]:
         return self._controller().restart(track)
 
+    def logs(self, track: Track = STABLE, lines: int = 20) -> dict[str, str]:
+        return self._controller().logs(track, lines)
+
     def rollback_target(self) -> RollbackTarget:
         fleet = self._controller().status()
         if fleet.stable is None or fleet.stable.image is None:

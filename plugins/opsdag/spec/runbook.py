@@ -128,6 +128,20 @@ class ServiceStatus(_Step):
     action: Literal["service_status"]
     service: DnsName
     releases: int = Field(default=3, ge=0, le=20)
+    log_lines: int = Field(
+        default=0, ge=0, le=200, description="the last lines of each stable instance's log (0: none)"
+    )
+
+
+class MetricSnapshot(_Step):
+    """Diagnostics: each named PromQL query read once, for the record (no data is recorded as such)."""
+
+    kind: ClassVar[StepKind] = "diagnostics"
+    action: Literal["metric_snapshot"]
+    queries: dict[
+        Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")], Annotated[str, Field(min_length=1)]
+    ] = Field(min_length=1)
+    prometheus_conn_id: str = "prometheus_default"
 
 
 class RollbackRelease(_ServiceStep):
@@ -199,6 +213,7 @@ Step = Annotated[
     | Notify
     | Escalate
     | ServiceStatus
+    | MetricSnapshot
     | PgConnections
     | TerminateIdleConnections
     | RollbackRelease

@@ -26,6 +26,7 @@ from opsdag.dev.sandbox.fleet import (
 )
 from opsdag.dev.sandbox.fleet_status import FleetStatus, read_fleet_status
 from opsdag.dev.sandbox.image_resolution import push_repository, resolve_image
+from opsdag.dev.sandbox.processes import log_tail
 from opsdag.dev.sandbox.state import SandboxError, locked, require_state, save_state
 from opsdag.dev.sandbox.versions import VersionLookup, load_versions
 from opsdag.platforms.base import Readiness
@@ -64,6 +65,16 @@ class FleetController(FleetSession):
         if track == CANARY and current.get("failed"):
             return []
         return [f"http://127.0.0.1:{inst['port']}" for inst in current.get("instances", [])]
+
+    def logs(self, track: str, lines: int = 20) -> dict[str, str]:
+        """The last ``lines`` lines of each of a track's instances' logs (instance name: text)."""
+        state = require_state(self.layout)
+        procs = self.layout.processes()
+        current = state["fleet"].get(track) or {}
+        return {
+            inst["name"]: log_tail(procs.log_path(inst["name"]), lines)
+            for inst in current.get("instances", [])
+        }
 
     def selectors(self) -> dict[str, str]:
         """PromQL matchers for ``$canary`` / ``$stable``; the canary's includes its fresh deployment id."""
