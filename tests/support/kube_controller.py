@@ -9,11 +9,17 @@ the official ``kubernetes`` client, through the same Airflow connection users co
   ``AIRFLOW_CONN_KUBERNETES_DEFAULT`` value whose ``kube_config`` extra points at it (no
   auth); ``core_v1()`` is a client of its own (not the global default configuration).
   ``GET .../pods/<name>/log`` is answered from ``logs`` (the emulator has no containers,
-  so no logs of its own); ``tail_lines`` is honoured. ``fail(action, pod, status, times)``
-  makes the next ``times`` create/get/delete requests for a pod answer ``status`` (a
-  Kubernetes ``Status`` body); the controller's own requests are never failed. Note: kmock
-  stores a created object even when a reaction answers the request, so a failed create
-  has still created the pod (which is what a lost answer looks like to a client).
+  so no logs of its own); ``tail_lines`` is honoured. ``fail(action, name, status, times)``
+  makes the next ``times`` create/get/patch/delete requests for an object of that name
+  (or ``list`` requests of that resource) answer ``status`` (a Kubernetes ``Status``
+  body); the controller's own requests are never failed. kmock stores a change before
+  any reaction answers: a failed create has still created the object (which is what a
+  lost answer looks like to a client); a refused patch (400, 403, 404, 409, 422) is
+  undone, as the API server changes nothing when it refuses. Declared kinds: pods,
+  services, resourcequotas, deployments, ingresses, HTTPRoutes (``RESOURCES``). A change
+  to a Deployment's spec bumps its ``metadata.generation`` in the same request. kmock
+  keeps every version of an object and every request, and slows down with their number:
+  only the newest two versions and the newest ``KEPT_REQUESTS`` changes are kept.
 - ``BuildPodController``: what the kubelet would do to build pods (labels
   ``app.kubernetes.io/managed-by=opsdag``, ``app.kubernetes.io/component=image-build``):
   a new pod gets a uid, a creation time and ``Pending``/``ContainerCreating``, then
@@ -25,10 +31,20 @@ the official ``kubernetes`` client, through the same Airflow connection users co
   and lifts it ``grace_seconds`` after the pod is marked for deletion, so a deleted pod
   lingers, ``Terminating`` (``deletionTimestamp`` set), before it is gone.
 
+- ``DeploymentController``: the Deployment controller, ReplicaSets and kubelet for
+  Deployments (pods, readiness, crash loops, pull failures, stalls, status and
+  conditions, ProgressDeadlineExceeded); see its docstring.
+- ``KubeReleaseCluster``: a real registry holding checkout's test versions
+  (``push_tiny_image``), the emulator, a ``DeploymentController`` and checkout's objects
+  (``checkout_objects``: Deployment, Service, Ingress, HTTPRoute), with ``reset()``.
+
 What the emulator does not do, and this module does not fake: label selectors (listing
-returns every pod of the namespace: the controller filters itself), graceful deletion
-by itself (a pod without finalizers vanishes at once: hence the controller's finalizer),
-resourceVersion, PUT, and the pods' containers (hence the logs served from ``logs``).
+returns every object of the namespace: clients and controllers filter themselves),
+graceful deletion by itself (a pod without finalizers vanishes at once: hence the build
+controller's finalizer), resourceVersion (so no 409 of its own: tests inject them), PUT
+(a PUT is merged like a patch), strategic-merge patches (every patch is a JSON merge
+patch: opsdag sends nothing else), and the pods' containers (hence the logs served from
+``logs``).
 """
 
 from __future__ import annotations

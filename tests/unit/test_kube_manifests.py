@@ -377,3 +377,45 @@ def test_an_ingress_to_several_services_is_refused() -> None:
     ingress["spec"]["defaultBackend"] = {"service": {"name": "fallback", "port": {"number": 80}}}
     with pytest.raises(PlatformError, match=r"exactly one Service; it refers to: checkout, fallback"):
         ingress_service_name(ingress)
+
+
+# -- pods and quotas -----------------------------------------------------------------------------
+
+
+def test_capacity_comes_from_the_tightest_pod_quota_less_what_others_use() -> None:
+    from opsdag.platforms.kubernetes.pods import NO_QUOTA_CAPACITY, capacity
+
+    assert capacity([], ours=4) == (NO_QUOTA_CAPACITY, "no ResourceQuota limits pods in this namespace")
+    quotas = [
+        {"metadata": {"name": "cpu"}, "status": {"hard": {"cpu": "8"}, "used": {"cpu": "2"}}},
+        {"metadata": {"name": "pods-team"}, "status": {"hard": {"pods": "20"}, "used": {"pods": "10"}}},
+        {"metadata": {"name": "pods-ns"}, "status": {"hard": {"pods": "12"}, "used": {"pods": "10"}}},
+    ]
+    assert capacity(quotas, ours=4) == (6, "ResourceQuota pods-ns")  # 12 - (10 - 4) used by others
+
+
+def test_metric_matchers_tell_the_tracks_apart_and_pin_the_canary_template() -> None:
+    from opsdag.platforms.kubernetes.pods import metric_selectors
+
+    loose = metric_selectors("shop", "checkout", [])
+    assert loose == {
+        "canary": 'namespace="shop", pod=~"checkout-canary-[a-z0-9]+-[a-z0-9]+"',
+        "stable": 'namespace="shop", pod=~"checkout-[a-z0-9]+-[a-z0-9]+"',
+    }
+    pods = [{"metadata": {"labels": {"pod-template-hash": "7c9f8d6b5"}}}] * 2
+    assert metric_selectors("shop", "checkout", pods)["canary"] == (
+        'namespace="shop", pod=~"checkout-canary-7c9f8d6b5-[a-z0-9]+"'
+    )
+
+
+def test_endpoints_are_the_ready_pods_on_the_container_port() -> None:
+    from opsdag.platforms.kubernetes.pods import endpoint_urls
+
+    def pod(ip: str, ready: bool, deleting: bool = False) -> dict:
+        meta = {"name": ip, **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {})}
+        condition = {"type": "Ready", "status": "True" if ready else "False"}
+        return {"metadata": meta, "status": {"podIP": ip, "conditions": [condition]}}
+
+    pods = [pod("10.0.0.2", True), pod("10.0.0.1", True), pod("10.0.0.3", False), pod("10.0.0.4", True, True)]
+    urls = endpoint_urls(objects()["deployments"], pods, "app")
+    assert urls == ["http://10.0.0.1:8080", "http://10.0.0.2:8080"]

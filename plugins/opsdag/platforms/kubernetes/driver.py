@@ -18,7 +18,7 @@ when it is found failed) goes through the service's router, from the same regist
   exists, with the credentials of ``registry_conn_id`` when that connection names the
   registry; an unreachable registry refuses the image (it could not be confirmed).
 - ``capacity``: the namespace's ResourceQuota on ``pods`` (hard, minus the pods other
-  workloads use), else ``NO_QUOTA_CAPACITY``.
+  workloads use), else ``pods.NO_QUOTA_CAPACITY``.
 """
 
 from __future__ import annotations
@@ -41,12 +41,11 @@ from opsdag.platforms.base import (
     WorkloadStatus,
 )
 from opsdag.platforms.kubernetes import manifests as mf
+from opsdag.platforms.kubernetes import pods as pf
 from opsdag.platforms.kubernetes import readiness as rd
 from opsdag.platforms.kubernetes.api import KubeApi
 
 UNPULLABLE = "opsdag.io/unpullable"  # annotation on a canary whose image its registry does not have
-NO_QUOTA_CAPACITY = 1000  # instances, when no ResourceQuota limits the namespace's pods
-_POD = "[a-z0-9]+"  # a ReplicaSet's pod-template-hash, or a pod's random suffix
 
 
 class KubernetesDriver(WorkloadDriver):
@@ -137,10 +136,10 @@ class KubernetesDriver(WorkloadDriver):
     def pods(self, deployment: dict[str, Any], track: Track) -> list[dict[str, Any]]:
         """The pods of a track's Deployment (the stable selector may match canary pods: not counted)."""
         selector = deployment.get("spec", {}).get("selector", {}).get("matchLabels") or {}
-        pods = self.api.list("pods", selector)
+        found = self.api.list("pods", selector)
         if track == STABLE:
-            pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(mf.TRACK_LABEL) != "canary"]
-        return pods
+            found = [p for p in found if (p["metadata"].get("labels") or {}).get(mf.TRACK_LABEL) != "canary"]
+        return found
 
     def status(self) -> WorkloadStatus:
         stable = self.stable_deployment()
@@ -171,18 +170,8 @@ class KubernetesDriver(WorkloadDriver):
         return TrackState(mf.image_of(deployment, self.container), desired, ready, failed)
 
     def _capacity(self, stable: dict[str, Any], canary: dict[str, Any] | None) -> tuple[int, str]:
-        limits = []
         ours = sum(int((d.get("status") or {}).get("replicas") or 0) for d in (stable, canary) if d)
-        for quota in self.api.list("resourcequotas"):
-            hard = (quota.get("status") or {}).get("hard") or quota.get("spec", {}).get("hard") or {}
-            used = (quota.get("status") or {}).get("used") or {}
-            if "pods" in hard:
-                others = max(0, int(used.get("pods", 0)) - ours)
-                limits.append((int(hard["pods"]) - others, quota["metadata"]["name"]))
-        if not limits:
-            return NO_QUOTA_CAPACITY, "no ResourceQuota limits pods in this namespace"
-        capacity, name = min(limits)
-        return capacity, f"ResourceQuota {name}"
+        return pf.capacity(self.api.list("resourcequotas"), ours)
 
     def resolve_image(self, image: str) -> ImageResolution:
         from opsdag.platforms.kubernetes.images import resolve
@@ -218,42 +207,16 @@ class KubernetesDriver(WorkloadDriver):
         )
 
     def metric_selectors(self) -> dict[str, str]:
-        """``namespace`` and ``pod`` matchers (Prometheus' kubernetes_sd pod labels).
-
-        PromQL regexes are anchored: ``checkout-<hash>-<suffix>`` never matches
-        ``checkout-canary-<hash>-<suffix>``. The canary's names the pod-template-hash of its
-        pods when they share one, so series of an earlier canary never count for a new one.
-        """
-        canary_hash = _POD
+        """``namespace`` and ``pod`` matchers (``pods.metric_selectors``)."""
         canary = self.canary_deployment()
-        if canary is not None:
-            hashes = {
-                (p["metadata"].get("labels") or {}).get("pod-template-hash")
-                for p in self.pods(canary, CANARY)
-            }
-            if len(hashes) == 1 and None not in hashes:
-                canary_hash = hashes.pop()
-        return {
-            "canary": f'namespace="{self.namespace}", pod=~"{self.canary_name}-{canary_hash}-{_POD}"',
-            "stable": f'namespace="{self.namespace}", pod=~"{self.deployment}-{_POD}-{_POD}"',
-        }
+        canary_pods = self.pods(canary, CANARY) if canary is not None else []
+        return pf.metric_selectors(self.namespace, self.deployment, canary_pods)
 
     def endpoints(self, track: Track) -> list[str]:
         deployment = self.stable_deployment() if track == STABLE else self.canary_deployment()
         if deployment is None:
             return []
-        index = mf.container_index(deployment, self.container)
-        container = deployment["spec"]["template"]["spec"]["containers"][index]
-        port = next((p.get("containerPort") for p in container.get("ports") or []), 80)
-        urls = []
-        for pod in self.pods(deployment, track):
-            status = pod.get("status") or {}
-            ready = any(
-                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-            )
-            if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
-                urls.append(f"http://{status['podIP']}:{port}")
-        return sorted(urls)
+        return pf.endpoint_urls(deployment, self.pods(deployment, track), self.container)
 
     # -- changing ----------------------------------------------------------------------------
 
