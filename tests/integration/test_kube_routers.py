@@ -174,3 +174,26 @@ def test_every_call_of_a_release_is_allowed_by_the_documented_role(
     driver.remove(CANARY)
     assert calls and all(rbac.covers(verb, resource) for verb, resource in calls), sorted(calls)
     print(f"\n{router['kind']}: {sorted(calls)}")
+
+
+def test_the_release_request_is_resolved_against_the_image_registry(kube: KubeReleaseCluster) -> None:
+    """validate_request for checkout (nginx router, canary): the tag resolved to its digest, or refused."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from opsdag.operators.validate_request import ValidateRequestOperator
+
+    operator = ValidateRequestOperator(task_id="validate_request", service=kube.spec(NGINX))
+
+    def run(image: str) -> dict[str, Any]:
+        ti = SimpleNamespace(get_dr_count=lambda dag_id, states: 0)  # no runbook acts on checkout
+        return operator.run({"params": {}, "dag_run": SimpleNamespace(conf={"image": image}), "ti": ti})
+
+    resolved = run(kube.image("1.1.0"))
+    assert (resolved["image"], resolved["strategy"]) == (kube.image("1.1.0"), "canary")
+    assert resolved["digest"].startswith("sha256:")
+    with pytest.raises(
+        AirflowFailException, match=r"image: .*registry .* has no tag 9\.9\.9 of shop/checkout"
+    ):
+        run(kube.image("9.9.9"))

@@ -46,8 +46,8 @@ def resolve(image: str, conn_id: str | None) -> ImageResolution:
 def _login(registry: str, conn_id: str | None) -> tuple[str | None, str | None]:
     if not conn_id:
         return None, None
-    from airflow.exceptions import AirflowNotFoundException
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
         conn = BaseHook.get_connection(conn_id)
