@@ -1,7 +1,8 @@
-"""The runbook steps that act on a service through its platform: roll back its last release, restart.
+"""The runbook steps on a service through its platform: roll back its last release, restart, scale;
+and its diagnostics (``service_status``) and ``metric_snapshot``.
 
-Both are destructive: they plan only in a dry run and act only once approved (when the
-guards ask). Before any change each checks that it is the only actor on the service
+The three mitigations are destructive: they plan only in a dry run and act only once
+approved (when the guards ask). Before any change each checks that it is the only actor on the service
 (:mod:`opsdag.runbooks.actors`, DagRun counts through the Task SDK): a release of the
 service queued or running, or another runbook acting on it, stops the runbook there,
 unchanged, and the ``escalate`` step after it calls people. The platform is reached
@@ -33,7 +34,7 @@ def other_actors(context: Any, service: str, runbook: str) -> tuple[dict[str, in
 
 
 class _ServiceStepOperator(RunbookStepOperator):
-    """A destructive step on ``step.service``.
+    """A step on ``step.service`` (the destructive ones call ``may_act`` first).
 
     :param approval_task_id: the approval task before this one (None: no approval asked).
     """
