@@ -282,3 +282,28 @@ def test_the_rollout_wait_is_a_trigger_that_takes_traffic_away_on_a_crash(kube: 
     assert failed["status"] == "failed" and "CrashLoopBackOff" in failed["reason"], failed
     assert failed["abort"] is not None and traffic.verify_weight().canary == 0
     driver.remove(CANARY)
+
+
+def test_a_promote_whose_stable_rollout_fails_puts_the_stable_image_back(kube: KubeReleaseCluster) -> None:
+    from opsdag.strategies.undo import undo_canary
+
+    driver, traffic = pair(kube)
+    before = snapshot(kube)
+    target = driver.rollback_target()
+    driver.start(kube.image("1.1.0"), 2)
+    ready(driver)
+    traffic.set_weight(50)
+    kube.controller.crashing_deployments.add("checkout")  # its new pods will crash-loop
+    try:
+        with pytest.raises(PlatformError) as failed:
+            driver.promote()
+    finally:
+        kube.controller.crashing_deployments.clear()
+    message = str(failed.value)
+    assert "did not roll to" in message and "CrashLoopBackOff" in message, message
+    assert f"its image is back to {kube.image('1.0.0')} (the canary still serves)" in message
+    assert traffic.verify_weight().canary == 100  # the healthy canary serves meanwhile
+    undo_canary(driver, traffic, target)  # what the rollback task does
+    wait_for(lambda: driver.status().stable_healthy, 20, what="the stable Deployment healthy again")
+    assert snapshot(kube) == before
+    assert driver.rollback_target() == target

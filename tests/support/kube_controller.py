@@ -528,6 +528,7 @@ class _PodPlay:
     born: float
     ip: str
     shown: str = ""  # the last state written: pending, ready, crash, pull, stalled
+    crashes: bool = False  # made while its Deployment was in crashing_deployments
 
 
 @dataclass
@@ -541,7 +542,8 @@ class DeploymentController:
     ready (a stalled rollout keeps them); extra pods are deleted. Pods of a Deployment that
     no longer exists are deleted. A pod becomes ``Running`` and ``Ready`` (with a pod IP)
     ``start_seconds`` after it appears, unless its image is in ``unpullable`` (``ErrImagePull``,
-    then ``ImagePullBackOff``), ``crashing`` (``CrashLoopBackOff``, restarts counting) or
+    then ``ImagePullBackOff``), ``crashing`` (``CrashLoopBackOff``, restarts counting; so do
+    new pods of the Deployments in ``crashing_deployments``) or
     ``stalling`` (running, never ready). The Deployment's status follows, through its
     ``status`` subresource: ``observedGeneration`` (the emulator bumps ``generation`` on every
     spec change, see ``KubeEmulator``), ``replicas``, ``updatedReplicas``, ``readyReplicas``,
@@ -558,6 +560,7 @@ class DeploymentController:
     unpullable: set[str] = field(default_factory=set)
     crashing: set[str] = field(default_factory=set)
     stalling: set[str] = field(default_factory=set)
+    crashing_deployments: set[str] = field(default_factory=set)  # whatever image their pods run
     errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -708,6 +711,7 @@ class DeploymentController:
             image,
             time.monotonic(),
             f"10.1.{self._next_ip // 250}.{self._next_ip % 250 + 1}",
+            crashes=deployment in self.crashing_deployments,
         )
         self._write_pod_status(name, "Pending", False, {"waiting": {"reason": "ContainerCreating"}}, 0)
         return body
@@ -727,7 +731,7 @@ class DeploymentController:
             return "pending"
         if play.image in self.unpullable:
             state = "pull" if age < 2 * self.start_seconds else "pullbackoff"
-        elif play.image in self.crashing:
+        elif play.image in self.crashing or play.crashes:
             state = "crash"
         elif play.image in self.stalling:
             state = "stalled"

@@ -9,7 +9,9 @@ when it is found failed) goes through the service's router, from the same regist
 - ``promote`` sends all traffic to the ready canary, patches the stable Deployment's image
   (and its pods' ``version`` label, if they carry one) to the canary's, waits up to
   ``promote_timeout`` for that rollout, then routes everything back to the stable Service
-  and deletes the canary. It blocks while the stable Deployment rolls: the interface has
+  and deletes the canary. A stable rollout that fails or times out is undone (the image
+  it ran, kept in the canary's ``opsdag.io/promoted-from`` annotation, is put back) and
+  promote raises, the canary still serving. It blocks while the stable Deployment rolls: the interface has
   no deferrable promote yet.
 - ``scale`` patches ``spec.replicas`` and waits (up to ``settle_timeout``) for the track to
   settle: the stable track must be healthy again when it returns (raises if not), the
@@ -23,6 +25,7 @@ when it is found failed) goes through the service's router, from the same regist
 
 from __future__ import annotations
 
+import json
 import time
 from functools import cached_property
 from typing import Any, Self
@@ -45,6 +48,7 @@ from opsdag.platforms.kubernetes import pods as pf
 from opsdag.platforms.kubernetes import readiness as rd
 from opsdag.platforms.kubernetes.api import KubeApi
 
+PROMOTED_FROM = "opsdag.io/promoted-from"  # annotation on a canary being promoted: the stable's image
 UNPULLABLE = "opsdag.io/unpullable"  # annotation on a canary whose image its registry does not have
 
 
@@ -280,11 +284,41 @@ class KubernetesDriver(WorkloadDriver):
         image = mf.image_of(canary, self.container)
         if self.router is not None:
             self.router.set_weight(100)  # the ready canary serves while the stable Deployment rolls
-        version = mf.version_label(image)
+        # What the stable Deployment ran, kept on the canary so a retried promote still knows it.
+        before = (canary["metadata"].get("annotations") or {}).get(PROMOTED_FROM)
+        if before is None:
+            stable = self.stable_deployment()
+            labels = stable["spec"]["template"].get("metadata", {}).get("labels") or {}
+            before = json.dumps(
+                {"image": mf.image_of(stable, self.container), "version": labels.get(mf.VERSION_LABEL)}
+            )
+            self.api.merge_patch(
+                "deployments", self.canary_name, {"metadata": {"annotations": {PROMOTED_FROM: before}}}
+            )
+        self.api.update("deployments", self.deployment, self._template_change(image, mf.version_label(image)))
+        try:
+            self._wait_settled(self.deployment, STABLE, self.promote_timeout, must=True)
+        except PlatformError as error:
+            previous = json.loads(before)
+            self.api.update(
+                "deployments", self.deployment, self._template_change(previous["image"], previous["version"])
+            )
+            raise PlatformError(
+                f"the stable Deployment {self.deployment} did not roll to {image}: {error}; "
+                f"its image is back to {previous['image']} (the canary still serves)"
+            ) from None
+        if self.router is not None:
+            self.router.set_weight(0)  # everything back to the stable Service, now the new version
+        self.api.delete("deployments", self.canary_name)
+
+    def _template_change(self, image: str, version: str | None) -> Any:
+        """An ``api.update`` change: the stable pods run ``image`` (and ``version``, if labelled so)."""
 
         def change(stable: dict[str, Any]) -> dict[str, Any] | None:
             labels = stable["spec"]["template"].get("metadata", {}).get("labels") or {}
-            stale_label = mf.VERSION_LABEL in labels and labels[mf.VERSION_LABEL] != version
+            stale_label = (
+                mf.VERSION_LABEL in labels and version is not None and labels[mf.VERSION_LABEL] != version
+            )
             if mf.image_of(stable, self.container) == image and not stale_label:
                 return None
             patch = mf.image_patch(stable, self.container, image)
@@ -292,11 +326,7 @@ class KubernetesDriver(WorkloadDriver):
                 patch["spec"]["template"]["metadata"] = {"labels": {mf.VERSION_LABEL: version}}
             return patch
 
-        self.api.update("deployments", self.deployment, change)
-        self._wait_settled(self.deployment, STABLE, self.promote_timeout, must=True)
-        if self.router is not None:
-            self.router.set_weight(0)  # everything back to the stable Service, now the new version
-        self.api.delete("deployments", self.canary_name)
+        return change
 
     def _wait_settled(self, name: str, track: Track, timeout: float, *, must: bool) -> None:
         deadline = time.monotonic() + timeout
