@@ -5,7 +5,7 @@ in an incident (diagnostics, assess, mitigate, verify, escalate) and whether it 
 anything (destructive), so guards can ask a person before a change at 3 a.m.
 
 Every action the spec accepts is performed by the runbook DAG. Actions the catalogue
-describes but the engine cannot perform yet (``NOT_PERFORMED``; none today) are refused
+describes but the engine cannot perform yet (``NOT_PERFORMED``: ``assess`` today) are refused
 when the spec loads, naming the step, rather than accepted and ignored.
 """
 
@@ -144,6 +144,42 @@ class MetricSnapshot(_Step):
     prometheus_conn_id: str = "prometheus_default"
 
 
+FigureName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+
+
+class SeverityThreshold(StrictModel):
+    """``level`` applies when any figure in ``at_least`` is at least its limit."""
+
+    level: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    at_least: dict[FigureName, float] = Field(min_length=1)
+
+
+class Assess(_Step):
+    """Assess: severity and blast radius from metrics, recorded for the postmortem. Changes nothing.
+
+    Each named PromQL query (e.g. the share of requests failing, the share of instances
+    down) is read once; the severity is the first of ``severity`` (ordered from the worst)
+    that any of its figures reaches, else ``otherwise``.
+    """
+
+    action: Literal["assess"]
+    queries: dict[FigureName, Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    severity: list[SeverityThreshold] = Field(min_length=1)
+    otherwise: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")] = "minor"
+    prometheus_conn_id: str = "prometheus_default"
+
+    @model_validator(mode="after")
+    def _thresholds_name_queries(self) -> Assess:
+        for i, threshold in enumerate(self.severity):
+            for name in threshold.at_least:
+                if name not in self.queries:
+                    raise FieldProblem(
+                        ("severity", i, "at_least", name),
+                        f"no query named {name!r}; name one of: {', '.join(self.queries)}",
+                    )
+        return self
+
+
 class RollbackRelease(_ServiceStep):
     """Undo the service's last release when it is younger than ``max_age``.
 
@@ -214,6 +250,7 @@ Step = Annotated[
     | Escalate
     | ServiceStatus
     | MetricSnapshot
+    | Assess
     | PgConnections
     | TerminateIdleConnections
     | RollbackRelease
@@ -228,7 +265,8 @@ ACTIONS = tuple(
     typing.get_args(m.model_fields["action"].annotation)[0] for m in typing.get_args(Step)[0].__args__
 )
 # Described by the catalogue, not performed by the runbook DAG yet: a spec using one is refused.
-NOT_PERFORMED: tuple[str, ...] = ()
+# assess: its operator (operators/runbook_assess.py) is not in the factory's STEP_OPERATORS yet.
+NOT_PERFORMED: tuple[str, ...] = ("assess",)
 
 
 def step_id(index: int, step: _Step) -> str:
