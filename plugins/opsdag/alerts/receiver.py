@@ -4,7 +4,8 @@
 ``opsdag_alerts`` in constant time. ``receive`` starts the runs ``routing`` asks for, each
 created and committed in the metadata database before the answer (Alertmanager retries
 anything but 2xx, and a retry finds the run and counts it as a duplicate), and records a
-resolved alert in the note of the run its firing started.
+resolved alert in the note of the run its firing started, rejecting the approvals that run
+still waits for (``approvals``: the destructive step is not performed).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def receive(notification: Notification) -> dict[str, list[dict[str, Any]]]:
         entry = {"alert": start.alert.name, "runbook": start.runbook, "run_id": start.run_id}
         if start.alert.status == "resolved":
             entry["recorded"] = record_resolved(start)
+            entry["cancelled"] = cancel_approvals(start) if entry["recorded"] else []
             outcome["resolved"].append(entry)
             continue
         outcome[trigger(start)].append(entry)
@@ -131,13 +133,32 @@ def recent_confs(dag_id: str, hours: float = 1.0) -> list[dict[str, Any]]:
     return [row[0] or {} for row in rows]
 
 
+def ended_at(start: Start) -> str:
+    return start.alert.endsAt.isoformat() if start.alert.endsAt else "now"
+
+
+def cancel_approvals(start: Start) -> list[str]:
+    """Reject the approvals the run waits for; note each on the run. The task ids answered."""
+    from opsdag.alerts.approvals import cancel_pending
+
+    ended = ended_at(start)
+    cancelled = cancel_pending(start.dag_id, start.run_id, ended)
+    for task_id in cancelled:
+        note(start, f"{task_id} cancelled: the alert resolved at {ended}")
+    return cancelled
+
+
 def record_resolved(start: Start) -> bool:
     """Note the resolution on the run the alert's firing started (False: no such run)."""
+    return note(start, f"alert {start.alert.name} resolved at {ended_at(start)}")
+
+
+def note(start: Start, line: str) -> bool:
+    """Add ``line`` to the run's note unless it is there (False: no such run)."""
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    ended = start.alert.endsAt.isoformat() if start.alert.endsAt else "now"
     with create_session() as session:
         run = session.scalar(
             select(DagRun).where(DagRun.dag_id == start.dag_id, DagRun.run_id == start.run_id)
@@ -145,7 +166,6 @@ def record_resolved(start: Start) -> bool:
         if run is None:
             return False
         previous = run.note or ""
-        line = f"alert {start.alert.name} resolved at {ended}"
         if line not in previous:
             run.note = f"{previous}\n{line}".strip()
     return True
