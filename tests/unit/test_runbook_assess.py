@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-import opsdag.spec.runbook as runbook_spec
 from opsdag.runbooks.assess import SeverityLevel, severity
 from opsdag.spec.loader import parse_spec
 from opsdag.spec.runbook import RunbookSpec
@@ -62,20 +61,19 @@ def load(step: dict) -> tuple[RunbookSpec | None, list[tuple[str, str]]]:
     return loaded, [(e.field, e.problem) for e in errors]
 
 
-def test_an_assess_step_is_refused_until_the_runbook_dag_performs_it() -> None:
-    _, problems = load(STEP)
-    assert problems == [
-        (
-            "steps[0].action",
-            "step 'assess-impact': assess is not performed by the runbook DAG yet; remove the step "
-            "(supported: check_metric, notify, escalate, service_status, metric_snapshot, pg_connections, "
-            "terminate_idle_connections, rollback_release, restart_instances, scale, wait)",
-        )
-    ]
+def test_an_assess_step_is_performed_by_the_runbook_dag() -> None:
+    from opsdag.factory.runbook_dag import STEP_OPERATORS, runbook_dag
+    from opsdag.operators.runbook_assess import AssessOperator
+    from opsdag.spec.runbook import ACTIONS
+
+    loaded, problems = load(STEP)
+    assert problems == []
+    assert set(STEP_OPERATORS) == set(ACTIONS)  # no action accepted and left without a task
+    task = runbook_dag(loaded).get_task("assess-impact")
+    assert isinstance(task, AssessOperator)
 
 
-def test_an_assess_step_names_its_figures_and_changes_nothing(monkeypatch) -> None:
-    monkeypatch.setattr(runbook_spec, "NOT_PERFORMED", ())
+def test_an_assess_step_names_its_figures_and_changes_nothing() -> None:
     loaded, problems = load(STEP)
     assert problems == []
     [step] = loaded.steps
@@ -84,8 +82,7 @@ def test_an_assess_step_names_its_figures_and_changes_nothing(monkeypatch) -> No
     assert loaded.plan(dry_run=True)[0]["needs_approval"] is False
 
 
-def test_a_threshold_on_a_figure_no_query_gives_is_refused_naming_it(monkeypatch) -> None:
-    monkeypatch.setattr(runbook_spec, "NOT_PERFORMED", ())
+def test_a_threshold_on_a_figure_no_query_gives_is_refused_naming_it() -> None:
     bad = {**STEP, "severity": [{"level": "critical", "at_least": {"errors": 0.05}}]}
     _, problems = load(bad)
     assert problems == [
@@ -101,7 +98,6 @@ def test_the_operator_records_the_severity_and_its_figures(monkeypatch) -> None:
     from opsdag.operators.runbook_assess import AssessOperator
     from opsdag.runbooks.engine import now
 
-    monkeypatch.setattr(runbook_spec, "NOT_PERFORMED", ())
     monkeypatch.setattr(
         PrometheusHook, "query_figures", lambda self, queries: {"error-share": 0.03, "down-share": None}
     )

@@ -68,6 +68,7 @@ def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_b
         "diagnose-service",
         "snapshot",
         "confirm-errors",
+        "assess-impact",
         "approve_roll-back-last-release",
         "roll-back-last-release",
         "verify-error-rate",

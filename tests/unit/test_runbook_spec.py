@@ -101,7 +101,7 @@ def test_an_action_the_dag_cannot_perform_is_refused_naming_the_step(monkeypatch
     """Every action of the catalogue is performed now; one that is not would be refused, not ignored."""
     import opsdag.spec.runbook as runbook_spec
 
-    assert NOT_PERFORMED == ("assess",)  # until the factory maps it to AssessOperator
+    assert NOT_PERFORMED == ()  # every action of the catalogue has its operator
     monkeypatch.setattr(runbook_spec, "NOT_PERFORMED", ("scale",))
     [(where, message)] = problems(
         {"action": "notify", "message": "hi"}, {"action": "scale", "service": "demo-api", "replicas": 2}
@@ -171,12 +171,19 @@ def test_high_error_rate_and_service_down_runbooks() -> None:
         "service_status",
         "metric_snapshot",
         "check_metric",
+        "assess",
         "rollback_release",
         "check_metric",
         "notify",
         "escalate",
     ]
-    assert high.steps[3].max_age == timedelta(hours=2)
+    assert high.steps[4].max_age == timedelta(hours=2)
+    assess = high.steps[3]
+    assert (set(assess.queries), [t.level for t in assess.severity], assess.otherwise) == (
+        {"error-share", "down-share"},
+        ["critical", "major"],
+        "minor",
+    )
     down = RunbookSpec.model_validate(
         yaml.safe_load((INCLUDE / "runbooks" / "service-down.yaml").read_text())
     )

@@ -12,6 +12,7 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from opsdag.operators.runbook_approval import RunbookApprovalOperator
+from opsdag.operators.runbook_assess import AssessOperator
 from opsdag.operators.runbook_database import PgConnectionsOperator, TerminateIdleConnectionsOperator
 from opsdag.operators.runbook_escalate import EscalateOperator
 from opsdag.operators.runbook_plan import RunbookPlanOperator
@@ -39,6 +40,7 @@ STEP_OPERATORS = {
     "service_status": ServiceStatusOperator,
     "scale": ScaleServiceOperator,
     "metric_snapshot": MetricSnapshotOperator,
+    "assess": AssessOperator,
 }
 
 

@@ -4,8 +4,8 @@ Steps come from a catalogue; each action declares its arguments, the kind of ste
 in an incident (diagnostics, assess, mitigate, verify, escalate) and whether it changes
 anything (destructive), so guards can ask a person before a change at 3 a.m.
 
-Every action the spec accepts is performed by the runbook DAG. Actions the catalogue
-describes but the engine cannot perform yet (``NOT_PERFORMED``: ``assess`` today) are refused
+Every action the spec accepts is performed by the runbook DAG. An action the catalogue
+describes but the engine cannot perform yet (``NOT_PERFORMED``: none today) is refused
 when the spec loads, naming the step, rather than accepted and ignored.
 """
 
@@ -265,8 +265,8 @@ ACTIONS = tuple(
     typing.get_args(m.model_fields["action"].annotation)[0] for m in typing.get_args(Step)[0].__args__
 )
 # Described by the catalogue, not performed by the runbook DAG yet: a spec using one is refused.
-# assess: its operator (operators/runbook_assess.py) is not in the factory's STEP_OPERATORS yet.
-NOT_PERFORMED: tuple[str, ...] = ("assess",)
+# None today: every action maps to an operator in factory/runbook_dag.py's STEP_OPERATORS.
+NOT_PERFORMED: tuple[str, ...] = ()
 
 
 def step_id(index: int, step: _Step) -> str:
