@@ -40,7 +40,9 @@ def test_db_connections_runbook_diagnoses_terminates_verifies_and_tells() -> Non
     runbook = RunbookSpec.model_validate(
         yaml.safe_load((INCLUDE / "runbooks" / "db-connections.yaml").read_text())
     )
-    assert runbook.alerts == ["DatabaseConnectionsExhausted"]
+    assert [str(a) for a in runbook.alerts] == ['DatabaseConnectionsExhausted{service="demo-db"}']
+    assert runbook.matches_alert("DatabaseConnectionsExhausted", {"service": "demo-db"})
+    assert not runbook.matches_alert("DatabaseConnectionsExhausted", {"service": "orders-db"})
     assert [
         (p["step"], p["kind"], p["destructive"], p["needs_approval"]) for p in runbook.plan(dry_run=True)
     ] == [
@@ -166,7 +168,7 @@ def test_high_error_rate_and_service_down_runbooks() -> None:
     high = RunbookSpec.model_validate(
         yaml.safe_load((INCLUDE / "runbooks" / "high-error-rate.yaml").read_text())
     )
-    assert high.alerts == ["HighErrorRate"]
+    assert [str(a) for a in high.alerts] == ['HighErrorRate{service="demo-api"}']
     assert [s.action for s in high.steps] == [
         "service_status",
         "metric_snapshot",
@@ -187,7 +189,7 @@ def test_high_error_rate_and_service_down_runbooks() -> None:
     down = RunbookSpec.model_validate(
         yaml.safe_load((INCLUDE / "runbooks" / "service-down.yaml").read_text())
     )
-    assert down.alerts == ["ServiceDown"]
+    assert [str(a) for a in down.alerts] == ['ServiceDown{service="demo-api"}']
     assert [s.action for s in down.steps] == [
         "service_status",
         "metric_snapshot",

@@ -1,6 +1,7 @@
 """Which runbook runs an Alertmanager notification starts: pure decisions.
 
-Each firing alert starts every runbook whose spec lists its ``alertname``. The run id is
+Each firing alert starts every runbook whose spec lists its ``alertname``, with the entry's
+label matchers holding when it has some (``RunbookSpec.matches_alert``). The run id is
 derived from the alert itself (``alert__<fingerprint>__<startsAt>``): Alertmanager
 repeats a notification until it is answered 2xx, and an HA pair sends it twice, but the
 same alert always names the same run, which exists at most once per runbook. A resolved
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opsdag.alerts.payload import Alert
+from opsdag.spec.runbook import alert_matches
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,20 @@ def run_id_for(alert: Alert) -> str:
     return f"alert__{alert.fingerprint}__{alert.startsAt.strftime('%Y%m%dT%H%M%S.%fZ')}"
 
 
+def takes(runbook: Any, alert: Alert) -> bool:
+    """Does ``runbook`` (a spec, or anything with ``alerts``: names or matchers) take ``alert``?"""
+    matches = getattr(runbook, "matches_alert", None)
+    if matches is not None:
+        return bool(matches(alert.name, alert.labels))
+    return alert_matches(runbook.alerts, alert.name, alert.labels)
+
+
 def starts_for(alerts: Iterable[Alert], runbooks: Iterable[Any]) -> tuple[list[Start], list[Alert]]:
     """The runs the alerts ask for (firing and resolved alike), and the alerts no runbook takes."""
     runbooks = list(runbooks)
     starts, unmatched = [], []
     for alert in alerts:
-        matched = [r for r in runbooks if alert.name in r.alerts]
+        matched = [r for r in runbooks if takes(r, alert)]
         if not matched:
             unmatched.append(alert)
         for runbook in matched:

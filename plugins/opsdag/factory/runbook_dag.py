@@ -45,6 +45,7 @@ STEP_OPERATORS = {
 
 
 def runbook_dag(spec: RunbookSpec) -> DAG:
+    started_by = ", ".join(str(alert) for alert in spec.alerts)
     with DAG(
         dag_id=f"runbook__{spec.name}",
         schedule=None,
@@ -66,7 +67,7 @@ def runbook_dag(spec: RunbookSpec) -> DAG:
             ),
         },
         tags=["opsdag", "runbook"],
-        doc_md=f"### Runbook `{spec.name}`\n\n{spec.description}\n\nStarted by: {', '.join(spec.alerts)}",
+        doc_md=f"### Runbook `{spec.name}`\n\n{spec.description}\n\nStarted by: {started_by}",
         default_args={"owner": ",".join(spec.owners) or "opsdag", "retries": 0},
     ) as dag:
         previous = RunbookPlanOperator(task_id="plan", runbook=spec)

@@ -11,11 +11,14 @@ when the spec loads, naming the step, rather than accepted and ignored.
 
 from __future__ import annotations
 
+import re
 import typing
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from opsdag.spec.common import DnsName, Duration, FieldProblem, StrictModel
 from opsdag.spec.service import SlackNotification
@@ -287,24 +290,103 @@ class RunbookNotifications(StrictModel):
     slack: SlackNotification | None = None
 
 
+REGEX_PREFIX = "=~"
+
+
+def label_matches(value: str | None, wanted: str) -> bool:
+    """Does a label's value match ``wanted``: equal to it, or, written ``=~<regex>``, matched
+    by the regex in full (anchored, as Prometheus's ``=~``). A missing label is ``""``, as in
+    Prometheus: ``service: ""`` matches an alert without the label."""
+    value = value or ""
+    if wanted.startswith(REGEX_PREFIX):
+        return re.fullmatch(wanted[len(REGEX_PREFIX) :], value) is not None
+    return value == wanted
+
+
+class AlertMatch(StrictModel):
+    """An alert that starts the runbook: its ``alertname``, and labels it must carry.
+
+    In the spec an entry is either the alert's name (any labels) or
+    ``{name: <alertname>, matchers: {<label>: <value>, ...}}``: every matcher must hold,
+    a value is compared for equality, or, written ``"=~<regex>"``, matched in full by the regex.
+    """
+
+    name: Annotated[str, Field(min_length=1)]
+    matchers: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("matchers")
+    @classmethod
+    def _regexes_compile(cls, matchers: dict[str, str]) -> dict[str, str]:
+        for label, wanted in matchers.items():
+            if label == "alertname":
+                raise FieldProblem((label,), "the alert's name is the entry's name; remove this matcher")
+            if wanted.startswith(REGEX_PREFIX):
+                try:
+                    re.compile(wanted[len(REGEX_PREFIX) :])
+                except re.error as exc:
+                    raise FieldProblem((label,), f"not a regular expression after =~: {exc}") from None
+        return matchers
+
+    def matches(self, name: str, labels: Mapping[str, str]) -> bool:
+        return name == self.name and all(
+            label_matches(labels.get(label), wanted) for label, wanted in self.matchers.items()
+        )
+
+    def __str__(self) -> str:
+        if not self.matchers:
+            return self.name
+        inner = ", ".join(
+            f'{label}=~"{w[len(REGEX_PREFIX) :]}"' if w.startswith(REGEX_PREFIX) else f'{label}="{w}"'
+            for label, w in self.matchers.items()
+        )
+        return f"{self.name}{{{inner}}}"
+
+
+def _alert_entry(value: object) -> object:
+    """A plain name in the spec is an entry without matchers (an empty one is refused here,
+    so the error names the entry, not a ``name`` key the spec does not have)."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise PydanticCustomError(
+                "string_too_short", "String should have at least 1 character", {"min_length": 1}
+            )
+        return {"name": value}
+    return value
+
+
+def alert_matches(entries: Iterable[AlertMatch | str], name: str, labels: Mapping[str, str]) -> bool:
+    """Does any entry of a runbook's ``alerts`` take the alert ``name`` with ``labels``?"""
+    return any(entry == name if isinstance(entry, str) else entry.matches(name, labels) for entry in entries)
+
+
 class RunbookSpec(StrictModel):
     """One runbook (include/runbooks/<name>.yaml)."""
 
     name: DnsName
     description: str = ""
     owners: list[str] = Field(default_factory=list)
-    alerts: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    alerts: list[Annotated[AlertMatch, BeforeValidator(_alert_entry)]] = Field(min_length=1)
     steps: list[Step] = Field(min_length=1)
     guards: Guards = Field(default_factory=Guards)
     notifications: RunbookNotifications = Field(default_factory=RunbookNotifications)
 
     @field_validator("alerts")
     @classmethod
-    def _unique_alerts(cls, alerts: list[str]) -> list[str]:
+    def _unique_alerts(cls, alerts: list[AlertMatch]) -> list[AlertMatch]:
         for i, alert in enumerate(alerts):
             if alert in alerts[:i]:
-                raise FieldProblem((i,), f"the alert {alert!r} is listed twice")
+                raise FieldProblem((i,), f"the alert {str(alert)!r} is listed twice")
         return alerts
+
+    def matches_alert(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Does an alert ``name`` with ``labels`` start this runbook (any entry of ``alerts``)?"""
+        return alert_matches(self.alerts, name, labels)
+
+    def alert_names(self) -> list[str]:
+        """The alert names that can start the runbook, each once, in the spec's order."""
+        return list(dict.fromkeys(a.name for a in self.alerts))
 
     @field_validator("steps")
     @classmethod
