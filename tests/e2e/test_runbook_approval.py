@@ -6,7 +6,8 @@ Alertmanager payload posted to ``/opsdag/alerts`` starts ``runbook__db-connectio
 copy whose guards say: not a dry run, ask before destructive steps), the run waits for a
 person at ``approve_terminate-idle`` (Airflow 3.3's Human-in-the-loop), and the answer
 decides: Reject leaves every connection alone and the postmortem says who rejected it;
-Approve ends the idle connections of the test's role and says who approved.
+Approve ends the idle connections of the test's role and says who approved. The alert
+resolving while the approval waits answers it for the people: Reject, saying why.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 ROOT = Path(__file__).resolve().parents[2]
 DAG = "runbook__db-connections"
 APPROVAL = "approve_terminate-idle"
+RESOLVED_AT = "2026-11-30T05:10:00Z"
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +72,23 @@ def airflow(
 
 def fire(airflow: tuple, fingerprint: str) -> str:
     """POST DatabaseConnectionsExhausted for demo-db as Alertmanager does; the run it started."""
+    [started] = [s for s in post_alert(airflow, fingerprint)["started"] if s["runbook"] == "db-connections"]
+    return started["run_id"]
+
+
+def post_alert(airflow: tuple, fingerprint: str, status: str = "firing") -> dict[str, Any]:
+    """POST the alert as Alertmanager does (``firing`` or ``resolved``); the receiver's answer."""
     credentials, token, _ = airflow
     alert = {
-        "status": "firing",
+        "status": status,
         "labels": {"alertname": "DatabaseConnectionsExhausted", "service": "demo-db", "severity": "critical"},
         "annotations": {"summary": "demo-db uses 85% of max_connections"},
         "startsAt": "2026-11-30T05:00:00Z",
-        "endsAt": "0001-01-01T00:00:00Z",
+        "endsAt": RESOLVED_AT if status == "resolved" else "0001-01-01T00:00:00Z",
         "generatorURL": "http://prometheus/graph",
         "fingerprint": fingerprint,
     }
-    body = {"version": "4", "status": "firing", "groupKey": "{}:{}", "receiver": "opsdag", "alerts": [alert]}
+    body = {"version": "4", "status": status, "groupKey": "{}:{}", "receiver": "opsdag", "alerts": [alert]}
     answer = httpx.post(
         f"{credentials.url.rstrip('/')}/opsdag/alerts",
         content=json.dumps(body).encode(),
@@ -88,12 +96,34 @@ def fire(airflow: tuple, fingerprint: str) -> str:
         timeout=60,
     )
     assert answer.status_code == 200, answer.text
-    [started] = [s for s in answer.json()["started"] if s["runbook"] == "db-connections"]
-    return started["run_id"]
+    return answer.json()
 
 
 def answer_approval(airflow: tuple, run_id: str, option: str) -> None:
-    """Answer once the approval waits, parked, and the scheduler has seen its parked try end.
+    """Answer through the REST API once the approval waits; the run ends in success."""
+    wait_parked(airflow, run_id)
+    with AirflowClient(airflow[0]) as client:
+        client.request(
+            "PATCH",
+            f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{APPROVAL}/-1/hitlDetails",
+            json={"chosen_options": [option], "params_input": {}},
+        )
+    wait_run_end(airflow, run_id)
+
+
+def wait_run_end(airflow: tuple, run_id: str) -> None:
+    with AirflowClient(airflow[0]) as client:
+        wait_for(
+            lambda: client.dag_run(DAG, run_id)["state"] in ("success", "failed"),
+            120,
+            interval=1,
+            what="the runbook run's end",
+        )
+        assert client.dag_run(DAG, run_id)["state"] == "success"
+
+
+def wait_parked(airflow: tuple, run_id: str) -> None:
+    """Wait until the approval waits, parked, and the scheduler has seen its parked try end.
 
     Answering within a second of the park races Airflow 3.3: the parked try's executor
     event, handled after the resumed try started, makes the scheduler fail the resumed
@@ -116,18 +146,6 @@ def answer_approval(airflow: tuple, run_id: str, option: str) -> None:
             return asked and state == "awaiting_input" and event in log.read_text(errors="replace")
 
         wait_for(parked, 120, interval=0.5, what=f"{APPROVAL} parked, waiting for an answer")
-        client.request(
-            "PATCH",
-            f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{APPROVAL}/-1/hitlDetails",
-            json={"chosen_options": [option], "params_input": {}},
-        )
-        wait_for(
-            lambda: client.dag_run(DAG, run_id)["state"] in ("success", "failed"),
-            120,
-            interval=1,
-            what="the runbook run's end",
-        )
-        assert client.dag_run(DAG, run_id)["state"] == "success"
 
 
 def postmortem(airflow: tuple, run_id: str) -> tuple[dict[str, Any], str]:
@@ -181,3 +199,35 @@ def test_an_approved_termination_ends_the_idle_connections_and_names_the_approve
     assert f"approved by {terminate['approved_by']}" in terminate["detail"]
     assert report["figures"]["mitigated_by"] == "terminate-idle"
     assert f"| approved by {terminate['approved_by']} |" in markdown
+
+
+def test_the_alert_resolving_while_the_approval_waits_rejects_it_and_the_postmortem_says_why(
+    airflow, demo_db
+) -> None:
+    held = hold_idle(demo_db, 4)
+    fingerprint = "a770000000000003"
+    run_id = fire(airflow, fingerprint)
+    wait_parked(airflow, run_id)
+
+    answer = post_alert(airflow, fingerprint, "resolved")
+    [resolved] = [r for r in answer["resolved"] if r["runbook"] == "db-connections"]
+    assert (resolved["run_id"], resolved["recorded"], resolved["cancelled"]) == (run_id, True, [APPROVAL])
+    wait_run_end(airflow, run_id)
+    again = post_alert(airflow, fingerprint, "resolved")  # Alertmanager repeats: nothing answered twice
+    assert [r["cancelled"] for r in again["resolved"] if r["runbook"] == "db-connections"] == [[]]
+
+    for conn in held:  # nothing terminated
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    why = "alertmanager (cancelled: the alert resolved at 2026-11-30T05:10:00+00:00)"
+    with AirflowClient(airflow[0]) as client:
+        [detail] = client.request("GET", f"/dags/{DAG}/dagRuns/{run_id}/hitlDetails")["hitl_details"]
+        note = client.dag_run(DAG, run_id)["note"]
+    assert detail["chosen_options"] == ["Reject"]
+    assert detail["responded_by_user"] == {"id": "alertmanager", "name": why}
+    assert f"{APPROVAL} cancelled: the alert resolved at 2026-11-30T05:10:00+00:00" in note
+    report, markdown = postmortem(airflow, run_id)
+    terminate = {a["step"]: a for a in report["actions"]}["terminate-idle"]
+    assert (terminate["result"], terminate["approved_by"]) == ("skipped", None)
+    assert terminate["detail"] == f"rejected by {why} (Reject): nothing changed"
+    assert report["figures"]["changed"] == []
+    assert f"| not approved | rejected by {why} (Reject): nothing changed" in markdown
