@@ -112,7 +112,7 @@ def test_an_action_the_dag_cannot_perform_is_refused_naming_the_step(monkeypatch
     assert message == (
         "step '2-scale': scale is not performed by the runbook DAG yet; remove the step (supported: "
         "check_metric, notify, escalate, service_status, metric_snapshot, assess, pg_connections, "
-        "terminate_idle_connections, rollback_release, restart_instances, wait)"
+        "terminate_idle_connections, rollback_release, restart_instances, drain_canary, wait)"
     )
 
 

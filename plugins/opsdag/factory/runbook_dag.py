@@ -18,6 +18,7 @@ from opsdag.operators.runbook_escalate import EscalateOperator
 from opsdag.operators.runbook_plan import RunbookPlanOperator
 from opsdag.operators.runbook_postmortem import RunbookPostmortemOperator
 from opsdag.operators.runbook_service import (
+    DrainCanaryOperator,
     MetricSnapshotOperator,
     RestartInstancesOperator,
     RollbackReleaseOperator,
@@ -41,6 +42,7 @@ STEP_OPERATORS = {
     "scale": ScaleServiceOperator,
     "metric_snapshot": MetricSnapshotOperator,
     "assess": AssessOperator,
+    "drain_canary": DrainCanaryOperator,
 }
 
 

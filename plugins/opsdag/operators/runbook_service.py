@@ -1,7 +1,7 @@
-"""The runbook steps on a service through its platform: roll back its last release, restart, scale;
-and its diagnostics (``service_status``) and ``metric_snapshot``.
+"""The runbook steps on a service through its platform: roll back its last release, restart, scale,
+drain its canary; and its diagnostics (``service_status``) and ``metric_snapshot``.
 
-The three mitigations are destructive: they plan only in a dry run and act only once
+The four mitigations are destructive: they plan only in a dry run and act only once
 approved (when the guards ask). Before any change each checks that it is the only actor on the service
 (:mod:`opsdag.runbooks.actors`, DagRun counts through the Task SDK): a release of the
 service queued or running, or another runbook acting on it, stops the runbook there,
@@ -213,6 +213,43 @@ class ScaleServiceOperator(_ServiceStepOperator):
         took = round(time.monotonic() - t0, 2)
         data.update(after=now_.to_dict(), duration_s=took)
         return "done", f"scaled {change}, all ready in {took:g} s ({decision.reason})", data, approval
+
+
+class DrainCanaryOperator(_ServiceStepOperator):
+    """``drain_canary``: the canary's weight to 0 then the canary removed, read back drained.
+
+    A release of the service queued or running holds its canary: the one-actor guard
+    refuses the step then (unchanged, escalated), as for every mitigation.
+    """
+
+    def perform(self, context: Any, started: datetime) -> tuple[Any, ...]:
+        from opsdag.runbooks.drain import DrainFailed, drain, drain_plan
+
+        step = self.step
+        decision, approval = self.may_act(context)
+        if decision.mode == "skip":
+            return "skipped", decision.reason, {}, approval
+        driver, router = self.platform()
+        status, split = driver.status(), router.verify_weight()
+        plan = drain_plan(status, split)
+        data: dict[str, Any] = {"before": {"status": status.to_dict(), "split": split.to_dict()}}
+        if not plan.needed:
+            return "done", plan.describe(), data, approval
+        if decision.mode == "plan":
+            return "planned", f"dry run: would {plan.describe()}", data, approval
+        try:
+            done = drain(driver, router, timeout_s=step.timeout.total_seconds(), poll_s=_POLL_S)
+        except DrainFailed as exc:
+            raise StepFailed(str(exc)) from None
+        data.update(
+            after={"status": done.status.to_dict(), "split": done.split.to_dict()}, duration_s=done.duration_s
+        )
+        stable = done.status.stable
+        detail = (
+            f"drained in {done.duration_s:g} s: {plan.describe()}; stable {stable.image if stable else '?'} "
+            f"takes {done.split.stable:g} % ({decision.reason})"
+        )
+        return "done", detail, data, approval
 
 
 class ServiceStatusOperator(_ServiceStepOperator):

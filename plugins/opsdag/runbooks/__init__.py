@@ -12,6 +12,8 @@ servers; the runbook DAG's operators (``opsdag.operators.runbook_*``) only call 
   verdict from their active DagRun counts).
 - ``last_release``: the service's last promoted release from its reports, and whether a
   runbook may roll it back (younger than ``max_age``, still serving).
+- ``drain``: draining a canary (what there is to drain, the weight to 0 then the canary
+  removed, read back drained).
 - ``metric_wait``: the trigger a verify step waits in (a PromQL value back within bounds).
 - ``postmortem``: the record of an incident run, its figures (time to mitigate, MTTR),
   and its Markdown and JSON report.

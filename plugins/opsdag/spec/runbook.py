@@ -220,6 +220,23 @@ class ScaleService(_ServiceStep):
     )
 
 
+class DrainCanary(_ServiceStep):
+    """Take the service's canary out of traffic (weight 0) and stop it, then read both back.
+
+    Through the platform's router and driver, as a release's abort: ``set_weight(0)``,
+    ``remove(CANARY)``, then the router must send the canary nothing, no canary may run and
+    the stable track must be healthy within ``timeout``. Nothing to drain: done, nothing changed.
+    One actor per service: while a release of the service is queued or running, that release
+    holds its canary (and its own gates abort it), so the step refuses, unchanged, like every
+    mitigation; it drains a canary nobody acts on (e.g. left by a release that died).
+    """
+
+    action: Literal["drain_canary"]
+    timeout: Duration = Field(
+        default=timedelta(seconds=60), description="how long the drain may take to be read back"
+    )
+
+
 class Escalate(_Step):
     """Call people when the runbook did not restore the service; else nothing (recorded as skipped).
 
@@ -259,6 +276,7 @@ Step = Annotated[
     | RollbackRelease
     | RestartInstances
     | ScaleService
+    | DrainCanary
     | Wait,
     Field(discriminator="action"),
 ]
