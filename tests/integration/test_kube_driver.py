@@ -307,3 +307,21 @@ def test_a_promote_whose_stable_rollout_fails_puts_the_stable_image_back(kube: K
     wait_for(lambda: driver.status().stable_healthy, 20, what="the stable Deployment healthy again")
     assert snapshot(kube) == before
     assert driver.rollback_target() == target
+
+
+def test_a_missing_rbac_verb_stops_the_release_at_preflight(kube: KubeReleaseCluster) -> None:
+    driver, _ = pair(kube)
+    assert driver.access_problems() == []
+    kube.kube.forbidden.update({("patch", "httproutes"), ("create", "deployments")})
+    try:
+        with pytest.raises(PlatformError) as refused:
+            driver.rollback_target()  # what preflight records before any change
+    finally:
+        kube.kube.forbidden.clear()
+    assert str(refused.value) == (
+        "the account of connection 'kubernetes_default' may not, in namespace shop: "
+        "create deployments.apps (no RBAC rule allows it (test)); "
+        "patch httproutes.gateway.networking.k8s.io (no RBAC rule allows it (test)) "
+        "(the Role opsdag needs: opsdag.platforms.kubernetes.rbac)"
+    )
+    assert driver.rollback_target().image == kube.image("1.0.0")

@@ -16,7 +16,8 @@ the official ``kubernetes`` client, through the same Airflow connection users co
   any reaction answers: a failed create has still created the object (which is what a
   lost answer looks like to a client); a refused patch (400, 403, 404, 409, 422) is
   undone, as the API server changes nothing when it refuses. Declared kinds: pods,
-  services, resourcequotas, deployments, ingresses, HTTPRoutes (``RESOURCES``). A change
+  services, resourcequotas, deployments, ingresses, HTTPRoutes (``RESOURCES``), and
+  SelfSubjectAccessReviews, answered allowed unless ``forbidden`` holds (verb, resource). A change
   to a Deployment's spec bumps its ``metadata.generation`` in the same request. kmock
   keeps every version of an object and every request, and slows down with their number:
   only the newest two versions and the newest ``KEPT_REQUESTS`` changes are kept.
@@ -73,6 +74,7 @@ class KubeEmulator:
         self.logs: dict[tuple[str, str], str] = {}  # (namespace, pod) -> the build container's log
         self.faults: list[Fault] = []
         self._faults_lock = threading.Lock()
+        self.forbidden: set[tuple[str, str]] = set()  # (verb, resource) access reviews deny
         self._previous: dict[int, tuple[Any, Any]] = {}  # request id -> (object key, version before)
         self.url = ""
         self.emulator: kmock.KubernetesEmulator | None = None
@@ -111,6 +113,10 @@ class KubeEmulator:
         async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
             for key, kind in RESOURCES.items():
                 emulator.resources[key] = kmock.ResourceInfo(kind=kind, namespaced=True)
+            emulator.resources[ACCESS_REVIEWS] = kmock.ResourceInfo(
+                kind="SelfSubjectAccessReview", namespaced=False
+            )
+            emulator[kmock.action.CREATE] << self._review_access
             emulator[kmock.subresource("log")] << self._serve_log
             for action in (kmock.action.CREATE, kmock.action.UPDATE):
                 emulator[action] << self._bookkeeping
@@ -164,6 +170,22 @@ class KubeEmulator:
         if tail is not None:
             lines = lines[-int(tail) :] if int(tail) > 0 else []
         return kmock.Response(payload="".join(lines).encode(), headers={"Content-Type": "text/plain"})
+
+    def _review_access(self, request: kmock.Request) -> Any:
+        # SelfSubjectAccessReview: allowed unless (verb, resource) is in ``forbidden``. Reviews
+        # are not stored by an API server: kmock's copy is dropped (a second one would be a 409).
+        if request.resource is None or request.resource.plural != "selfsubjectaccessreviews":
+            raise NotImplementedError
+        review = request.data or {}
+        attributes = (review.get("spec") or {}).get("resourceAttributes") or {}
+        denied = (attributes.get("verb"), attributes.get("resource")) in self.forbidden
+        if self.emulator is not None:
+            for key in [k for k in self.emulator.objects if k[0] == request.resource]:
+                self.emulator.objects[key].delete()
+        status = {"allowed": not denied}
+        if denied:
+            status["reason"] = "no RBAC rule allows it (test)"
+        return kmock.Response(payload={**review, "status": status})
 
     def _bookkeeping(self, request: kmock.Request) -> Any:
         # kmock has already merged the request's body into the stored object. As the API server
@@ -298,6 +320,7 @@ class KubeEmulator:
 
 CONTROLLER_AGENT = "opsdag-test-kubelet"
 KEPT_REQUESTS = 500
+ACCESS_REVIEWS = "authorization.k8s.io/v1/selfsubjectaccessreviews"
 REFUSALS = (400, 403, 404, 409, 422)  # answers after which the API server has changed nothing
 # The kinds the emulator serves: what the build pods, the Deployment driver and its routers use.
 RESOURCES = {

@@ -38,7 +38,9 @@ GROUPS = {
     "resourcequotas": "/api/v1",
     "ingresses": "/apis/networking.k8s.io/v1",
     "httproutes": "/apis/gateway.networking.k8s.io/v1",
+    "selfsubjectaccessreviews": "/apis/authorization.k8s.io/v1",
 }
+CLUSTER_SCOPED = ("selfsubjectaccessreviews",)
 RETRIED = (429, 500, 502, 503, 504)
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -101,9 +103,14 @@ class KubeApi:
             items = [i for i in items if matches(selector, i.get("metadata", {}).get("labels") or {})]
         return items
 
-    def create(self, resource: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Create ``body``; one already there (a retried task) is returned as it is."""
+    def create(self, resource: str, body: dict[str, Any], *, read_first: bool = False) -> dict[str, Any]:
+        """Create ``body``; one already there (a retried task) is returned as it is.
+
+        ``read_first``: look for it first (when it usually exists: one call instead of two).
+        """
         name = body["metadata"]["name"]
+        if read_first and (existing := self.get(resource, name)) is not None:
+            return existing
         try:
             return self.request("create", "POST", resource, body=body) or {}
         except KubeApiError as error:
@@ -119,16 +126,22 @@ class KubeApi:
         return self.request("patch", "PATCH", resource, name, body=patch, content_type=MERGE_PATCH) or {}
 
     def update(
-        self, resource: str, name: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+        self,
+        resource: str,
+        name: str,
+        change: Callable[[dict[str, Any]], dict[str, Any] | None],
+        current: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Read the object, patch it with ``change(obj)`` (None: nothing to change), re-read on 409.
 
         ``change`` should put the object's ``metadata.resourceVersion`` in its patch, so a
-        concurrent change makes the API answer 409 rather than be overwritten.
+        concurrent change makes the API answer 409 rather than be overwritten. ``current``:
+        the object as just read (saves the first read).
         """
         for _ in range(self.attempts):
-            current = self.request("get", "GET", resource, name)
-            assert current is not None  # a missing object raised
+            if current is None:
+                current = self.request("get", "GET", resource, name)
+                assert current is not None  # a missing object raised
             patch = change(current)
             if patch is None:
                 return current
@@ -137,6 +150,7 @@ class KubeApi:
             except KubeApiError as error:
                 if error.status != 409:
                     raise
+            current = None
         raise KubeApiError(
             f"patch {resource}/{name} in namespace {self.namespace}: still 409 Conflict after "
             f"{self.attempts} reads: another writer keeps changing it",
@@ -147,6 +161,24 @@ class KubeApi:
         """Delete the object (its dependents in the background); False when it was not there."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         return self.request("delete", "DELETE", resource, name, body=body, missing_ok=True) is not None
+
+    def allowed(self, verb: str, group: str, resource: str) -> tuple[bool, str]:
+        """Whether the connection's account may ``verb`` ``resource`` here (a SelfSubjectAccessReview)."""
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "namespace": self.namespace,
+                    "verb": verb,
+                    "group": group,
+                    "resource": resource,
+                }
+            },
+        }
+        answer = self.request("create", "POST", "selfsubjectaccessreviews", body=review) or {}
+        status = answer.get("status") or {}
+        return bool(status.get("allowed")), status.get("reason") or status.get("evaluationError") or ""
 
     # -- one call ----------------------------------------------------------------------------
 
@@ -166,7 +198,8 @@ class KubeApi:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
-        path = f"{GROUPS[resource]}/namespaces/{self.namespace}/{resource}" + (f"/{name}" if name else "")
+        scope = "" if resource in CLUSTER_SCOPED else f"/namespaces/{self.namespace}"
+        path = f"{GROUPS[resource]}{scope}/{resource}" + (f"/{name}" if name else "")
         what = f"{verb} {resource}" + (f"/{name}" if name else "") + f" in namespace {self.namespace}"
         delay = self.backoff
         for attempt in range(1, self.attempts + 1):

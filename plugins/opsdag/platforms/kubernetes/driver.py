@@ -200,7 +200,31 @@ class KubernetesDriver(WorkloadDriver):
             self.router.set_weight(0)  # a failed canary gets no more traffic
         return result
 
+    def access_problems(self) -> list[str]:
+        """Every RBAC verb the release will need here that the connection's account lacks."""
+        from opsdag.platforms.kubernetes import rbac
+
+        router_kind = self.spec.platform.router.kind if self.spec is not None else None
+        problems = []
+        for (group, resource), verbs in rbac.rules_for(router_kind).items():
+            if resource == "selfsubjectaccessreviews":
+                continue  # asking is what this does
+            for verb in verbs:
+                ok, why = self.api.allowed(verb, group, resource)
+                if not ok:
+                    name = f"{resource}.{group}" if group else resource
+                    problems.append(f"{verb} {name}" + (f" ({why})" if why else ""))
+        return problems
+
     def rollback_target(self) -> RollbackTarget:
+        """The stable image and replicas, and the canary's weight; refused (before any change)
+        when the connection's account lacks an RBAC verb a release will need."""
+        problems = self.access_problems()
+        if problems:
+            raise PlatformError(
+                f"the account of connection {self.connection_id!r} may not, in namespace {self.namespace}: "
+                f"{'; '.join(problems)} (the Role opsdag needs: opsdag.platforms.kubernetes.rbac)"
+            )
         stable = self.stable_deployment()
         weight = 0
         if self.canary_deployment() is not None and self.router is not None:

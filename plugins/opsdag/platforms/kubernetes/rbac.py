@@ -11,8 +11,10 @@ release through each router and checks it is covered). As a Role:
     rules: <ROLE_RULES>
 
 bound (RoleBinding) to the account of ``platform.connection_id``. ``httproutes`` only for
-``router: gateway-api``, ``ingresses`` only for ``router: nginx``. Image builds (kaniko) need
-their own rules on pods in the build namespace.
+``router: gateway-api``, ``ingresses`` only for ``router: nginx``. The preflight asks the API
+(SelfSubjectAccessReview, allowed to every account by Kubernetes' default ``system:basic-user``
+ClusterRole) whether each of these is granted, so a missing one stops the release before any
+change. Image builds (kaniko) need their own rules on pods in the build namespace.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
     ("", "resourcequotas"): ("list",),
     ("gateway.networking.k8s.io", "httproutes"): ("get", "patch"),
     ("networking.k8s.io", "ingresses"): ("get", "create", "patch", "delete"),
+    ("authorization.k8s.io", "selfsubjectaccessreviews"): ("create",),  # every account may, by default
 }
 
 
@@ -39,3 +42,12 @@ def role_rules() -> list[dict[str, list[str]]]:
 def covers(verb: str, resource: str) -> bool:
     """Whether ``RULES`` allow ``verb`` on ``resource`` (any group)."""
     return any(name == resource and verb in verbs for (_, name), verbs in RULES.items())
+
+
+ROUTER_RESOURCES = {"gateway-api": "httproutes", "nginx": "ingresses"}
+
+
+def rules_for(router_kind: str | None) -> dict[tuple[str, str], tuple[str, ...]]:
+    """``RULES`` without the resources of the routers a service does not use."""
+    unused = {r for kind, r in ROUTER_RESOURCES.items() if kind != router_kind}
+    return {key: verbs for key, verbs in RULES.items() if key[1] not in unused}

@@ -66,7 +66,7 @@ class ServiceRouting:
         failed = self.driver.canary_failure(canary)
         if failed:
             raise PlatformError(f"the canary failed, it gets no traffic: {failed}")
-        return self.api.create("services", mf.canary_service(service))["metadata"]["name"]
+        return self.api.create("services", mf.canary_service(service), read_first=True)["metadata"]["name"]
 
     def close_canary(self, service_name: str) -> None:
         """Delete the canary Service (once nothing routes to it)."""

@@ -194,7 +194,7 @@ class GatewayApiRouter(TrafficRouter):
                 del meta["resourceVersion"]
             return {"metadata": meta, "spec": {"rules": rules}}
 
-        self.api.update("httproutes", self.http_route, change)
+        self.api.update("httproutes", self.http_route, change, current=route)
         if percent == 0:
             self.services.close_canary(stable)
 
