@@ -72,6 +72,7 @@ def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_b
         "approve_roll-back-last-release",
         "roll-back-last-release",
         "verify-error-rate",
+        "verify-health",
         "tell-owners",
         "escalate",
         "postmortem",
@@ -85,6 +86,7 @@ def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_b
         "confirm-down",
         "restart-instances",
         "verify-instances-up",
+        "verify-health",
         "escalate",
         "postmortem",
     ]
@@ -97,4 +99,5 @@ def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_b
         "confirm-down",
         "restart-instances",
         "verify-instances-up",
+        "verify-health",
     ]

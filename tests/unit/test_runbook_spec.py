@@ -112,7 +112,7 @@ def test_an_action_the_dag_cannot_perform_is_refused_naming_the_step(monkeypatch
     assert message == (
         "step '2-scale': scale is not performed by the runbook DAG yet; remove the step (supported: "
         "check_metric, notify, escalate, service_status, metric_snapshot, assess, pg_connections, "
-        "terminate_idle_connections, rollback_release, restart_instances, drain_canary, wait)"
+        "terminate_idle_connections, rollback_release, restart_instances, drain_canary, health_gate, wait)"
     )
 
 
@@ -176,6 +176,7 @@ def test_high_error_rate_and_service_down_runbooks() -> None:
         "assess",
         "rollback_release",
         "check_metric",
+        "health_gate",
         "notify",
         "escalate",
     ]
@@ -196,5 +197,6 @@ def test_high_error_rate_and_service_down_runbooks() -> None:
         "check_metric",
         "restart_instances",
         "check_metric",
+        "health_gate",
         "escalate",
     ]

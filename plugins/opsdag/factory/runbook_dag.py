@@ -19,6 +19,7 @@ from opsdag.operators.runbook_plan import RunbookPlanOperator
 from opsdag.operators.runbook_postmortem import RunbookPostmortemOperator
 from opsdag.operators.runbook_service import (
     DrainCanaryOperator,
+    HealthGateOperator,
     MetricSnapshotOperator,
     RestartInstancesOperator,
     RollbackReleaseOperator,
@@ -43,6 +44,7 @@ STEP_OPERATORS = {
     "metric_snapshot": MetricSnapshotOperator,
     "assess": AssessOperator,
     "drain_canary": DrainCanaryOperator,
+    "health_gate": HealthGateOperator,
 }
 
 

@@ -1,5 +1,6 @@
 """The runbook steps on a service through its platform: roll back its last release, restart, scale,
-drain its canary; and its diagnostics (``service_status``) and ``metric_snapshot``.
+drain its canary; its diagnostics (``service_status``) and ``metric_snapshot``; and the
+``health_gate`` verify step (the release metrics judged on the stable track).
 
 The four mitigations are destructive: they plan only in a dry run and act only once
 approved (when the guards ask). Before any change each checks that it is the only actor on the service
@@ -16,6 +17,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from opsdag.format import duration
 from opsdag.operators.runbook_steps import RunbookStepOperator, StepFailed, StopRunbook
 from opsdag.runbooks.engine import Decision, approval_decision
 
@@ -63,10 +65,9 @@ class _ServiceStepOperator(RunbookStepOperator):
         if reason:
             raise StopRunbook(f"refused, nothing changed: {reason}", escalate=True, data={"actors": active})
 
-    def platform(self) -> tuple[Any, Any]:
-        """The service's workload driver and traffic router, from its spec (include/services)."""
+    def service_spec(self) -> Any:
+        """The service's spec (include/services/<service>.yaml), read at run time."""
         from opsdag.paths import include_dir
-        from opsdag.platforms.registry import driver_for, router_for
         from opsdag.spec.loader import load_kind
 
         spec = load_kind(include_dir(), "services").specs.get(self.step.service)
@@ -74,6 +75,13 @@ class _ServiceStepOperator(RunbookStepOperator):
             raise StepFailed(
                 f"no valid spec of service {self.step.service!r} in {include_dir() / 'services'}"
             )
+        return spec
+
+    def platform(self) -> tuple[Any, Any]:
+        """The service's workload driver and traffic router, from its spec (include/services)."""
+        from opsdag.platforms.registry import driver_for, router_for
+
+        spec = self.service_spec()
         return driver_for(spec), router_for(spec)
 
 
@@ -250,6 +258,77 @@ class DrainCanaryOperator(_ServiceStepOperator):
             f"takes {done.split.stable:g} % ({decision.reason})"
         )
         return "done", detail, data, approval
+
+
+class HealthGateOperator(_ServiceStepOperator):
+    """``health_gate``: rounds of the service's analysis metrics on stable until one passes whole.
+
+    Waits in its worker slot (a round every ``interval``, up to ``timeout``), not deferred.
+    Its verdict is the run's verification, as a ``check_metric`` verify's.
+    """
+
+    def selectors(self) -> dict[str, str]:
+        from opsdag.platforms.registry import driver_for
+
+        return driver_for(self.service_spec()).metric_selectors()
+
+    def perform(self, context: Any, started: datetime) -> tuple[Any, ...]:
+        from opsdag.hooks.prometheus import PrometheusHook, PrometheusQueryError
+        from opsdag.runbooks.engine import now
+        from opsdag.runbooks.health_gate import (
+            GateMisconfigured,
+            QueryFailed,
+            gate_metrics,
+            measure_round,
+            round_verdict,
+        )
+
+        step = self.step
+        analysis = self.service_spec().analysis
+        try:
+            chosen = gate_metrics(analysis.metrics, step.metrics)
+        except GateMisconfigured as exc:
+            raise StepFailed(f"{step.service}: {exc}") from None
+        selectors = self.selectors()
+        hook = PrometheusHook(analysis.prometheus_conn_id)
+
+        def read(promql: str) -> float | None:
+            try:
+                return hook.query(promql)
+            except PrometheusQueryError as exc:
+                raise QueryFailed(str(exc)) from exc
+
+        left_out = f" (left out: {', '.join(chosen.left_out)})" if chosen.left_out else ""
+        deadline = time.monotonic() + step.timeout.total_seconds()
+        rounds = 0
+        while True:
+            measurements = measure_round(chosen.judged, selectors, read)
+            rounds += 1
+            phase, reason = round_verdict(measurements)
+            data: dict[str, Any] = {
+                "measurements": [m.to_dict() for m in measurements],
+                "rounds": rounds,
+                "left_out": chosen.left_out,
+            }
+            if phase == "pass":
+                data["verification"] = {
+                    "recovered": True,
+                    "at": now().isoformat(),
+                    "detail": f"health gate on {step.service} stable: {reason}",
+                }
+                head = "dry run, already healthy" if self.dry_run(context) else "healthy"
+                return "done", f"{head} after {rounds} round(s): {reason}{left_out}", data
+            if phase == "error":
+                raise StepFailed(f"the health gate cannot judge {step.service}: {reason}")
+            if self.dry_run(context):
+                wait = duration(step.timeout.total_seconds())
+                return "planned", f"dry run: would wait up to {wait} for the gate; now {reason}", data
+            if time.monotonic() + step.interval.total_seconds() > deadline:
+                raise StepFailed(
+                    f"not healthy within {duration(step.timeout.total_seconds())} ({rounds} round(s)): "
+                    f"{reason}{left_out}"
+                )
+            time.sleep(step.interval.total_seconds())
 
 
 class ServiceStatusOperator(_ServiceStepOperator):

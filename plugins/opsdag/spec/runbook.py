@@ -237,6 +237,28 @@ class DrainCanary(_ServiceStep):
     )
 
 
+class HealthGate(_Step):
+    """Verify with a health gate, as in releases: the service's ``analysis.metrics`` on its stable track.
+
+    Each metric's query is read with ``$canary``/``$stable`` selecting the stable track and
+    judged by the release analysis code against its absolute bounds (``max``/``min``; a
+    ratio to stable has nothing to compare with, so a ratio-only metric is left out and
+    named). Every ``interval`` a round of measurements; the step is done at the first round
+    where every metric passes (no data never passes), failed when ``timeout`` passes first
+    or a query cannot be judged. ``metrics``: the names to judge (default: every metric with
+    max or min). In a dry run, one round, for the report.
+    """
+
+    kind: ClassVar[StepKind] = "verify"
+    action: Literal["health_gate"]
+    service: DnsName
+    metrics: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)
+    timeout: Duration = Field(
+        default=timedelta(minutes=3), description="how long to wait for a passing round"
+    )
+    interval: Duration = Field(default=timedelta(seconds=5), description="between two rounds")
+
+
 class Escalate(_Step):
     """Call people when the runbook did not restore the service; else nothing (recorded as skipped).
 
@@ -277,6 +299,7 @@ Step = Annotated[
     | RestartInstances
     | ScaleService
     | DrainCanary
+    | HealthGate
     | Wait,
     Field(discriminator="action"),
 ]
