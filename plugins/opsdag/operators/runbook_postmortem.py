@@ -2,8 +2,11 @@
 
 Runs after every step (trigger rule ``all_done``), assembles the ``IncidentRecord``
 (``runbooks.engine.incident_record``), writes the Markdown and JSON postmortem
-(``runbooks.postmortem.write_postmortem``) and then fails when a step or an approval
-task failed, so that the run's state says it too (it is the DAG's only leaf).
+(``runbooks.postmortem.write_postmortem``, with the runbook's ``postmortem.template`` under
+``include/`` when it sets one) and then fails when a step or an approval task failed, or
+the runbook's template is missing or broken (the postmortem is then written with the
+default template, and the error names the file), so that the run's state says it too (it
+is the DAG's only leaf).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ class RunbookPostmortemOperator(BaseOperator):
         self.runbook = runbook
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from opsdag.runbooks.postmortem import postmortem_figures, write_postmortem
+        from opsdag.paths import include_dir
+        from opsdag.runbooks.postmortem import postmortem_figures, write_postmortem_with
 
         ti, params = context["ti"], context["params"]
         ids = self.runbook.step_ids()
@@ -49,14 +53,17 @@ class RunbookPostmortemOperator(BaseOperator):
             run_started=started,
             states=states,
         )
-        paths = write_postmortem(record)
+        setting = self.runbook.postmortem.template
+        template = include_dir() / setting if setting else None
+        paths, template_problem = write_postmortem_with(record, template)
         summary = postmortem_figures(record).summary
         self.log.info("postmortem: %s (%s)", summary, paths.markdown)
         failed = failed_steps(record) + [
             t for t, state in states.items() if state == "failed" and t not in ids
         ]
-        if failed:
-            raise AirflowFailException(
-                f"{', '.join(failed)} failed; postmortem at {paths.markdown}: {summary}"
-            )
+        problems = [f"{', '.join(failed)} failed"] if failed else []
+        if template_problem:
+            problems.append(f"postmortem.template: {template_problem} (written with the default template)")
+        if problems:
+            raise AirflowFailException(f"{'; '.join(problems)}; postmortem at {paths.markdown}: {summary}")
         return {"summary": summary, "markdown": str(paths.markdown), "json": str(paths.json)}

@@ -223,6 +223,22 @@ def write_postmortem(
     return write_report(data, markdown, dag_id=record.dag_id, run_id=record.run_id, root=root)
 
 
+def write_postmortem_with(
+    record: IncidentRecord, template: Path | str | None, root: Path | str | None = None
+) -> tuple[ReportPaths, str | None]:
+    """Write the postmortem with the runbook's ``template``; the record is never lost to a template.
+
+    A missing or broken template: the postmortem is written with the default template and
+    the second value says what is wrong with the team's file (None: it was used).
+    """
+    if template is None:
+        return write_postmortem(record, root), None
+    try:
+        return write_postmortem(record, root, template=template), None
+    except PostmortemTemplateError as exc:
+        return write_postmortem(record, root), str(exc)
+
+
 def _cell(value: Any) -> str:
     """A table cell: one line, control characters dropped, ``|`` escaped."""
     return plain_text(str(value if value is not None else "-")).replace("|", "\\|") or "-"

@@ -402,6 +402,26 @@ def alert_matches(entries: Iterable[AlertMatch | str], name: str, labels: Mappin
     return any(entry == name if isinstance(entry, str) else entry.matches(name, labels) for entry in entries)
 
 
+class PostmortemSettings(StrictModel):
+    """``template``: the Jinja2 template of the Markdown postmortem, a path relative to ``include/``
+    (default: opsdag's own, ``plugins/opsdag/runbooks/templates/postmortem.md.j2``). It is read
+    when the postmortem is written: a missing or broken one fails the postmortem task naming
+    the file, after the postmortem was written with the default template."""
+
+    template: Annotated[str, Field(min_length=1)] | None = None
+
+    @field_validator("template")
+    @classmethod
+    def _relative_inside(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith("/") or "\\" in value or "\x00" in value:
+            raise ValueError(f"{value!r} must be a path relative to include/ with '/' separators")
+        if ".." in value.split("/"):
+            raise ValueError(f"{value!r} must stay inside include/ (no '..')")
+        return value
+
+
 class RunbookSpec(StrictModel):
     """One runbook (include/runbooks/<name>.yaml)."""
 
@@ -412,6 +432,7 @@ class RunbookSpec(StrictModel):
     steps: list[Step] = Field(min_length=1)
     guards: Guards = Field(default_factory=Guards)
     notifications: RunbookNotifications = Field(default_factory=RunbookNotifications)
+    postmortem: PostmortemSettings = Field(default_factory=PostmortemSettings)
 
     @field_validator("alerts")
     @classmethod
