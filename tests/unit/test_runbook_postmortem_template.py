@@ -72,3 +72,48 @@ def test_a_missing_or_broken_template_is_named_and_the_default_writes_the_postmo
     assert problem is not None and str(template) in problem and words in problem, problem
     markdown = paths.markdown.read_text()
     assert "ServiceDown" in markdown and "service-down" in markdown  # the default template's postmortem
+
+
+class FakeTI:
+    dag_id, run_id = "runbook__r", "manual__1"
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value") -> None:
+        return None
+
+    def get_task_states(self, **kwargs) -> dict:
+        return {}
+
+
+def run_postmortem_task(monkeypatch, tmp_path: Path, template: str) -> dict:
+    from opsdag.operators.runbook_postmortem import RunbookPostmortemOperator
+
+    monkeypatch.setenv("OPSDAG_INCLUDE_DIR", str(tmp_path / "include"))
+    monkeypatch.setenv("OPSDAG_REPORTS_DIR", str(tmp_path / "reports"))
+    spec = RunbookSpec.model_validate({**RUNBOOK, "postmortem": {"template": template}})
+    task = RunbookPostmortemOperator(task_id="postmortem", runbook=spec)
+    context = {"ti": FakeTI(), "params": {"alert": {}, "dry_run": True}, "run_id": "manual__1"}
+    return task.execute(context)
+
+
+def test_the_postmortem_task_reads_the_template_under_include(monkeypatch, tmp_path: Path) -> None:
+    (tmp_path / "include" / "runbooks" / "templates").mkdir(parents=True)
+    (tmp_path / "include" / "runbooks" / "templates" / "ours.md.j2").write_text(
+        "ours: {{ record.runbook }}\n"
+    )
+    result = run_postmortem_task(monkeypatch, tmp_path, "runbooks/templates/ours.md.j2")
+    assert Path(result["markdown"]).read_text() == "ours: r\n"
+
+
+def test_the_postmortem_task_fails_naming_a_missing_template(monkeypatch, tmp_path: Path) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException) as failed:
+        run_postmortem_task(monkeypatch, tmp_path, "runbooks/templates/gone.md.j2")
+    message = str(failed.value)
+    assert message.startswith(
+        f"postmortem.template: {tmp_path / 'include' / 'runbooks' / 'templates' / 'gone.md.j2'}: "
+        "no such postmortem template"
+    )
+    assert "(written with the default template); postmortem at " in message
+    written = list((tmp_path / "reports" / "runbook__r").glob("*.md"))
+    assert len(written) == 1 and "r" in written[0].read_text()
