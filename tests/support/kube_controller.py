@@ -142,7 +142,7 @@ class KubeEmulator:
         # slows down with every request. Reads and the controller's own requests are
         # dropped from its log; the newest KEPT_REQUESTS changes are kept for assertions.
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.2)
             kept = [
                 r
                 for r in emulator._requests
@@ -319,7 +319,7 @@ class KubeEmulator:
 
 
 CONTROLLER_AGENT = "opsdag-test-kubelet"
-KEPT_REQUESTS = 500
+KEPT_REQUESTS = 100
 ACCESS_REVIEWS = "authorization.k8s.io/v1/selfsubjectaccessreviews"
 REFUSALS = (400, 403, 404, 409, 422)  # answers after which the API server has changed nothing
 # The kinds the emulator serves: what the build pods, the Deployment driver and its routers use.
@@ -981,6 +981,7 @@ class KubeReleaseCluster:
         self.controller = DeploymentController(
             self.kube,
             namespace=self.NAMESPACE,
+            interval=0.1,  # in the test's process: a busier loop slows every API answer down
             unpullable={self.image("9.9.9")},
             crashing={self.image("1.4.0-crash")},
             stalling={self.image("1.5.0-stall")},
