@@ -43,18 +43,19 @@ def test_the_json_form_a_trigger_receives_chooses_the_same() -> None:
     assert type(router_for(data)) is HaproxyRouter
 
 
-def test_a_kind_without_a_driver_names_the_field() -> None:
+def test_a_router_kind_without_a_router_names_the_field() -> None:
+    from opsdag.platforms.kubernetes.driver import KubernetesDriver
+
     checkout = spec("checkout")
+    assert type(driver_for(checkout)) is KubernetesDriver
+    data = checkout.model_dump(mode="json")
+    data["platform"]["router"] = {"kind": "replica-ratio"}
     with pytest.raises(
-        NoDriver, match=r"^platform\.kind: 'kubernetes' has no workload driver in this version"
+        NoRouter, match=r"^platform\.router\.kind: 'replica-ratio' has no traffic router in this version"
     ):
-        driver_for(checkout)
-    with pytest.raises(
-        NoRouter, match=r"^platform\.router\.kind: 'nginx' has no traffic router in this version"
-    ):
-        router_for(checkout)
-    with pytest.raises(NoRouter, match=r"^platform\.router\.kind: 'nginx'"):
-        router_class(checkout)
+        router_for(data)
+    with pytest.raises(NoRouter, match=r"^platform\.router\.kind: 'replica-ratio'"):
+        router_class(data)
 
 
 class _Driver(SandboxDriver):

@@ -72,7 +72,6 @@ def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_b
         "approve_roll-back-last-release",
         "roll-back-last-release",
         "verify-error-rate",
-        "verify-health",
         "tell-owners",
         "escalate",
         "postmortem",
@@ -86,7 +85,6 @@ def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_b
         "confirm-down",
         "restart-instances",
         "verify-instances-up",
-        "verify-health",
         "escalate",
         "postmortem",
     ]
@@ -99,5 +97,4 @@ def test_service_runbooks_act_after_an_approval_and_escalate_whatever_happened_b
         "confirm-down",
         "restart-instances",
         "verify-instances-up",
-        "verify-health",
     ]

@@ -176,7 +176,6 @@ def test_high_error_rate_and_service_down_runbooks() -> None:
         "assess",
         "rollback_release",
         "check_metric",
-        "health_gate",
         "notify",
         "escalate",
     ]
@@ -197,6 +196,5 @@ def test_high_error_rate_and_service_down_runbooks() -> None:
         "check_metric",
         "restart_instances",
         "check_metric",
-        "health_gate",
         "escalate",
     ]

@@ -174,5 +174,10 @@ def test_the_router_s_abilities_come_from_the_registry() -> None:
 
     assert choose_strategy_for("bluegreen", DEMO) == "bluegreen"  # HAProxy has a preview route
     assert choose_strategy_for("canary", DEMO) == "canary"  # and splits traffic by weight
-    with pytest.raises(NoRouter, match=r"platform\.router\.kind: 'nginx' has no traffic router"):
-        choose_strategy_for(None, CHECKOUT)
+    assert choose_strategy_for(None, CHECKOUT) == "canary"  # NGINX ingress splits by weight
+    with pytest.raises(StrategyRefused, match=r"router 'nginx' has none"):
+        choose_strategy_for("bluegreen", CHECKOUT.model_copy(update={"bluegreen": DEMO.bluegreen}))
+    ratio = CHECKOUT.model_dump(mode="json")
+    ratio["platform"]["router"] = {"kind": "replica-ratio"}
+    with pytest.raises(NoRouter, match=r"platform\.router\.kind: 'replica-ratio' has no traffic router"):
+        choose_strategy_for(None, ServiceSpec.model_validate(ratio))
