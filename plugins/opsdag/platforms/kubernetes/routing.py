@@ -10,9 +10,9 @@ failed, creates the canary Service before a route refers to it and deletes it af
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar, Self
 
-from opsdag.platforms.base import PlatformError
+from opsdag.platforms.base import PlatformError, TrafficRouter
 from opsdag.platforms.kubernetes import manifests as mf
 from opsdag.platforms.kubernetes.api import KubeApi
 from opsdag.platforms.kubernetes.driver import KubernetesDriver
@@ -71,3 +71,68 @@ class ServiceRouting:
     def close_canary(self, service_name: str) -> None:
         """Delete the canary Service (once nothing routes to it)."""
         self.api.delete("services", mf.canary_name(service_name))
+
+
+class ServiceRouter(TrafficRouter):
+    """The base of the routers splitting between the stable Service and ``<service>-canary``.
+
+    Holds the platform's fields, the API and the ``ServiceRouting`` both routers use; a
+    subclass names the object it routes through (``routed_field``: its ``platform.router``
+    field, also its constructor's keyword) and reads it with ``routed_object``.
+    """
+
+    can_split = True
+    can_preview = False
+    routed_field: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        deployment: str,
+        container: str | None = None,
+        connection_id: str = "kubernetes_default",
+    ) -> None:
+        self.namespace = namespace
+        self.deployment = deployment
+        self.container = container
+        self.connection_id = connection_id
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> Self:
+        platform = spec.platform
+        return cls(
+            namespace=platform.namespace,
+            deployment=platform.deployment,
+            container=platform.container,
+            connection_id=platform.connection_id,
+            **{cls.routed_field: getattr(platform.router, cls.routed_field)},
+        )
+
+    @cached_property
+    def services(self) -> ServiceRouting:
+        return ServiceRouting(
+            namespace=self.namespace,
+            deployment=self.deployment,
+            container=self.container,
+            connection_id=self.connection_id,
+        )
+
+    @property
+    def api(self) -> KubeApi:
+        return self.services.api
+
+    def routed_object(self, resource: str, name: str, kind: str) -> dict[str, Any]:
+        """The service's ``resource``/``name``; a PlatformError naming the spec field when it is missing."""
+        found = self.api.get(resource, name)
+        if found is None:
+            raise PlatformError(
+                f"get {resource}/{name} in namespace {self.namespace}: not found "
+                f"(platform.router.{self.routed_field} must name the service's {kind})"
+            )
+        return found
+
+    @staticmethod
+    def check_percent(percent: Any) -> None:
+        if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
+            raise PlatformError(f"canary weight must be a whole percent from 0 to 100, got {percent!r}")

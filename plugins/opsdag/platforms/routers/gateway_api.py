@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import copy
 import json
-from functools import cached_property
-from typing import Any, Self
+from typing import Any
 
-from opsdag.platforms.base import PlatformError, TrafficRouter, TrafficSplit
+from opsdag.platforms.base import PlatformError, TrafficSplit
 from opsdag.platforms.kubernetes import manifests as mf
-from opsdag.platforms.kubernetes.api import KubeApi
-from opsdag.platforms.kubernetes.routing import ServiceRouting
+from opsdag.platforms.kubernetes.routing import ServiceRouter
 from opsdag.platforms.weights import split_is_exact
 
 REQUESTED = "opsdag.io/canary-weight"
@@ -99,7 +97,7 @@ def split_of(route: dict[str, Any], stable: str) -> TrafficSplit:
     raise PlatformError(f"HTTPRoute {_name(route)} has no rule that refers to Service {stable}")
 
 
-class GatewayApiRouter(TrafficRouter):
+class GatewayApiRouter(ServiceRouter):
     """An HTTPRoute's backendRef weights between the stable Service and ``<service>-canary``.
 
     :param namespace: ``platform.namespace`` (the route, both Services and Deployments).
@@ -110,63 +108,20 @@ class GatewayApiRouter(TrafficRouter):
     """
 
     kind = "gateway-api"
-    can_split = True
-    can_preview = False
+    routed_field = "http_route"
 
-    def __init__(
-        self,
-        *,
-        namespace: str,
-        http_route: str,
-        deployment: str,
-        container: str | None = None,
-        connection_id: str = "kubernetes_default",
-    ) -> None:
-        self.namespace = namespace
+    def __init__(self, *, http_route: str, **platform: Any) -> None:
+        super().__init__(**platform)
         self.http_route = http_route
-        self.deployment = deployment
-        self.container = container
-        self.connection_id = connection_id
-
-    @classmethod
-    def from_spec(cls, spec: Any) -> Self:
-        platform = spec.platform
-        return cls(
-            namespace=platform.namespace,
-            http_route=platform.router.http_route,
-            deployment=platform.deployment,
-            container=platform.container,
-            connection_id=platform.connection_id,
-        )
-
-    @cached_property
-    def services(self) -> ServiceRouting:
-        return ServiceRouting(
-            namespace=self.namespace,
-            deployment=self.deployment,
-            container=self.container,
-            connection_id=self.connection_id,
-        )
-
-    @property
-    def api(self) -> KubeApi:
-        return self.services.api
 
     def _route(self) -> dict[str, Any]:
-        route = self.api.get("httproutes", self.http_route)
-        if route is None:
-            raise PlatformError(
-                f"get httproutes/{self.http_route} in namespace {self.namespace}: not found "
-                "(platform.router.http_route must name the service's HTTPRoute)"
-            )
-        return route
+        return self.routed_object("httproutes", self.http_route, "HTTPRoute")
 
     def _stable_service(self, route: dict[str, Any]) -> dict[str, Any]:
         return self.services.stable_service(stable_service_name(route), f"HTTPRoute {_name(route)}")
 
     def set_weight(self, percent: int) -> None:
-        if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
-            raise PlatformError(f"canary weight must be a whole percent from 0 to 100, got {percent!r}")
+        self.check_percent(percent)
         route = self._route()
         service = self._stable_service(route)
         stable = service["metadata"]["name"]

@@ -16,13 +16,11 @@ promote) the canary Ingress is deleted, then the canary Service.
 from __future__ import annotations
 
 import copy
-from functools import cached_property
-from typing import Any, Self
+from typing import Any
 
-from opsdag.platforms.base import PlatformError, TrafficRouter, TrafficSplit
+from opsdag.platforms.base import PlatformError, TrafficSplit
 from opsdag.platforms.kubernetes import manifests as mf
-from opsdag.platforms.kubernetes.api import KubeApi
-from opsdag.platforms.kubernetes.routing import ServiceRouting
+from opsdag.platforms.kubernetes.routing import ServiceRouter
 
 NGINX = "nginx.ingress.kubernetes.io/"
 CANARY = NGINX + "canary"
@@ -88,7 +86,7 @@ def split_of(canary: dict[str, Any] | None) -> TrafficSplit:
     return TrafficSplit(stable=round(100 - share, 1), canary=share, exact=True, requested=weight)
 
 
-class NginxIngressRouter(TrafficRouter):
+class NginxIngressRouter(ServiceRouter):
     """A canary Ingress beside the service's Ingress, weighted by ingress-nginx's annotations.
 
     :param namespace: ``platform.namespace``.
@@ -99,60 +97,17 @@ class NginxIngressRouter(TrafficRouter):
     """
 
     kind = "nginx"
-    can_split = True
-    can_preview = False
+    routed_field = "ingress"
 
-    def __init__(
-        self,
-        *,
-        namespace: str,
-        ingress: str,
-        deployment: str,
-        container: str | None = None,
-        connection_id: str = "kubernetes_default",
-    ) -> None:
-        self.namespace = namespace
+    def __init__(self, *, ingress: str, **platform: Any) -> None:
+        super().__init__(**platform)
         self.ingress = ingress
-        self.deployment = deployment
-        self.container = container
-        self.connection_id = connection_id
-
-    @classmethod
-    def from_spec(cls, spec: Any) -> Self:
-        platform = spec.platform
-        return cls(
-            namespace=platform.namespace,
-            ingress=platform.router.ingress,
-            deployment=platform.deployment,
-            container=platform.container,
-            connection_id=platform.connection_id,
-        )
-
-    @cached_property
-    def services(self) -> ServiceRouting:
-        return ServiceRouting(
-            namespace=self.namespace,
-            deployment=self.deployment,
-            container=self.container,
-            connection_id=self.connection_id,
-        )
-
-    @property
-    def api(self) -> KubeApi:
-        return self.services.api
 
     def _ingress(self) -> dict[str, Any]:
-        found = self.api.get("ingresses", self.ingress)
-        if found is None:
-            raise PlatformError(
-                f"get ingresses/{self.ingress} in namespace {self.namespace}: not found "
-                "(platform.router.ingress must name the service's Ingress)"
-            )
-        return found
+        return self.routed_object("ingresses", self.ingress, "Ingress")
 
     def set_weight(self, percent: int) -> None:
-        if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
-            raise PlatformError(f"canary weight must be a whole percent from 0 to 100, got {percent!r}")
+        self.check_percent(percent)
         ingress = self._ingress()
         stable = ingress_service_name(ingress)
         service = self.services.stable_service(stable, f"Ingress {self.namespace}/{self.ingress}")
