@@ -1,13 +1,14 @@
 """A person approves a runbook's destructive step (Airflow 3.3's Human-in-the-loop), told on Slack.
 
 Like the release's stage approvals (``operators/stage_approval.py``): an ``ApprovalOperator``
-whose request is posted to Slack with a link to Airflow's approval page (the message is
-``notify.approval_request.approval_message``). Unlike them, a rejection neither fails this
-task nor skips the tasks after it: the destructive step reads the answer, records itself
-as skipped ("rejected by ...") and the runbook goes on to verify and report. Without an
-answer within ``guards.approval_timeout`` the default, ``Reject``, applies. A dry run
-asks nothing: the step only plans; nor is anyone asked while a release or another
-runbook acts on the step's service (the step then refuses, one actor per service).
+whose request is posted to Slack with a link to Airflow's approval page
+(``notify.approval_request``, saying the step is skipped without an answer). Unlike them,
+a rejection neither fails this task nor skips the tasks after it: the destructive step
+reads the answer, records itself as skipped ("rejected by ...") and the runbook goes on
+to verify and report. Without an answer within ``guards.approval_timeout`` the default,
+``Reject``, applies. A dry run asks nothing: the step only plans; nor is anyone asked
+while a release or another runbook acts on the step's service (the step then refuses,
+one actor per service).
 """
 
 from __future__ import annotations
@@ -15,45 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
-from airflow.sdk import BaseNotifier
 
-from opsdag.notify.approval_request import approval_message
-from opsdag.notify.slack import send_slack
+from opsdag.notify.approval_request import ApprovalRequestNotifier
 from opsdag.spec.runbook import RunbookSpec
-
-
-class RunbookApprovalNotifier(BaseNotifier):
-    """Post the approval request to the runbook's Slack channel (``notifications.slack``; none: not sent)."""
-
-    template_fields = ()
-
-    def __init__(self, *, runbook: RunbookSpec) -> None:
-        super().__init__()
-        self.runbook = runbook
-
-    def notify(self, context: Any) -> None:
-        slack = self.runbook.notifications.slack
-        if slack is None:
-            return
-        task = context["task"]
-        try:
-            link = task.generate_link_to_ui_from_context(context=context)
-        except Exception as exc:  # no [api] base_url: the message still goes, without the link
-            self.log.info("no link to the approval page: %s", exc)
-            link = None
-        timeout = task.response_timeout
-        text, blocks = approval_message(
-            service_name=f"runbook {self.runbook.name}",
-            subject=task.subject,
-            body=task.body or "",
-            link=link,
-            timeout=f"{int(timeout.total_seconds() // 60)} min" if timeout else "no limit",
-        )
-        # approval_message speaks of a canary stage; a runbook's step is skipped instead
-        blocks[-1]["text"]["text"] = blocks[-1]["text"]["text"].replace(
-            "the stage fails and the canary is rolled back", "the step is skipped"
-        )
-        send_slack(slack.connection_id, text, blocks=blocks, channel=slack.channel)
 
 
 class RunbookApprovalOperator(ApprovalOperator):
@@ -65,7 +30,13 @@ class RunbookApprovalOperator(ApprovalOperator):
 
     def __init__(self, *, runbook: RunbookSpec, step_id: str, **kwargs: Any) -> None:
         super().__init__(
-            notifiers=[RunbookApprovalNotifier(runbook=runbook)],
+            notifiers=[
+                ApprovalRequestNotifier(
+                    slack=runbook.notifications.slack,
+                    name=f"runbook {runbook.name}",
+                    unanswered="the step is skipped",
+                )
+            ],
             defaults=[ApprovalOperator.REJECT],
             response_timeout=runbook.guards.approval_timeout,
             **kwargs,
