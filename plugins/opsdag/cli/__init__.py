@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 # command -> the module of this package that implements it
-COMMANDS = {"validate": "validate", "release": "release_client", "wal": "wal"}
+COMMANDS = {"validate": "validate", "release": "release_client", "wal": "wal", "kube-role": "kube_role"}
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1

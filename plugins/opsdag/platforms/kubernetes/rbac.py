@@ -31,11 +31,21 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
-def role_rules() -> list[dict[str, list[str]]]:
-    """``RULES`` as a Role's ``rules``."""
+# What an in-cluster image build (``builder: kaniko``) does in ``image.build.kaniko.namespace``:
+# create its build pod, read it (and adopt it on a retry), read its log, delete it.
+BUILD_RULES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("", "pods"): ("get", "create", "delete"),
+    ("", "pods/log"): ("get",),
+}
+
+
+def role_rules(
+    rules: dict[tuple[str, str], tuple[str, ...]] | None = None,
+) -> list[dict[str, list[str]]]:
+    """``rules`` (default ``RULES``) as a Role's ``rules``."""
     return [
         {"apiGroups": [group], "resources": [resource], "verbs": list(verbs)}
-        for (group, resource), verbs in RULES.items()
+        for (group, resource), verbs in (RULES if rules is None else rules).items()
     ]
 
 
