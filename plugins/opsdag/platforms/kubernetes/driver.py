@@ -50,6 +50,7 @@ from opsdag.platforms.kubernetes.api import KubeApi
 
 PROMOTED_FROM = "opsdag.io/promoted-from"  # annotation on a canary being promoted: the stable's image
 UNPULLABLE = "opsdag.io/unpullable"  # annotation on a canary whose image its registry does not have
+SELECTOR_WAIT = 15.0  # seconds metric_selectors waits for a new canary's first pod
 
 
 class KubernetesDriver(WorkloadDriver):
@@ -235,10 +236,27 @@ class KubernetesDriver(WorkloadDriver):
         )
 
     def metric_selectors(self) -> dict[str, str]:
-        """``namespace`` and ``pod`` matchers (``pods.metric_selectors``)."""
+        """``namespace`` and ``pod`` matchers (``pods.metric_selectors``).
+
+        Called right after ``start``, when the canary's ReplicaSet may not have made its pods
+        yet: it waits for them (up to ``SELECTOR_WAIT`` seconds) so that the canary's matcher
+        names their pod-template-hash; without pods, it matches any canary pod, and the series
+        of an earlier canary, still within the query's rate window, would count as this one's.
+        """
         canary = self.canary_deployment()
-        canary_pods = self.pods(canary, CANARY) if canary is not None else []
-        return pf.metric_selectors(self.namespace, self.deployment, canary_pods)
+        if canary is None:
+            return pf.metric_selectors(self.namespace, self.deployment, [])
+        image = mf.image_of(canary, self.container)
+        deadline = time.monotonic() + SELECTOR_WAIT
+        while True:
+            canary_pods = self.pods(canary, CANARY)
+            if (
+                pf.current_pods(canary_pods, image)
+                or int(canary["spec"].get("replicas", 1)) == 0
+                or time.monotonic() > deadline
+            ):
+                return pf.metric_selectors(self.namespace, self.deployment, canary_pods, image)
+            time.sleep(self.poll_interval)
 
     def endpoints(self, track: Track) -> list[str]:
         deployment = self.stable_deployment() if track == STABLE else self.canary_deployment()

@@ -26,14 +26,30 @@ def endpoint_urls(deployment: dict[str, Any], pods: list[dict[str, Any]], contai
     return sorted(urls)
 
 
-def metric_selectors(namespace: str, deployment: str, canary_pods: list[dict[str, Any]]) -> dict[str, str]:
+def current_pods(canary_pods: list[dict[str, Any]], image: str | None) -> list[dict[str, Any]]:
+    """The pods running ``image`` (the canary Deployment's now), not being deleted; None: all."""
+    return [
+        p
+        for p in canary_pods
+        if not p["metadata"].get("deletionTimestamp")
+        and (image is None or image in {c.get("image") for c in p.get("spec", {}).get("containers") or []})
+    ]
+
+
+def metric_selectors(
+    namespace: str, deployment: str, canary_pods: list[dict[str, Any]], image: str | None = None
+) -> dict[str, str]:
     """``namespace`` and ``pod`` matchers (Prometheus' kubernetes_sd pod labels) per track.
 
     PromQL regexes are anchored: ``checkout-<hash>-<suffix>`` never matches
     ``checkout-canary-<hash>-<suffix>``. The canary's names the pod-template-hash of its
-    pods when they share one, so series of an earlier canary never count for a new one.
+    pods (those running ``image``, the canary Deployment's image, when given) when they
+    share one, so series of an earlier canary never count for a new one: they stay within
+    a query's rate window for minutes after its pods are gone.
     """
-    hashes = {(p["metadata"].get("labels") or {}).get("pod-template-hash") for p in canary_pods}
+    hashes = {
+        (p["metadata"].get("labels") or {}).get("pod-template-hash") for p in current_pods(canary_pods, image)
+    }
     canary_hash = hashes.pop() if len(hashes) == 1 and None not in hashes else POD_PART
     return {
         "canary": f'namespace="{namespace}", pod=~"{mf.canary_name(deployment)}-{canary_hash}-{POD_PART}"',
