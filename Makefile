@@ -25,7 +25,7 @@ format:
 # Installs what is missing, lints, then runs every test (unit, integration, end to end).
 # pytest exits 5 when it collected no test: that fails here too.
 test: setup lint
-	$(VENV)/python -m pytest tests -q -p no:cacheprovider
+	$(VENV)/python -m pytest tests -q -p no:cacheprovider --durations=30
 
 bench: setup
 	$(VENV)/python bench/bench_parse.py
