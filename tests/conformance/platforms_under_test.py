@@ -83,6 +83,11 @@ def _kubernetes(router: dict[str, str]) -> Callable[[pytest.FixtureRequest], Pla
         request.getfixturevalue("monkeypatch").setenv(
             "AIRFLOW_CONN_KUBERNETES_DEFAULT", cluster.kube.connection_json()
         )
+        reset = cluster.reset
+        if router["kind"] == "service-selector":
+            from support.kube_bluegreen_objects import BlueGreenObjects
+
+            reset = BlueGreenObjects(cluster).reset  # checkout-blue and its active / preview Services
         spec = cluster.spec(router)
         driver = driver_for(spec)
         driver.poll_interval = 0.05  # the emulated cluster settles in tenths of a second
@@ -96,7 +101,7 @@ def _kubernetes(router: dict[str, str]) -> Callable[[pytest.FixtureRequest], Pla
             unpullable_image=cluster.image("9.9.9"),
             crashing_image=cluster.image("1.4.0-crash"),
             instances=cluster.replicas,
-            reset=cluster.reset,
+            reset=reset,
         )
 
     return factory
@@ -106,4 +111,11 @@ PLATFORMS: dict[str, Callable[[pytest.FixtureRequest], PlatformUnderTest]] = {
     "sandbox": _sandbox,
     "kubernetes+gateway-api": _kubernetes({"kind": "gateway-api", "http_route": "checkout"}),
     "kubernetes+nginx": _kubernetes({"kind": "nginx", "ingress": "checkout"}),
+    "kubernetes+service-selector": _kubernetes(
+        {
+            "kind": "service-selector",
+            "active_service": "checkout-active",
+            "preview_service": "checkout-preview",
+        }
+    ),
 }

@@ -89,6 +89,11 @@ def ready(platform: PlatformUnderTest) -> Readiness:
     )
 
 
+def weight_for(platform: PlatformUnderTest, percent: int) -> int:
+    """``percent``, or 100 on a router that cannot split (a Service selector: all or nothing)."""
+    return percent if platform.router.can_split else 100
+
+
 def test_the_pair_comes_from_the_registry(platform: PlatformUnderTest) -> None:
     assert isinstance(platform.driver, WorkloadDriver) and isinstance(platform.router, TrafficRouter)
     assert platform.driver.kind and platform.router.kind
@@ -126,7 +131,7 @@ def test_a_release_promoted_then_a_second_one_aborted(platform: PlatformUnderTes
     ready(platform)
     expect(platform, stable=(old, n), canary=(new, n))
     assert len(driver.endpoints(CANARY)) == n
-    for weight in (10, 50):
+    for weight in (weight_for(platform, 10), weight_for(platform, 50)):
         twice_same(platform, lambda w=weight: router.set_weight(w))
         expect(platform, stable=(old, n), canary=(new, n), weight=weight)
     twice_same(platform, driver.promote)
@@ -137,8 +142,8 @@ def test_a_release_promoted_then_a_second_one_aborted(platform: PlatformUnderTes
     assert target == RollbackTarget(new, n, 0)
     twice(lambda: driver.start(other, n))
     ready(platform)
-    router.set_weight(50)
-    expect(platform, stable=(new, n), canary=(other, n), weight=50)
+    router.set_weight(weight_for(platform, 50))
+    expect(platform, stable=(new, n), canary=(other, n), weight=weight_for(platform, 50))
     twice_same(platform, lambda: router.set_weight(0))
     expect(platform, stable=(new, n), canary=(other, n), weight=0)
     twice_same(platform, lambda: driver.remove(CANARY))
@@ -155,7 +160,7 @@ def test_scale_both_tracks(platform: PlatformUnderTest) -> None:
     twice_same(platform, lambda: driver.scale(CANARY, 3))
     ready(platform)
     expect(platform, stable=(old, n), canary=(new, 3))
-    share = replica_share(3, n)
+    share = weight_for(platform, replica_share(3, n))
     router.set_weight(share)
     twice_same(platform, lambda: driver.scale(STABLE, 1))
     expect(platform, stable=(old, 1), canary=(new, 3), weight=share)  # the split stays what was asked
@@ -255,7 +260,7 @@ def test_trigger_calls_from_threads(platform: PlatformUnderTest) -> None:
     ready(platform)
 
     async def together() -> list[object]:
-        calls = [asyncio.to_thread(router.set_weight, w) for w in (10, 20, 30, 40)]
+        calls = [asyncio.to_thread(router.set_weight, weight_for(platform, w)) for w in (10, 20, 30, 40)]
         calls += [asyncio.to_thread(driver.readiness), asyncio.to_thread(router.verify_weight)]
         return await asyncio.gather(*calls)
 

@@ -22,6 +22,7 @@ ROUTERS: dict[str, str] = {
     "haproxy": "opsdag.platforms.routers.haproxy:HaproxyRouter",
     "gateway-api": "opsdag.platforms.routers.gateway_api:GatewayApiRouter",
     "nginx": "opsdag.platforms.routers.nginx_ingress:NginxIngressRouter",
+    "service-selector": "opsdag.platforms.routers.service_selector:ServiceSelectorRouter",
 }
 
 

@@ -48,8 +48,18 @@ class GatewayApiRouterSpec(StrictModel):
     http_route: DnsName
 
 
+class ServiceSelectorRouterSpec(StrictModel):
+    """Blue-green by Service selectors: ``<deployment>-blue`` / ``-green``, one switch of the
+    active Service's selector; no weights (canary is refused for it)."""
+
+    kind: Literal["service-selector"]
+    active_service: DnsName = Field(description="the Service that serves: it selects the stable colour")
+    preview_service: DnsName = Field(description="the Service that reaches the new colour before the switch")
+
+
 RouterSpec = Annotated[
-    ReplicaRatioRouterSpec | NginxRouterSpec | GatewayApiRouterSpec, Field(discriminator="kind")
+    ReplicaRatioRouterSpec | NginxRouterSpec | GatewayApiRouterSpec | ServiceSelectorRouterSpec,
+    Field(discriminator="kind"),
 ]
 
 

@@ -97,6 +97,10 @@ class KubernetesDriver(WorkloadDriver):
     @classmethod
     def from_spec(cls, spec: Any) -> Self:
         platform = spec.platform
+        if cls is KubernetesDriver and platform.router.kind == "service-selector":
+            from opsdag.platforms.kubernetes.bluegreen import BlueGreenDriver
+
+            return BlueGreenDriver.from_spec(spec)  # type: ignore[return-value]  # blue/green colours
         build = getattr(spec.image, "build", None)
         return cls(
             namespace=platform.namespace,

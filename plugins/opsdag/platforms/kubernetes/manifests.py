@@ -9,6 +9,10 @@ stable Service as ``<service>-canary`` selecting ``track: canary``. For the spli
 router's, the stable Service must not select the canary's pods: its selector must hold a
 label the canary's pods do not carry with that value (``track: stable``);
 ``selects_canary_pods`` says when it does not.
+
+Blue-green's layout (``router: service-selector``) is two colours of one Deployment,
+``<deployment>-blue`` / ``-green`` labelled ``opsdag.io/colour``: ``colour_deployment`` makes one
+colour from the other, ``selector_patch`` moves a Service's selector between them.
 """
 
 from __future__ import annotations
@@ -186,18 +190,94 @@ def _kept_annotations(meta: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in annotations.items() if k not in _DROPPED_ANNOTATIONS}
 
 
+# -- blue-green: two colours of one Deployment ---------------------------------------------------
+
+COLOUR_LABEL = "opsdag.io/colour"  # on a colour's Deployment, its selector and its pods
+COLOURS = ("blue", "green")
+
+
+def colour_name(base: str, colour: str) -> str:
+    """``checkout``, ``green`` -> ``checkout-green`` (a colour's Deployment)."""
+    return f"{base}-{colour}"
+
+
+def other_colour(colour: str) -> str:
+    """``blue`` -> ``green`` and back."""
+    return COLOURS[1 - COLOURS.index(colour)]
+
+
+def colour_of(obj: dict[str, Any], where: str) -> str | None:
+    """The colour a Deployment's pods carry (``where="template"``) or a Service selects (``"selector"``)."""
+    spec = obj.get("spec", {})
+    labels = (
+        spec.get("selector") or {}
+        if where == "selector"
+        else spec.get("template", {}).get("metadata", {}).get("labels") or {}
+    )
+    colour = labels.get(COLOUR_LABEL)
+    return colour if colour in COLOURS else None
+
+
+def colour_deployment(
+    stable: dict[str, Any], *, base: str, colour: str, image: str, replicas: int, container: str | None
+) -> dict[str, Any]:
+    """``<base>-<colour>``: the stable colour's Deployment with ``image`` and ``replicas``, whose
+    selector, pods and labels carry ``opsdag.io/colour: <colour>`` and pods ``version: <tag>``."""
+    index = container_index(stable, container)
+    meta = stable.get("metadata", {})
+    spec = copy.deepcopy(stable.get("spec", {}))
+    spec.pop("paused", None)
+    spec["replicas"] = replicas
+    selector = spec.setdefault("selector", {})
+    selector["matchLabels"] = {**(selector.get("matchLabels") or {}), COLOUR_LABEL: colour}
+    template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
+    pod_labels = {COLOUR_LABEL: colour, VERSION_LABEL: version_label(image)}
+    template_meta["labels"] = {**(template_meta.get("labels") or {}), **pod_labels}
+    spec["template"]["spec"]["containers"][index]["image"] = image
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": colour_name(base, colour),
+            "namespace": meta.get("namespace"),
+            "labels": {**(meta.get("labels") or {}), **MANAGED_BY, COLOUR_LABEL: colour},
+            "annotations": _kept_annotations(meta),
+        },
+        "spec": spec,
+    }
+
+
+def selector_patch(service: dict[str, Any], colour: str) -> dict[str, Any] | None:
+    """A merge patch making ``service`` select ``colour`` (None: it does already), guarded by its
+    ``resourceVersion`` when it has one: the selector's other labels are kept."""
+    if colour_of(service, "selector") == colour:
+        return None
+    patch: dict[str, Any] = {"spec": {"selector": {COLOUR_LABEL: colour}}}
+    version = service.get("metadata", {}).get("resourceVersion")
+    if version:
+        patch["metadata"] = {"resourceVersion": version}
+    return patch
+
+
 __all__ = [
     "CANARY_OF",
+    "COLOURS",
+    "COLOUR_LABEL",
     "TRACK_LABEL",
     "VERSION_LABEL",
     "canary_deployment",
     "canary_name",
     "canary_pod_labels",
     "canary_service",
+    "colour_deployment",
+    "colour_name",
+    "colour_of",
     "container_index",
     "image_of",
     "image_patch",
     "matches",
+    "other_colour",
+    "selector_patch",
     "selector_string",
     "selects_canary_pods",
     "version_label",

@@ -11,7 +11,8 @@ release through each router and checks it is covered). As a Role:
     rules: <ROLE_RULES>
 
 bound (RoleBinding) to the account of ``platform.connection_id``. ``httproutes`` only for
-``router: gateway-api``, ``ingresses`` only for ``router: nginx``. The preflight asks the API
+``router: gateway-api``, ``ingresses`` only for ``router: nginx``, ``patch`` on ``services``
+only for ``router: service-selector`` (``ROUTER_VERBS``). The preflight asks the API
 (SelfSubjectAccessReview, allowed to every account by Kubernetes' default ``system:basic-user``
 ClusterRole) whether each of these is granted, so a missing one stops the release before any
 change. Image builds (kaniko) need their own rules on pods in the build namespace.
@@ -22,8 +23,9 @@ from __future__ import annotations
 # (API group, resource) -> verbs
 RULES: dict[tuple[str, str], tuple[str, ...]] = {
     ("apps", "deployments"): ("get", "create", "patch", "delete"),
+    ("apps", "replicasets"): ("list",),  # rolling in place: which pods are new, which old
     ("", "pods"): ("list",),
-    ("", "services"): ("get", "create", "delete"),
+    ("", "services"): ("get", "create", "patch", "delete"),
     ("", "resourcequotas"): ("list",),
     ("gateway.networking.k8s.io", "httproutes"): ("get", "patch"),
     ("networking.k8s.io", "ingresses"): ("get", "create", "patch", "delete"),
@@ -57,7 +59,17 @@ def covers(verb: str, resource: str) -> bool:
 ROUTER_RESOURCES = {"gateway-api": "httproutes", "nginx": "ingresses"}
 
 
+# Verbs on a resource every router uses that only some routers need: (group, resource, verb) -> them.
+ROUTER_VERBS: dict[tuple[str, str, str], tuple[str, ...]] = {
+    ("", "services", "patch"): ("service-selector",),  # the active and preview Services' selectors
+}
+
+
 def rules_for(router_kind: str | None) -> dict[tuple[str, str], tuple[str, ...]]:
-    """``RULES`` without the resources of the routers a service does not use."""
+    """``RULES`` without the resources (and ``ROUTER_VERBS``) of the routers a service does not use."""
     unused = {r for kind, r in ROUTER_RESOURCES.items() if kind != router_kind}
-    return {key: verbs for key, verbs in RULES.items() if key[1] not in unused}
+    return {
+        key: tuple(v for v in verbs if router_kind in ROUTER_VERBS.get((*key, v), (router_kind,)))
+        for key, verbs in RULES.items()
+        if key[1] not in unused
+    }

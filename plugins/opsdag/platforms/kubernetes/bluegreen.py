@@ -1,0 +1,328 @@
+"""Blue-green Deployments as a workload driver (``platform.router.kind: service-selector``).
+
+Two colours of ``platform.deployment``: ``<deployment>-blue`` and ``<deployment>-green``, whose
+selectors and pods carry ``opsdag.io/colour``. The active Service
+(``platform.router.active_service``) selects the colour that serves, the preview Service the
+colour being judged. Tracks are relative, colours are not, so which colour is a release's
+new one is recorded on the cluster, never in a process: the new colour's Deployment carries
+``opsdag.io/replaces: <the stable colour>``, and every task and trigger reads the same answer:
+
+- a Deployment carrying that mark is the canary track, the other colour is the stable one;
+- none: the colour the active Service selects is the stable one, and no canary runs.
+
+``start`` makes the new colour from the stable one's Deployment with the new image, marked (an
+unmarked Deployment of that colour, left by hand, is taken over). ``promote`` switches the active
+Service to the new colour (refused unless all its pods are ready), drops the mark (the new
+colour becomes the stable one as it runs: no second rollout), points the preview Service at it,
+then deletes the old colour: its pods go. It runs after blue-green's scale-down delay, and a
+retried promote finishes what a first one began. ``remove(CANARY)`` takes traffic off the new
+colour (both Services on the stable colour, read back) before deleting it: no Service is ever
+left selecting a colour whose Deployment does not exist. A release never changes the stable
+colour's Deployment, so undo (switch back, preview off, remove) leaves exactly the objects
+preflight found.
+
+Why delete the old colour rather than keep it at 0 replicas: a kept copy would have to be
+restored exactly by an aborted next release, which then must remember its whole spec; after
+promotion a switch back needs a running colour anyway, which 0 replicas are not.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from opsdag.platforms.base import (
+    CANARY,
+    STABLE,
+    PlatformError,
+    Readiness,
+    Track,
+    WorkloadStatus,
+)
+from opsdag.platforms.kubernetes import manifests as mf
+from opsdag.platforms.kubernetes import pods as pf
+from opsdag.platforms.kubernetes import readiness as rd
+from opsdag.platforms.kubernetes.api import KubeApi
+from opsdag.platforms.kubernetes.driver import UNPULLABLE, KubernetesDriver
+
+REPLACES = "opsdag.io/replaces"  # annotation on a release's new colour: the colour it replaces
+
+
+@dataclass(frozen=True)
+class Colours:
+    """Who is who now, read in one go: the stable and the new colour, their Deployments, the
+    active Service. ``marked``: the new colour runs as a release's (the canary track)."""
+
+    base: str
+    stable: str
+    new: str
+    marked: bool
+    deployments: dict[str, dict[str, Any] | None]
+    active: dict[str, Any]
+
+    def name(self, track: Track) -> str:
+        return mf.colour_name(self.base, self.stable if track == STABLE else self.new)
+
+    def deployment(self, track: Track) -> dict[str, Any] | None:
+        """A track's Deployment (the canary's only while a release's new colour runs)."""
+        if track == STABLE:
+            return self.deployments[self.stable]
+        return self.deployments[self.new] if self.marked else None
+
+
+def read_colours(api: KubeApi, base: str, active_service: str) -> Colours:
+    """The colours of ``base`` as the cluster says; a PlatformError naming what is missing."""
+    where = f"in namespace {api.namespace}"
+    active = api.get("services", active_service)
+    if active is None:
+        raise PlatformError(
+            f"get services/{active_service} {where}: not found "
+            "(platform.router.active_service must name the Service that serves the service)"
+        )
+    deployments = {c: api.get("deployments", mf.colour_name(base, c)) for c in mf.COLOURS}
+    marked = [
+        colour
+        for colour, found in deployments.items()
+        if found is not None and _annotations(found).get(REPLACES) == mf.other_colour(colour)
+    ]
+    if len(marked) > 1:
+        raise PlatformError(
+            f"both {mf.colour_name(base, 'blue')} and {mf.colour_name(base, 'green')} {where} carry "
+            f"{REPLACES}: remove it from the one that serves"
+        )
+    if marked:
+        new = marked[0]
+        stable = mf.other_colour(new)
+    else:
+        selected = mf.colour_of(active, "selector")
+        if selected is None:
+            raise PlatformError(
+                f"Service {api.namespace}/{active_service} selects no {mf.COLOUR_LABEL} (blue or green): "
+                f"add it to the Service's selector and to the pods of {mf.colour_name(base, 'blue')}"
+            )
+        stable, new = selected, mf.other_colour(selected)
+    if deployments[stable] is None:
+        raise PlatformError(
+            f"get deployments/{mf.colour_name(base, stable)} {where}: not found (the stable colour, "
+            f"{stable}: platform.deployment {base!r} must have a -blue or -green Deployment that serves)"
+        )
+    return Colours(base, stable, new, bool(marked), deployments, active)
+
+
+def _annotations(obj: dict[str, Any]) -> dict[str, str]:
+    return obj.get("metadata", {}).get("annotations") or {}
+
+
+class BlueGreenDriver(KubernetesDriver):
+    """``<deployment>-blue`` and ``<deployment>-green`` in one namespace; see the module docstring.
+
+    :param active_service: ``platform.router.active_service`` (default: from ``spec``).
+    Other parameters: as ``KubernetesDriver``'s; ``deployment`` is the colours' base name.
+    """
+
+    selector_wait = 15.0  # seconds metric_selectors waits for a new colour's first pods
+
+    def __init__(self, *, active_service: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if active_service is None and self.spec is not None:
+            active_service = self.spec.platform.router.active_service
+        if active_service is None:
+            raise ValueError("a blue-green driver needs the active Service's name (active_service)")
+        self.active_service = active_service
+
+    def colours(self) -> Colours:
+        return read_colours(self.api, self.deployment, self.active_service)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def stable_deployment(self) -> dict[str, Any]:
+        found = self.colours().deployment(STABLE)
+        assert found is not None  # read_colours refuses a missing stable colour
+        return found
+
+    def canary_deployment(self) -> dict[str, Any] | None:
+        return self.colours().deployment(CANARY)
+
+    def pods(self, deployment: dict[str, Any], track: Track) -> list[dict[str, Any]]:
+        """The pods of a colour's Deployment (its selector holds the colour: no other pod matches)."""
+        return self.api.list("pods", deployment.get("spec", {}).get("selector", {}).get("matchLabels") or {})
+
+    def status(self) -> WorkloadStatus:
+        colours = self.colours()
+        stable, canary = colours.deployment(STABLE), colours.deployment(CANARY)
+        assert stable is not None
+        canary_failed = self.canary_failure(canary) if canary else None
+        capacity, quota = self._capacity(stable, canary)
+        return WorkloadStatus(
+            stable=self._track_state(stable, rd.deadline_exceeded(stable)),
+            canary=self._track_state(canary, canary_failed) if canary else None,
+            capacity=capacity,
+            details={
+                "platform": "kubernetes",
+                "namespace": self.namespace,
+                "stable_deployment": colours.name(STABLE),
+                "canary_deployment": colours.name(CANARY) if canary else None,
+                "stable_colour": colours.stable,
+                "canary_colour": colours.new if canary else None,
+                "active_service": self.active_service,
+                "canary_version": (canary["metadata"].get("labels") or {}).get(mf.VERSION_LABEL)
+                if canary
+                else None,
+                "canary_failed": canary_failed,
+                "capacity_from": quota,
+            },
+        )
+
+    def readiness(self) -> Readiness:
+        colours = self.colours()
+        canary = colours.deployment(CANARY)
+        result = self.colour_readiness(colours)
+        if result.failed and canary is not None:
+            self._traffic_off()  # a failed new colour gets no more traffic, not even the preview's
+        return result
+
+    def colour_readiness(self, colours: Colours) -> Readiness:
+        """Whether every pod of the new colour is ready (failed: it never will be, with why)."""
+        canary = colours.deployment(CANARY)
+        if canary is None:
+            return Readiness(
+                False,
+                failed=True,
+                reason=f"no new colour of {self.deployment} runs in namespace {self.namespace}",
+            )
+        unpullable = _annotations(canary).get(UNPULLABLE)
+        if unpullable:
+            return Readiness(
+                False, failed=True, reason=f"Deployment {self.namespace}/{colours.name(CANARY)}: {unpullable}"
+            )
+        return rd.rollout_readiness(canary, self.pods(canary, CANARY))
+
+    def metric_selectors(self) -> dict[str, str]:
+        """``namespace`` and ``pod`` matchers per colour; the new colour's names its pod-template-hash.
+
+        Called right after ``start``: it waits (up to ``selector_wait`` seconds) for the new
+        colour's first pods, so that series of an earlier Deployment of that colour, still in a
+        query's rate window, never count as this one's.
+        """
+        colours = self.colours()
+        canary = colours.deployment(CANARY)
+        pods: list[dict[str, Any]] = []
+        deadline = time.monotonic() + self.selector_wait
+        while canary is not None and int(canary["spec"].get("replicas", 1)) > 0:
+            pods = rd.current_pods(canary, self.pods(canary, CANARY))
+            if pods or time.monotonic() > deadline:
+                break
+            time.sleep(self.poll_interval)
+        hashes = {(p["metadata"].get("labels") or {}).get("pod-template-hash") for p in pods}
+        canary_hash = hashes.pop() if len(hashes) == 1 and None not in hashes else pf.POD_PART
+        part = pf.POD_PART
+        return {
+            "canary": f'namespace="{self.namespace}", pod=~"{colours.name(CANARY)}-{canary_hash}-{part}"',
+            "stable": f'namespace="{self.namespace}", pod=~"{colours.name(STABLE)}-{part}-{part}"',
+        }
+
+    # -- changing ----------------------------------------------------------------------------
+
+    def start(self, image: str, instances: int) -> None:
+        if instances < 1:
+            raise PlatformError(f"a new colour needs at least 1 instance, {instances} asked")
+        colours = self.colours()
+        stable = colours.deployment(STABLE)
+        assert stable is not None
+        wanted = mf.colour_deployment(
+            stable,
+            base=self.deployment,
+            colour=colours.new,
+            image=image,
+            replicas=instances,
+            container=self.container,
+        )
+        wanted["metadata"]["annotations"][REPLACES] = colours.stable
+        resolution = self.resolve_image(image)
+        unpullable = None if resolution.pullable else resolution.reason
+        current = colours.deployments[colours.new]
+        name = colours.name(CANARY)
+        if current is None:
+            if unpullable:
+                wanted["metadata"]["annotations"][UNPULLABLE] = unpullable
+            self.api.create("deployments", wanted)
+            return
+        if not colours.marked or mf.image_of(current, self.container) != image:
+            self._traffic_off()  # whatever reached this colour goes back to the stable one first
+            patch = {
+                "metadata": {
+                    "labels": wanted["metadata"]["labels"],
+                    "annotations": {**wanted["metadata"]["annotations"], UNPULLABLE: unpullable},
+                },
+                "spec": {"replicas": instances, "template": wanted["spec"]["template"]},
+            }
+            self.api.merge_patch("deployments", name, patch)
+        elif int(current["spec"].get("replicas", 1)) != instances:
+            self.api.merge_patch("deployments", name, {"spec": {"replicas": instances}})
+
+    def scale(self, track: Track, instances: int) -> None:
+        colours = self.colours()
+        name = colours.name(track)
+        if track == STABLE and instances < 1:
+            raise PlatformError(f"the stable colour {name} never goes below 1 replica ({instances} asked)")
+        if instances < 0:
+            raise PlatformError(f"replicas cannot be negative ({instances} asked)")
+        found = colours.deployment(track)
+        if found is None:
+            raise PlatformError(f"no {track} colour {name} in namespace {self.namespace} to scale")
+        if int(found["spec"].get("replicas", 1)) != instances:
+            self.api.merge_patch("deployments", name, {"spec": {"replicas": instances}})
+        self._wait_settled(name, track, self.settle_timeout, must=track == STABLE)
+
+    def remove(self, track: Track = CANARY) -> None:
+        if track == STABLE:
+            raise PlatformError(
+                f"the stable colour of {self.deployment} serves: promote() or a switch replaces it"
+            )
+        colours = self.colours()
+        if not colours.marked:
+            return  # no release's colour runs
+        self._traffic_off()
+        self.api.delete("deployments", colours.name(CANARY))
+
+    def promote(self) -> None:
+        colours = self.colours()
+        if colours.marked:
+            ready = self.colour_readiness(colours)
+            if not ready.ready:
+                raise PlatformError(f"cannot promote a new colour that is not ready: {ready.reason}")
+            router = self._router()
+            router.switch(CANARY)  # refused unless every pod of the new colour is ready
+            split = router.verify_weight()
+            if split.canary != 100:
+                raise PlatformError(
+                    f"switched, but the active Service sends {split.canary:g} % to the new colour"
+                )
+            # From here the new colour is the stable one, as it runs.
+            self.api.merge_patch(
+                "deployments", colours.name(CANARY), {"metadata": {"annotations": {REPLACES: None}}}
+            )
+            colours = self.colours()
+        old = colours.deployments[colours.new]
+        if old is None:
+            return  # promoted already
+        self._traffic_off()  # the preview Service too on the stable colour before the old one goes
+        self.api.delete("deployments", colours.name(CANARY))
+
+    def _router(self) -> Any:
+        if self.router is None:
+            raise PlatformError("a blue-green driver moves traffic through its router: build it from a spec")
+        return self.router
+
+    def _traffic_off(self) -> None:
+        """Both Services on the stable colour, read back (a Service left on the new colour: raises)."""
+        router = self._router()
+        router.switch(STABLE)
+        router.set_preview(False)
+        split = router.verify_weight()
+        if split.canary or split.preview:
+            raise PlatformError(
+                f"the Services of {self.deployment} still send traffic to the new colour ({split}): "
+                "it is kept running"
+            )
