@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,7 @@ def _kube_cluster(request: pytest.FixtureRequest):
     return _KUBE[0]
 
 
-def _kubernetes(router: dict[str, str]) -> Callable[[pytest.FixtureRequest], PlatformUnderTest]:
+def _kubernetes(router: dict[str, Any]) -> Callable[[pytest.FixtureRequest], PlatformUnderTest]:
     """The Kubernetes driver with ``router``, against kmock's emulator and a test controller."""
 
     def factory(request: pytest.FixtureRequest) -> PlatformUnderTest:
@@ -88,6 +89,10 @@ def _kubernetes(router: dict[str, str]) -> Callable[[pytest.FixtureRequest], Pla
             from support.kube_bluegreen_objects import BlueGreenObjects
 
             reset = BlueGreenObjects(cluster).reset  # checkout-blue and its active / preview Services
+        if router["kind"] == "replica-ratio":
+            from support.kube_ratio_support import shared_service
+
+            shared_service(cluster)  # the one Service in front of both tracks
         spec = cluster.spec(router)
         driver = driver_for(spec)
         driver.poll_interval = 0.05  # the emulated cluster settles in tenths of a second
@@ -111,6 +116,9 @@ PLATFORMS: dict[str, Callable[[pytest.FixtureRequest], PlatformUnderTest]] = {
     "sandbox": _sandbox,
     "kubernetes+gateway-api": _kubernetes({"kind": "gateway-api", "http_route": "checkout"}),
     "kubernetes+nginx": _kubernetes({"kind": "nginx", "ingress": "checkout"}),
+    "kubernetes+replica-ratio": _kubernetes(
+        {"kind": "replica-ratio", "service": "checkout-shared", "max_canary_replicas": 4}
+    ),
     "kubernetes+service-selector": _kubernetes(
         {
             "kind": "service-selector",

@@ -25,6 +25,7 @@ from opsdag.platforms.base import (
     Readiness,
     RollbackTarget,
     TrafficRouter,
+    TrafficSplit,
     WorkloadDriver,
     WorkloadStatus,
 )
@@ -63,22 +64,45 @@ def expect(
     weight: int = 0,
     preview: bool = False,
 ) -> WorkloadStatus:
-    """The status and the split in force are exactly these (stable healthy; canary ready if given)."""
+    """The status and the split in force are exactly these (stable healthy; canary ready if given).
+
+    A router whose split is not exact (a replica ratio) sets the canary's instance count
+    itself: its split must instead be the ready instances' ratio, with ``weight`` as asked.
+    """
     status = platform.driver.status()
     assert status.stable is not None and (status.stable.image, status.stable.instances) == stable
     assert status.stable_healthy, status
+    exact = platform.router.exact_split
     if canary is None:
         assert status.canary is None, status
     else:
-        assert status.canary is not None and (status.canary.image, status.canary.instances) == canary
-        assert status.canary.failed is None and status.canary.ready_instances == canary[1], status
+        assert status.canary is not None and status.canary.image == canary[0], status
+        assert status.canary.failed is None and status.canary.ready_instances == status.canary.instances
+        assert status.canary.instances == canary[1] or not exact, status
     split = platform.router.verify_weight()
-    assert split.canary == pytest.approx(weight, abs=1), split
-    assert split.stable == pytest.approx(100 - weight, abs=1), split
-    if platform.router.can_split:
-        assert split.exact, split
+    if exact:
+        assert split.canary == pytest.approx(weight, abs=1), split
+        assert split.stable == pytest.approx(100 - weight, abs=1), split
+        assert split.exact or not platform.router.can_split, split
+    else:
+        assert split == ratio_split(status, weight), split
     assert split.preview is preview, split
     return status
+
+
+def ratio_split(status: WorkloadStatus, weight: int) -> TrafficSplit:
+    """What a replica ratio must say: the canary's ready instances over all, and the weight asked
+    (None for a canary nobody asked a weight for yet)."""
+    canary = status.canary.ready_instances if status.canary else 0
+    total = canary + status.stable.ready_instances
+    share = round(100 * canary / total, 1)
+    asked = weight if weight or status.canary is None or status.canary.instances == 0 else None
+    return TrafficSplit(
+        stable=round(100 - share, 1),
+        canary=share,
+        exact=abs(share - weight) < 0.5 and asked is not None,
+        requested=asked,
+    )
 
 
 def ready(platform: PlatformUnderTest) -> Readiness:
@@ -124,10 +148,14 @@ def test_a_release_promoted_then_a_second_one_aborted(platform: PlatformUnderTes
     driver, router, n = platform.driver, platform.router, platform.instances
     old, new, other = platform.stable_image, platform.new_image, platform.other_image
 
-    twice_same(platform, lambda: driver.start(new, n))
+    if router.exact_split:
+        twice_same(platform, lambda: driver.start(new, n))
+    else:  # a replica ratio's canary takes its instances' share as they start: the split grows
+        twice(lambda: driver.start(new, n))
     status = driver.status()
     assert status.canary is not None and (status.canary.image, status.canary.instances) == (new, n)
-    assert router.verify_weight().canary == 0  # a new version takes no traffic
+    if router.exact_split:
+        assert router.verify_weight().canary == 0  # a new version takes no traffic
     ready(platform)
     expect(platform, stable=(old, n), canary=(new, n))
     assert len(driver.endpoints(CANARY)) == n
@@ -192,7 +220,8 @@ def test_switch_and_switch_back(platform: PlatformUnderTest) -> None:
     twice_same(platform, lambda: switch(STABLE))
     expect(platform, stable=(old, n), canary=(new, n), weight=0)
     # One router call: well inside the 1 s that taking traffic off a failing version may take.
-    assert max(took) < 1.0, took
+    # (A replica ratio's switch starts instances and waits for them: not one router call.)
+    assert max(took) < 1.0 or not router.exact_split, took
     print(f"\n{platform.name}: switch took {statistics.median(took) * 1000:.1f} ms (median of {len(took)})")
     driver.remove(CANARY)
     expect(platform, stable=(old, n))

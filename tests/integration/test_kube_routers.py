@@ -12,6 +12,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from support.kube_controller import KubeReleaseCluster
+from support.kube_ratio_support import ratio_router, shared_service
 from support.waiting import wait_for
 
 from opsdag import paths
@@ -143,13 +144,18 @@ class _TaskInstance:
 
 
 @pytest.mark.parametrize(
-    "router", [NGINX, {"kind": "gateway-api", "http_route": "checkout"}], ids=lambda r: r["kind"]
+    "router",
+    [NGINX, {"kind": "gateway-api", "http_route": "checkout"}, ratio_router()],
+    ids=lambda r: r["kind"],
 )
 def test_every_call_of_a_release_is_allowed_by_the_documented_role(
     kube: KubeReleaseCluster, monkeypatch: pytest.MonkeyPatch, router: dict[str, str]
 ) -> None:
     from opsdag.platforms.kubernetes import rbac
     from opsdag.platforms.kubernetes.api import KubeApi
+
+    if router["kind"] == "replica-ratio":
+        shared_service(kube)  # its one Service in front of both tracks
 
     calls: set[tuple[str, str]] = set()
     original = KubeApi.request

@@ -43,8 +43,11 @@ def test_the_json_form_a_trigger_receives_chooses_the_same() -> None:
     assert type(router_for(data)) is HaproxyRouter
 
 
-def test_a_router_kind_without_a_router_names_the_field() -> None:
+def test_a_router_kind_without_a_router_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
     from opsdag.platforms.kubernetes.driver import KubernetesDriver
+    from opsdag.platforms.registry import ROUTERS
+
+    monkeypatch.delitem(ROUTERS, "replica-ratio")  # a version of opsdag without it
 
     checkout = spec("checkout")
     assert type(driver_for(checkout)) is KubernetesDriver

@@ -178,6 +178,21 @@ def test_a_killed_set_weight_is_the_reason_not_the_canarys_health():
     ]
 
 
+def test_a_split_not_the_one_asked_is_said_in_the_stage():
+    """A replica ratio rounds: the stage says what it gave, before the gate's reason."""
+    said = "asked 10 %, got 1 of 5 replicas = 20 %"
+    record = build_record(
+        facts(
+            verdicts={"canary.stage_10.gate": PASSED_10},
+            states={"canary.stage_10.gate": "success"},
+            splits={"canary.stage_10.set_weight": said, "canary.stage_25.set_weight": None},
+        )
+    )
+    assert record.stages[0].reason == f"{said}; all 1 metrics within limits"
+    assert record.stages[1].reason == "not reached"
+    assert f"{said}; all 1 metrics within limits" in render_markdown(record)
+
+
 def test_promote_raising_names_promote_and_its_error():
     error = "AirflowFailException: HAProxy runtime API refused: server demo-api/canary1 not found"
     record = build_record(

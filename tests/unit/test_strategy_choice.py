@@ -68,9 +68,9 @@ def test_the_default_of_the_spec_counts_when_the_run_asks_nothing() -> None:
         (
             DEMO,
             "canary",
-            {**HAPROXY, "router_kind": "replica-ratio", "can_split": False},
+            {**HAPROXY, "router_kind": "service-selector", "can_split": False},
             "strategy: canary needs a router that splits traffic by weight; demo-api's router "
-            "'replica-ratio' cannot",
+            "'service-selector' cannot",
         ),
         (
             DEMO,
@@ -91,7 +91,7 @@ def test_a_strategy_the_service_cannot_do_is_refused_naming_the_field(
 
 
 def test_rolling_and_a_router_without_split_or_preview_go_together() -> None:
-    blind = {"router_kind": "replica-ratio", "can_split": False, "can_preview": False}
+    blind = {"router_kind": "service-selector", "can_split": False, "can_preview": False}
     assert choose_strategy("rolling", DEMO, **blind) == "rolling"
 
 
@@ -168,8 +168,8 @@ def test_capacity_needed_at_the_peak_of_each_strategy() -> None:
     assert peak_instances(DEMO, "rolling", 2) == 3  # one extra instance at a time
 
 
-def test_the_router_s_abilities_come_from_the_registry() -> None:
-    from opsdag.platforms.registry import NoRouter
+def test_the_router_s_abilities_come_from_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opsdag.platforms.registry import ROUTERS, NoRouter
     from opsdag.strategies.choice import choose_strategy_for
 
     assert choose_strategy_for("bluegreen", DEMO) == "bluegreen"  # HAProxy has a preview route
@@ -179,5 +179,10 @@ def test_the_router_s_abilities_come_from_the_registry() -> None:
         choose_strategy_for("bluegreen", CHECKOUT.model_copy(update={"bluegreen": DEMO.bluegreen}))
     ratio = CHECKOUT.model_dump(mode="json")
     ratio["platform"]["router"] = {"kind": "replica-ratio"}
+    ratio = ServiceSpec.model_validate(ratio)
+    assert choose_strategy_for(None, ratio) == "canary"  # a replica ratio splits, rounded
+    with pytest.raises(StrategyRefused, match=r"router 'replica-ratio' has none"):
+        choose_strategy_for("bluegreen", ratio.model_copy(update={"bluegreen": DEMO.bluegreen}))
+    monkeypatch.delitem(ROUTERS, "replica-ratio")  # a version of opsdag without it
     with pytest.raises(NoRouter, match=r"platform\.router\.kind: 'replica-ratio' has no traffic router"):
-        choose_strategy_for(None, ServiceSpec.model_validate(ratio))
+        choose_strategy_for(None, ratio)

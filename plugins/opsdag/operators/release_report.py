@@ -70,6 +70,9 @@ class ReleaseReportOperator(ServiceOperator):
             preflight=ti.xcom_pull(task_ids="preflight", key="preflight"),
             readiness=ti.xcom_pull(task_ids=f"{strategy}.deploy", key="readiness"),
             verdicts={t: ti.xcom_pull(task_ids=t, key="verdict") for t in task_ids if t.endswith(".gate")},
+            splits={
+                t: (ti.xcom_pull(task_ids=t) or {}).get("said") for t in task_ids if t.endswith(".set_weight")
+            },
             states=task_states(context, task_ids),
             rollback=ti.xcom_pull(task_ids="rollback", key="rollback"),
             post_promotion=ti.xcom_pull(task_ids="post_promotion_check", key="post_promotion"),

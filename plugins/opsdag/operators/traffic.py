@@ -16,7 +16,9 @@ from opsdag.operators.service_base import ServiceOperator
 class SetWeightOperator(ServiceOperator):
     """Send ``weight`` % of the traffic to the new version (idempotent).
 
-    Fails when the router reports an exact split other than the one asked for.
+    Fails when the router reports an exact split other than the one asked for. A router
+    that cannot split exactly (a replica ratio) says the split it gives in words, in the
+    log and the XCom's ``said``: "asked 10 %, got 1 of 5 replicas = 20 %".
     """
 
     def __init__(self, *, weight: int, **kwargs: Any) -> None:
@@ -29,8 +31,21 @@ class SetWeightOperator(ServiceOperator):
         split = self.router.verify_weight()
         if split.exact and round(split.canary) != self.weight:
             raise AirflowFailException(f"asked for {self.weight} %, the router sends {split.canary:g} %")
+        if not split.exact and not self.router.exact_split:
+            said = self.ratio_said(split.requested)
+            self.log.warning("not the split asked: %s", said)
+            return {**split.to_dict(), "said": said}
         self.log.info("new version at %s %% (asked %d %%)", f"{split.canary:g}", self.weight)
         return split.to_dict()
+
+    def ratio_said(self, requested: int | None) -> str:
+        """The split of a replica ratio in words, from the instances taking traffic."""
+        from opsdag.platforms.weights import ratio_sentence
+
+        status = self.driver.status()
+        canary = status.canary.ready_instances if status.canary else 0
+        stable = status.stable.ready_instances if status.stable else 0
+        return ratio_sentence(requested, canary, stable)
 
 
 class SwitchOperator(ServiceOperator):

@@ -260,8 +260,11 @@ class TrafficRouter(abc.ABC):
     """Splits a service's traffic between stable and canary. Chosen by ``platform.router.kind``."""
 
     kind: ClassVar[str]
-    #: whether ``set_weight`` can give any percentage (a replica ratio cannot: it rounds)
+    #: whether ``set_weight`` sends a weighted share of the traffic at all (canary needs it)
     can_split: ClassVar[bool] = True
+    #: whether that share is the percent asked; False (a replica ratio) when it is the nearest
+    #: one whole instances give: ``verify_weight`` says the real share, ``exact=False``
+    exact_split: ClassVar[bool] = True
     #: whether the router has a preview route to the canary (blue-green's pre-promotion analysis)
     can_preview: ClassVar[bool] = False
 

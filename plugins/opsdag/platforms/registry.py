@@ -22,6 +22,7 @@ ROUTERS: dict[str, str] = {
     "haproxy": "opsdag.platforms.routers.haproxy:HaproxyRouter",
     "gateway-api": "opsdag.platforms.routers.gateway_api:GatewayApiRouter",
     "nginx": "opsdag.platforms.routers.nginx_ingress:NginxIngressRouter",
+    "replica-ratio": "opsdag.platforms.routers.replica_ratio:ReplicaRatioRouter",
     "service-selector": "opsdag.platforms.routers.service_selector:ServiceSelectorRouter",
 }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 
 # HAProxy's per-server weights go up to 256; the busier side's servers get this one.
 SERVER_WEIGHT_SCALE = 200
@@ -38,6 +39,47 @@ def replica_share(canary: int, stable: int) -> int:
     if total == 0:
         raise ValueError("no replicas at all: there is no share to give")
     return (200 * canary + total) // (2 * total)
+
+
+def ratio_replicas(percent: int, stable: int, most: int) -> int:
+    """Canary replicas beside ``stable`` ones whose share is nearest ``percent``: 0 at 0 %, else 1..``most``.
+
+    The smallest count among the nearest (a tie goes to fewer canary replicas: less at risk).
+    A ratio never reaches 100 % beside a stable replica: 100 % (and any share above what
+    ``most`` replicas give) is ``most``. ``ratio_replicas(25, 6, 10) == 2`` (2 of 8 = 25 %);
+    ``ratio_replicas(10, 4, 10) == 1`` (1 of 5 = 20 %: the nearest a whole replica gets).
+    """
+    _whole(percent, "canary weight")
+    if percent > 100:
+        raise ValueError(f"canary weight must be between 0 and 100, got {percent}")
+    _whole(stable, "stable replicas", least=1)
+    _whole(most, "most canary replicas", least=1)
+    if percent == 0:
+        return 0
+    if percent == 100:
+        return most
+    wanted = Fraction(percent * stable, 100 - percent)  # the count giving exactly ``percent``
+    below = min(most, max(1, wanted.numerator // wanted.denominator))
+    above = min(most, max(1, -(-wanted.numerator // wanted.denominator)))
+
+    def distance(canary: int) -> Fraction:
+        return abs(Fraction(100 * canary, stable + canary) - percent)
+
+    return min((below, above), key=lambda canary: (distance(canary), canary))
+
+
+def ratio_sentence(requested: int | None, canary: int, stable: int) -> str:
+    """The split of a replica ratio in words: ``asked 10 %, got 1 of 5 replicas = 20 %``.
+
+    ``canary`` and ``stable``: the replicas that take traffic (ready). No weight asked:
+    ``no weight asked, got ...``; no replica at all: ``..., got no replica taking traffic``.
+    """
+    asked = f"asked {requested} %" if requested is not None else "no weight asked"
+    total = canary + stable
+    if total == 0:
+        return f"{asked}, got no replica taking traffic"
+    share = round(100 * canary / total, 1)
+    return f"{asked}, got {canary} of {total} replicas = {share:g} %"
 
 
 def rolling_plan(instances: int, max_surge: int, max_unavailable: int) -> list[RollingBatch]:

@@ -49,6 +49,8 @@ class ReleaseFacts:
     preflight: Mapping[str, Any] | None = None
     readiness: Mapping[str, Any] | None = None
     verdicts: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    # a weight task -> the split it gave in words, when not the one asked (a replica ratio)
+    splits: Mapping[str, str | None] = field(default_factory=dict)
     states: Mapping[str, str] = field(default_factory=dict)
     rollback: Mapping[str, Any] | None = None
     post_promotion: Mapping[str, Any] | None = None
@@ -122,6 +124,13 @@ def stage_record(
     return StageRecord(**base, status="not_run", reason="not reached")
 
 
+def said_split(stage: StageRecord, said: str | None) -> StageRecord:
+    """The stage with the split its weight task gave, when not the one asked, before its reason."""
+    if not said or not stage.ran:
+        return stage
+    return stage.model_copy(update={"reason": f"{said}; {stage.reason}" if stage.reason else said})
+
+
 def rollback_record(rollback: Mapping[str, Any] | None, reason: str) -> dict[str, Any] | None:
     """The rollback task's XCom (epoch times) with the reason the release was rolled back."""
     if not rollback:
@@ -170,6 +179,10 @@ def build_record(facts: ReleaseFacts) -> ReleaseRecord:
     stages = [
         stage_record(plan, facts.verdicts.get(plan.gate_task), facts.states.get(plan.gate_task), failure)
         for plan in stage_plans(service, strategy)
+    ]
+    stages = [
+        said_split(stage, facts.splits.get(plan.move_task))
+        for stage, plan in zip(stages, stage_plans(service, strategy), strict=True)
     ]
     failed = next((s for s in stages if s.status == "failed"), None)
     why = stage_cause(failed) if failed else step_failure(failure) if failure else "a release step failed"

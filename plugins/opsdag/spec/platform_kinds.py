@@ -28,10 +28,23 @@ class SandboxPlatformSpec(StrictModel):
 
 
 class ReplicaRatioRouterSpec(StrictModel):
-    """Traffic follows the ratio of canary to stable replicas (no traffic manager)."""
+    """Traffic follows the ratio of canary to stable replicas behind one Service (no traffic manager).
+
+    The stable Deployment keeps its replicas; a weight sets the canary's replica count whose
+    share is nearest to it (``opsdag.platforms.routers.replica_ratio``).
+    """
 
     kind: Literal["replica-ratio"]
-    replicas: int = Field(default=10, ge=1, description="total replicas shared by stable and canary")
+    service: DnsName | None = Field(
+        default=None,
+        description="the Service in front of both tracks' pods (default: named like platform.deployment)",
+    )
+    max_canary_replicas: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="the most replicas a weight gives the canary (100 % gives it this many)",
+    )
 
 
 class NginxRouterSpec(StrictModel):
