@@ -25,7 +25,8 @@ from support.waiting import wait_for
 
 from opsdag.analysis.rollout_state import promoted_state_problems, restored_state_problems
 from opsdag.platforms.base import CANARY, STABLE, PlatformError
-from opsdag.platforms.kubernetes.bluegreen import REPLACES, BlueGreenDriver
+from opsdag.platforms.kubernetes.bluegreen import BlueGreenDriver
+from opsdag.platforms.kubernetes.colours import REPLACES
 from opsdag.platforms.registry import driver_for, router_for
 from opsdag.platforms.routers.service_selector import ServiceSelectorRouter
 from opsdag.strategies.undo import undo_bluegreen
@@ -154,11 +155,15 @@ def test_a_healthy_release_switches_once_and_the_old_colour_goes_after_the_delay
         "stable": 'namespace="shop", pod=~"checkout-blue-[a-z0-9]+-[a-z0-9]+"',
     }
 
-    OpenPreviewOperator(task_id="open", service=spec, strategy="bluegreen", share=0.05).run(context)
+    open_preview = OpenPreviewOperator(task_id="open", service=spec, strategy="bluegreen", share=0.05)
+    for _ in range(2):  # a retried task changes nothing more
+        assert open_preview.run(context)["preview"]
     assert selected(kube) == ("blue", "green")  # users still on blue; the preview reaches green
     before_switch = len(changes(kube))
-    split = SwitchOperator(task_id="switch", service=spec, strategy="bluegreen").run(context)
-    assert split["canary"] == 100 and selected(kube) == ("green", "green")
+    switch = SwitchOperator(task_id="switch", service=spec, strategy="bluegreen")
+    for _ in range(2):
+        assert switch.run(context)["canary"] == 100
+    assert selected(kube) == ("green", "green")
     assert changes(kube)[before_switch:] == [("patch", ACTIVE)]  # one API call moved every user
 
     delay = ScaleDownDelayOperator(
@@ -180,8 +185,12 @@ def test_a_healthy_release_switches_once_and_the_old_colour_goes_after_the_delay
     pods_before = {p["metadata"]["name"] for p in driver.pods(green, CANARY)}
     delay.execute_complete(context)
 
-    PromoteOperator(task_id="promote", service=spec).run(context)
+    promote = PromoteOperator(task_id="promote", service=spec)
+    promote.run(context)
     assert kube.get("deployments", "checkout-blue") is None  # the old colour is gone
+    once = snapshot(kube)
+    promote.run(context)
+    assert snapshot(kube) == once
     promoted = kube.get("deployments", "checkout-green")
     assert promoted["spec"] == green["spec"]  # served as it ran: no second rollout
     assert REPLACES not in (promoted["metadata"].get("annotations") or {})
@@ -192,22 +201,29 @@ def test_a_healthy_release_switches_once_and_the_old_colour_goes_after_the_delay
 
 
 def test_an_undone_release_leaves_exactly_the_objects_it_found(kube: KubeReleaseCluster) -> None:
+    from opsdag.operators.rollback import RollbackOperator
+
     driver, router = pair(kube)
     before = snapshot(kube)
     assert before["green"] is None
     target = driver.rollback_target()
+    ti = _TaskInstance({"image": kube.image("1.1.0"), "strategy": "bluegreen"})
+    ti.pushed["preflight"] = {"checks": [{"name": "all", "ok": True}], "rollback_target": target.to_dict()}
+    rollback = RollbackOperator(task_id="rollback", service=kube.spec(ROUTER))
     driver.start(kube.image("1.1.0"), 2)
     ready(driver)
     router.set_preview(True)
     router.switch(CANARY)
     assert selected(kube) == ("green", "green")
     start = len(changes(kube))
-    undo_bluegreen(driver, router, target)  # what the rollback task does
+    result = rollback.run({"ti": ti, "params": {}})  # undo_bluegreen, then checked against the target
+    assert result["problems"] == [] and result["split"]["canary"] == 0
     # Traffic first: neither Service selects green when it is deleted.
     assert changes(kube)[start:] == [("patch", ACTIVE), ("patch", PREVIEW), ("delete", "checkout-green")]
     assert snapshot(kube) == before
     assert restored_state_problems(driver.status(), router.verify_weight(), target) == []
-    undo_bluegreen(driver, router, target)  # a retried rollback: nothing more
+    rollback.run({"ti": ti, "params": {}})  # a retried rollback: nothing more
+    undo_bluegreen(driver, router, target)
     assert snapshot(kube) == before and changes(kube)[start:][3:] == []
 
 
@@ -325,3 +341,29 @@ def test_server_errors_are_retried_and_conflicts_read_again(kube: KubeReleaseClu
     lost = kube.kube.fail("delete", "checkout-green", 503, times=1)  # deleted, but the answer was lost
     driver.remove(CANARY)  # the retry finds it gone
     assert lost.served == 1 and kube.get("deployments", "checkout-green") is None
+
+
+def test_the_release_preflight_records_the_stable_colour(
+    kube: KubeReleaseCluster, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prom_fixtures import start_prometheus
+
+    from opsdag.operators.preflight import ReleasePreflightOperator
+    from opsdag.spec.service import ServiceSpec
+    from opsdag.strategies.choice import choose_strategy_for
+
+    data = kube.spec(ROUTER).model_dump(mode="json")
+    data["bluegreen"] = {"pre_promotion_bake": "1m", "post_promotion_bake": "1m", "scale_down_delay": "5m"}
+    spec = ServiceSpec.model_validate(data)
+    assert choose_strategy_for("bluegreen", spec) == "bluegreen"
+    prometheus = start_prometheus(tmp_path / "prometheus", [])
+    try:
+        monkeypatch.setenv("AIRFLOW_CONN_PROMETHEUS_DEFAULT", prometheus.connection_env())
+        ti = _TaskInstance({"image": kube.image("1.1.0"), "strategy": "bluegreen", "dry_run": False})
+        result = ReleasePreflightOperator(task_id="preflight", service=spec).run({"ti": ti, "params": {}})
+    finally:
+        prometheus.stop()
+    checks = {c["name"]: (c["ok"], c["detail"]) for c in result["checks"]}
+    assert all(ok for ok, _ in checks.values()), checks
+    assert result["rollback_target"] == {"image": kube.image("1.0.0"), "instances": 2, "canary_weight": 0}
+    assert result["stable_image"] == kube.image("1.0.0")

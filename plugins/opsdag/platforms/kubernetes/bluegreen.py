@@ -1,35 +1,26 @@
 """Blue-green Deployments as a workload driver (``platform.router.kind: service-selector``).
 
-Two colours of ``platform.deployment``: ``<deployment>-blue`` and ``<deployment>-green``, whose
-selectors and pods carry ``opsdag.io/colour``. The active Service
-(``platform.router.active_service``) selects the colour that serves, the preview Service the
-colour being judged. Tracks are relative, colours are not, so which colour is a release's
-new one is recorded on the cluster, never in a process: the new colour's Deployment carries
-``opsdag.io/replaces: <the stable colour>``, and every task and trigger reads the same answer:
+Two colours of ``platform.deployment``, ``<deployment>-blue`` and ``-green``, their selectors and
+pods labelled ``opsdag.io/colour``; the active Service selects the colour that serves, the
+preview Service the one being judged. Which colour is a release's new one is recorded on the
+cluster, never in a process: its Deployment carries ``opsdag.io/replaces: <stable colour>``.
+Marked: that colour is the canary track, the other the stable one. None marked: the colour
+the active Service selects is stable, and no canary runs.
 
-- a Deployment carrying that mark is the canary track, the other colour is the stable one;
-- none: the colour the active Service selects is the stable one, and no canary runs.
-
-``start`` makes the new colour from the stable one's Deployment with the new image, marked (an
-unmarked Deployment of that colour, left by hand, is taken over). ``promote`` switches the active
-Service to the new colour (refused unless all its pods are ready), drops the mark (the new
-colour becomes the stable one as it runs: no second rollout), points the preview Service at it,
-then deletes the old colour: its pods go. It runs after blue-green's scale-down delay, and a
-retried promote finishes what a first one began. ``remove(CANARY)`` takes traffic off the new
-colour (both Services on the stable colour, read back) before deleting it: no Service is ever
-left selecting a colour whose Deployment does not exist. A release never changes the stable
-colour's Deployment, so undo (switch back, preview off, remove) leaves exactly the objects
-preflight found.
-
-Why delete the old colour rather than keep it at 0 replicas: a kept copy would have to be
-restored exactly by an aborted next release, which then must remember its whole spec; after
-promotion a switch back needs a running colour anyway, which 0 replicas are not.
+``start`` makes the new colour from the stable one with the new image, marked. ``promote``
+(after the scale-down delay) switches the active Service to it (refused unless all its pods
+are ready), drops the mark (it serves on as it runs: no second rollout), points the preview
+at it, then deletes the old colour; a retried promote finishes what a first one began.
+``remove(CANARY)`` puts both Services on the stable colour, reads them back, then deletes the
+new one: no Service is left selecting a colour whose Deployment does not exist. A release
+never changes the stable colour's Deployment, so an undo leaves exactly what preflight found.
+The old colour is deleted rather than kept at 0 replicas: an aborted next release would
+otherwise have to restore that idle copy exactly, and 0 replicas cannot serve a switch back.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from opsdag.platforms.base import (
@@ -43,75 +34,8 @@ from opsdag.platforms.base import (
 from opsdag.platforms.kubernetes import manifests as mf
 from opsdag.platforms.kubernetes import pods as pf
 from opsdag.platforms.kubernetes import readiness as rd
-from opsdag.platforms.kubernetes.api import KubeApi
+from opsdag.platforms.kubernetes.colours import REPLACES, Colours, annotations_of, read_colours
 from opsdag.platforms.kubernetes.driver import UNPULLABLE, KubernetesDriver
-
-REPLACES = "opsdag.io/replaces"  # annotation on a release's new colour: the colour it replaces
-
-
-@dataclass(frozen=True)
-class Colours:
-    """Who is who now, read in one go: the stable and the new colour, their Deployments, the
-    active Service. ``marked``: the new colour runs as a release's (the canary track)."""
-
-    base: str
-    stable: str
-    new: str
-    marked: bool
-    deployments: dict[str, dict[str, Any] | None]
-    active: dict[str, Any]
-
-    def name(self, track: Track) -> str:
-        return mf.colour_name(self.base, self.stable if track == STABLE else self.new)
-
-    def deployment(self, track: Track) -> dict[str, Any] | None:
-        """A track's Deployment (the canary's only while a release's new colour runs)."""
-        if track == STABLE:
-            return self.deployments[self.stable]
-        return self.deployments[self.new] if self.marked else None
-
-
-def read_colours(api: KubeApi, base: str, active_service: str) -> Colours:
-    """The colours of ``base`` as the cluster says; a PlatformError naming what is missing."""
-    where = f"in namespace {api.namespace}"
-    active = api.get("services", active_service)
-    if active is None:
-        raise PlatformError(
-            f"get services/{active_service} {where}: not found "
-            "(platform.router.active_service must name the Service that serves the service)"
-        )
-    deployments = {c: api.get("deployments", mf.colour_name(base, c)) for c in mf.COLOURS}
-    marked = [
-        colour
-        for colour, found in deployments.items()
-        if found is not None and _annotations(found).get(REPLACES) == mf.other_colour(colour)
-    ]
-    if len(marked) > 1:
-        raise PlatformError(
-            f"both {mf.colour_name(base, 'blue')} and {mf.colour_name(base, 'green')} {where} carry "
-            f"{REPLACES}: remove it from the one that serves"
-        )
-    if marked:
-        new = marked[0]
-        stable = mf.other_colour(new)
-    else:
-        selected = mf.colour_of(active, "selector")
-        if selected is None:
-            raise PlatformError(
-                f"Service {api.namespace}/{active_service} selects no {mf.COLOUR_LABEL} (blue or green): "
-                f"add it to the Service's selector and to the pods of {mf.colour_name(base, 'blue')}"
-            )
-        stable, new = selected, mf.other_colour(selected)
-    if deployments[stable] is None:
-        raise PlatformError(
-            f"get deployments/{mf.colour_name(base, stable)} {where}: not found (the stable colour, "
-            f"{stable}: platform.deployment {base!r} must have a -blue or -green Deployment that serves)"
-        )
-    return Colours(base, stable, new, bool(marked), deployments, active)
-
-
-def _annotations(obj: dict[str, Any]) -> dict[str, str]:
-    return obj.get("metadata", {}).get("annotations") or {}
 
 
 class BlueGreenDriver(KubernetesDriver):
@@ -122,6 +46,10 @@ class BlueGreenDriver(KubernetesDriver):
     """
 
     selector_wait = 15.0  # seconds metric_selectors waits for a new colour's first pods
+    # Rolling in place patches ``platform.deployment`` by name, which here is the colours' base
+    # name, not a Deployment: a rolling release takes the start/scale path (and a selector
+    # cannot split, so it is refused at its first partial weight).
+    rolls_in_place = False
 
     def __init__(self, *, active_service: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -191,7 +119,7 @@ class BlueGreenDriver(KubernetesDriver):
                 failed=True,
                 reason=f"no new colour of {self.deployment} runs in namespace {self.namespace}",
             )
-        unpullable = _annotations(canary).get(UNPULLABLE)
+        unpullable = annotations_of(canary).get(UNPULLABLE)
         if unpullable:
             return Readiness(
                 False, failed=True, reason=f"Deployment {self.namespace}/{colours.name(CANARY)}: {unpullable}"

@@ -3,7 +3,7 @@
 The active Service (``platform.router.active_service``) sends all the traffic to one colour of
 ``platform.deployment`` (``opsdag.io/colour`` in its selector), the preview Service
 (``platform.router.preview_service``) to the colour being judged; which colour is stable and
-which is a release's new one is the driver's to say (``kubernetes.bluegreen.read_colours``).
+which is a release's new one is recorded on the cluster (``kubernetes.colours``).
 
 - ``switch(track)`` is one JSON merge patch of the active Service's selector (its other labels
   kept), guarded by its ``resourceVersion``: all traffic moves at once.
@@ -24,7 +24,8 @@ from typing import Any, Self
 
 from opsdag.platforms.base import CANARY, STABLE, PlatformError, Track, TrafficRouter, TrafficSplit
 from opsdag.platforms.kubernetes import manifests as mf
-from opsdag.platforms.kubernetes.bluegreen import BlueGreenDriver, Colours
+from opsdag.platforms.kubernetes.bluegreen import BlueGreenDriver
+from opsdag.platforms.kubernetes.colours import Colours
 
 
 class ServiceSelectorRouter(TrafficRouter):
