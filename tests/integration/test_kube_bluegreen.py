@@ -367,3 +367,29 @@ def test_the_release_preflight_records_the_stable_colour(
     assert all(ok for ok, _ in checks.values()), checks
     assert result["rollback_target"] == {"image": kube.image("1.0.0"), "instances": 2, "canary_weight": 0}
     assert result["stable_image"] == kube.image("1.0.0")
+
+
+def test_every_call_of_a_release_is_in_the_role_for_this_router(
+    kube: KubeReleaseCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opsdag.platforms.kubernetes import rbac
+    from opsdag.platforms.kubernetes.api import KubeApi
+
+    calls: set[tuple[str, str]] = set()
+    original = KubeApi.request
+
+    def recorded(self: KubeApi, verb: str, method: str, resource: str, *args: Any, **kwargs: Any) -> Any:
+        calls.add((verb, resource))
+        return original(self, verb, method, resource, *args, **kwargs)
+
+    monkeypatch.setattr(KubeApi, "request", recorded)
+    driver, router = pair(kube)
+    driver.status(), driver.rollback_target(), driver.endpoints(STABLE)
+    driver.start(kube.image("1.1.0"), 2)
+    ready(driver)
+    driver.metric_selectors(), router.set_preview(True), router.switch(CANARY), driver.promote()
+    driver.start(kube.image("1.2.0"), 2)
+    driver.remove(CANARY)
+    rules = rbac.rules_for("service-selector")
+    granted = {(verb, resource) for (_, resource), verbs in rules.items() for verb in verbs}
+    assert calls and calls <= granted, sorted(calls - granted)
