@@ -16,7 +16,7 @@ the official ``kubernetes`` client, through the same Airflow connection users co
   any reaction answers: a failed create has still created the object (which is what a
   lost answer looks like to a client); a refused patch (400, 403, 404, 409, 422) is
   undone, as the API server changes nothing when it refuses. Declared kinds: pods,
-  services, resourcequotas, deployments, ingresses, HTTPRoutes (``RESOURCES``), and
+  services, resourcequotas, deployments, replicasets, ingresses, HTTPRoutes (``RESOURCES``), and
   SelfSubjectAccessReviews, answered allowed unless ``forbidden`` holds (verb, resource). A change
   to a Deployment's spec bumps its ``metadata.generation`` in the same request. kmock
   keeps every version of an object and every request, and slows down with their number:
@@ -32,9 +32,10 @@ the official ``kubernetes`` client, through the same Airflow connection users co
   and lifts it ``grace_seconds`` after the pod is marked for deletion, so a deleted pod
   lingers, ``Terminating`` (``deletionTimestamp`` set), before it is gone.
 
-- ``DeploymentController``: the Deployment controller, ReplicaSets and kubelet for
-  Deployments (pods, readiness, crash loops, pull failures, stalls, status and
-  conditions, ProgressDeadlineExceeded); see its docstring.
+- ``DeploymentController`` (in ``kube_deployments``, importable from here too): the
+  Deployment controller, ReplicaSets (revisions, ``maxSurge`` / ``maxUnavailable``,
+  ``spec.paused``) and kubelet for Deployments (pods, readiness, crash loops, pull
+  failures, stalls, status and conditions, ProgressDeadlineExceeded); see its docstring.
 - ``KubeReleaseCluster``: a real registry holding checkout's test versions
   (``push_tiny_image``), the emulator, a ``DeploymentController`` and checkout's objects
   (``checkout_objects``: Deployment, Service, Ingress, HTTPRoute), with ``reset()``.
@@ -328,6 +329,7 @@ RESOURCES = {
     "v1/services": "Service",
     "v1/resourcequotas": "ResourceQuota",
     "apps/v1/deployments": "Deployment",
+    "apps/v1/replicasets": "ReplicaSet",
     "networking.k8s.io/v1/ingresses": "Ingress",
     "gateway.networking.k8s.io/v1/httproutes": "HTTPRoute",
 }
@@ -538,297 +540,6 @@ def _stamp(moment: datetime) -> str:
     return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-# -- Deployments -------------------------------------------------------------------------------
-
-
-@dataclass
-class _PodPlay:
-    """What the controller remembers of one pod it created."""
-
-    deployment: str
-    container: str
-    image: str
-    born: float
-    ip: str
-    shown: str = ""  # the last state written: pending, ready, crash, pull, stalled
-    crashes: bool = False  # made while its Deployment was in crashing_deployments
-
-
-@dataclass
-class DeploymentController:
-    """Plays the Deployment controller, the ReplicaSets and the kubelet for ``namespace``.
-
-    Every ``interval`` seconds, for each Deployment: a fresh one gets a uid; its pod
-    template's hash (``pod-template-hash``) names its current pods
-    (``<deployment>-<hash>-<suffix>``, labelled as the template plus the hash) created up to
-    ``spec.replicas``; pods of an older template are deleted once the current ones are all
-    ready (a stalled rollout keeps them); extra pods are deleted. Pods of a Deployment that
-    no longer exists are deleted. A pod becomes ``Running`` and ``Ready`` (with a pod IP)
-    ``start_seconds`` after it appears, unless its image is in ``unpullable`` (``ErrImagePull``,
-    then ``ImagePullBackOff``), ``crashing`` (``CrashLoopBackOff``, restarts counting; so do
-    new pods of the Deployments in ``crashing_deployments``) or
-    ``stalling`` (running, never ready). The Deployment's status follows, through its
-    ``status`` subresource: ``observedGeneration`` (the emulator bumps ``generation`` on every
-    spec change, see ``KubeEmulator``), ``replicas``, ``updatedReplicas``, ``readyReplicas``,
-    ``availableReplicas`` and the ``Progressing`` / ``Available`` conditions; a rollout not
-    complete ``progress_deadline`` seconds after its generation was first seen (default: the
-    spec's ``progressDeadlineSeconds``) gets ``ProgressDeadlineExceeded``.
-    """
-
-    kube: KubeEmulator
-    namespace: str = "default"
-    interval: float = 0.05
-    start_seconds: float = 0.1
-    progress_deadline: float | None = None
-    unpullable: set[str] = field(default_factory=set)
-    crashing: set[str] = field(default_factory=set)
-    stalling: set[str] = field(default_factory=set)
-    crashing_deployments: set[str] = field(default_factory=set)  # whatever image their pods run
-    errors: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        api_client = self.kube.core_v1(user_agent=CONTROLLER_AGENT).api_client
-        self._core = client.CoreV1Api(api_client)
-        self._apps = client.AppsV1Api(api_client)
-        self._pods: dict[str, _PodPlay] = {}
-        self._progress: dict[tuple[str, int], float] = {}  # (deployment, generation) -> first seen
-        self._next_ip = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="deployment-controller", daemon=True)
-
-    def start(self) -> DeploymentController:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._step()
-            except ApiException as error:
-                if error.status not in (404, 409):  # deleted or recreated between two calls
-                    self.errors.append(repr(error))
-            except Exception as error:  # keep playing; tests assert on errors
-                self.errors.append(repr(error))
-            self._stop.wait(self.interval)
-
-    def _step(self) -> None:
-        deployments = {
-            d["metadata"]["name"]: d
-            for d in self._list(f"/apis/apps/v1/namespaces/{self.namespace}/deployments")
-            if not d["metadata"].get("deletionTimestamp")
-        }
-        pods = [
-            p
-            for p in self._list(f"/api/v1/namespaces/{self.namespace}/pods")
-            if (p["metadata"].get("annotations") or {}).get(OWNER) is not None
-        ]
-        for pod in pods:
-            owner = pod["metadata"]["annotations"][OWNER]
-            if owner not in deployments:
-                self._delete_pod(pod["metadata"]["name"])
-        for name, deployment in deployments.items():
-            self._reconcile(
-                name, deployment, [p for p in pods if p["metadata"]["annotations"][OWNER] == name]
-            )
-
-    def _reconcile(self, name: str, deployment: dict[str, Any], pods: list[dict[str, Any]]) -> None:
-        meta, spec = deployment["metadata"], deployment["spec"]
-        if not meta.get("uid"):
-            patch = {"metadata": {"uid": str(uuid.uuid4()), "creationTimestamp": _stamp(_now())}}
-            self._apps.patch_namespaced_deployment(name, self.namespace, patch)
-        template = spec["template"]
-        digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
-        template_hash = "".join(c for c in digest if c.isalpha())[:4] + digest[:6]
-        desired = int(spec.get("replicas", 1))
-        current = [p for p in pods if p["metadata"]["labels"].get("pod-template-hash") == template_hash]
-        old = [p for p in pods if p not in current]
-        for _ in range(desired - len(current)):
-            current.append(self._create_pod(name, template, template_hash))
-        for pod in sorted(current, key=lambda p: p["metadata"]["name"])[desired:]:
-            self._delete_pod(pod["metadata"]["name"])
-        current = sorted(current, key=lambda p: p["metadata"]["name"])[:desired]
-        ready = [p for p in current if self._play(p) == "ready"]
-        if len(ready) == desired:
-            for pod in old:
-                self._delete_pod(pod["metadata"]["name"])
-            old = []
-        old_ready = [p for p in old if self._play(p) == "ready"]
-        generation = int(meta.get("generation") or 1)
-        first_seen = self._progress.setdefault((name, generation), time.monotonic())
-        complete = len(ready) == desired and not old
-        deadline = self.progress_deadline
-        if deadline is None:
-            deadline = float(spec.get("progressDeadlineSeconds", 600))
-        if complete:
-            progressing = (
-                "True",
-                "NewReplicaSetAvailable",
-                f'ReplicaSet "{name}-{template_hash}" has successfully progressed.',
-            )
-        elif time.monotonic() - first_seen > deadline:
-            progressing = (
-                "False",
-                "ProgressDeadlineExceeded",
-                f'ReplicaSet "{name}-{template_hash}" has timed out progressing.',
-            )
-        else:
-            progressing = (
-                "True",
-                "ReplicaSetUpdated",
-                f'ReplicaSet "{name}-{template_hash}" is progressing.',
-            )
-        available = len(ready) + len(old_ready)
-        status = {
-            "observedGeneration": generation,
-            "replicas": len(current) + len(old),
-            "updatedReplicas": len(current),
-            "readyReplicas": available,
-            "availableReplicas": available,
-            "unavailableReplicas": max(0, desired - available),
-            "conditions": [
-                {
-                    "type": "Available",
-                    "status": "True" if available >= desired else "False",
-                    "reason": "MinimumReplicasAvailable"
-                    if available >= desired
-                    else "MinimumReplicasUnavailable",
-                },
-                {
-                    "type": "Progressing",
-                    "status": progressing[0],
-                    "reason": progressing[1],
-                    "message": progressing[2],
-                },
-            ],
-        }
-        if {k: (deployment.get("status") or {}).get(k) for k in status} != status:
-            self._apps.patch_namespaced_deployment_status(name, self.namespace, {"status": status})
-
-    def _create_pod(self, deployment: str, template: dict[str, Any], template_hash: str) -> dict[str, Any]:
-        name = f"{deployment}-{template_hash}-{uuid.uuid4().hex[:5]}"
-        labels = {**(template.get("metadata", {}).get("labels") or {}), "pod-template-hash": template_hash}
-        body = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": self.namespace,
-                "uid": str(uuid.uuid4()),
-                "labels": labels,
-                "annotations": {OWNER: deployment},
-                "creationTimestamp": _stamp(_now()),
-            },
-            "spec": template.get("spec", {}),
-        }
-        self._core.create_namespaced_pod(self.namespace, body)
-        self._next_ip += 1
-        first = template["spec"]["containers"][0]
-        image = first.get("image", "")
-        self._pods[name] = _PodPlay(
-            deployment,
-            first.get("name", "app"),
-            image,
-            time.monotonic(),
-            f"10.1.{self._next_ip // 250}.{self._next_ip % 250 + 1}",
-            crashes=deployment in self.crashing_deployments,
-        )
-        self._write_pod_status(name, "Pending", False, {"waiting": {"reason": "ContainerCreating"}}, 0)
-        return body
-
-    def _play(self, pod: dict[str, Any]) -> str:
-        """Move one pod along; its state now."""
-        name = pod["metadata"]["name"]
-        play = self._pods.get(name)
-        if play is None:  # made by another controller's run: leave it as it is
-            ready = any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in (pod.get("status") or {}).get("conditions") or []
-            )
-            return "ready" if ready else "unknown"
-        age = time.monotonic() - play.born
-        if age < self.start_seconds:
-            return "pending"
-        if play.image in self.unpullable:
-            state = "pull" if age < 2 * self.start_seconds else "pullbackoff"
-        elif play.image in self.crashing or play.crashes:
-            state = "crash"
-        elif play.image in self.stalling:
-            state = "stalled"
-        else:
-            state = "ready"
-        if state != play.shown:
-            self._show(name, play, state)
-        return state
-
-    def _show(self, name: str, play: _PodPlay, state: str) -> None:
-        image = play.image
-        if state == "pull":
-            waiting = {"reason": "ErrImagePull", "message": f'failed to pull image "{image}": not found'}
-            self._write_pod_status(name, "Pending", False, {"waiting": waiting}, 0)
-        elif state == "pullbackoff":
-            waiting = {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}
-            self._write_pod_status(name, "Pending", False, {"waiting": waiting}, 0)
-        elif state == "crash":
-            waiting = {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}
-            self._write_pod_status(name, "Running", False, {"waiting": waiting}, 3, play.ip)
-        else:
-            running = {"running": {"startedAt": _stamp(_now())}}
-            self._write_pod_status(name, "Running", state == "ready", running, 0, play.ip)
-        play.shown = state
-
-    def _write_pod_status(
-        self, name: str, phase: str, ready: bool, state: dict[str, Any], restarts: int, ip: str | None = None
-    ) -> None:
-        play = self._pods.get(name)
-        status: dict[str, Any] = {
-            "phase": phase,
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            "containerStatuses": [
-                {
-                    "name": play.container if play else "app",
-                    "image": play.image if play else "",
-                    "imageID": "",
-                    "ready": ready,
-                    "restartCount": restarts,
-                    "started": "running" in state,
-                    "state": state,
-                }
-            ],
-        }
-        if ip:
-            status["podIP"] = ip
-        try:
-            self._core.patch_namespaced_pod_status(name, self.namespace, {"status": status})
-        except ApiException as error:
-            if error.status != 404:
-                raise
-
-    def _delete_pod(self, name: str) -> None:
-        self._pods.pop(name, None)
-        try:
-            self._core.delete_namespaced_pod(name, self.namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-
-    def _list(self, path: str) -> list[dict[str, Any]]:
-        response = self._core.api_client.call_api(
-            path,
-            "GET",
-            header_params={"Accept": "application/json"},
-            _preload_content=False,
-            _return_http_data_only=True,
-        )
-        return json.loads(response.data).get("items") or []
-
-
-OWNER = "kube-controller.test/deployment"  # annotation: the Deployment a played pod belongs to
-
-
 # -- a service to release ----------------------------------------------------------------------
 
 
@@ -978,6 +689,8 @@ class KubeReleaseCluster:
         self.repository = f"{self.registry.host}/shop/checkout"
         for tag in self.TAGS:
             push_tiny_image(self.registry.host, "shop/checkout", tag)
+        from support.kube_deployments import DeploymentController
+
         self.controller = DeploymentController(
             self.kube,
             namespace=self.NAMESPACE,
@@ -1012,6 +725,7 @@ class KubeReleaseCluster:
         """One request as the test (not the controller): the answer's JSON, None on 404."""
         groups = {
             "deployments": "/apis/apps/v1",
+            "replicasets": "/apis/apps/v1",
             "httproutes": "/apis/gateway.networking.k8s.io/v1",
             "ingresses": "/apis/networking.k8s.io/v1",
         }
@@ -1048,8 +762,17 @@ class KubeReleaseCluster:
         assert stable is not None
         containers = stable["spec"]["template"]["spec"]["containers"]
         containers[0]["image"] = self.image(tag)
-        spec = {"replicas": replicas, "template": {"spec": {"containers": containers}}}
-        self.call("PATCH", "deployments", "checkout", {"spec": spec})
+        seeded = self.objects["deployments"]["spec"]
+        spec = {
+            "replicas": replicas,
+            "template": {"spec": {"containers": containers}},
+            # what a rolling release in place may have left, and what its tests change
+            "paused": None,
+            "strategy": None,
+            "progressDeadlineSeconds": seeded["progressDeadlineSeconds"],
+        }
+        meta = {"annotations": {"opsdag.io/rolling-from": None}}
+        self.call("PATCH", "deployments", "checkout", {"metadata": meta, "spec": spec})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             stable = self.get("deployments", "checkout") or {}
@@ -1071,3 +794,12 @@ class KubeReleaseCluster:
                 return
             time.sleep(0.05)
         raise AssertionError(f"the namespace did not settle back to checkout:{tag} x {replicas}: {stable}")
+
+
+def __getattr__(name: str) -> Any:
+    # DeploymentController and OWNER moved to support.kube_deployments (which imports this module).
+    if name in ("DeploymentController", "OWNER"):
+        from support import kube_deployments
+
+        return getattr(kube_deployments, name)
+    raise AttributeError(name)

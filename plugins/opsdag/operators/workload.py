@@ -3,6 +3,12 @@
 Start the new version (no traffic) and wait for it, deferred; replace a rolling batch;
 wait out blue-green's scale-down delay; promote; check the promoted state. Each is
 idempotent: a retry finds the instances it started and keeps them.
+
+A driver that rolls in place (``WorkloadDriver.rolls_in_place``: Kubernetes rolls the
+Deployment itself) runs a rolling release with ``roll`` instead of a canary track: the
+first batch is the ``deploy`` step, each batch holds where the plan says, and the new
+version's share is the ratio of its ready instances (``replica_split``), which no router
+can change, so the router is not asked for a weight.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from opsdag.operators.service_base import ServiceOperator
+from opsdag.platforms.base import TrafficSplit, WorkloadStatus
 from opsdag.triggers.rollout import RolloutStatusTrigger
 from opsdag.triggers.traffic_abort import abort_request
 
@@ -43,15 +50,27 @@ class StartVersionOperator(ServiceOperator):
 
     def run(self, context: Any) -> None:
         count = self.instances or self._stable_instances()
-        self.skip_unless_moving(context, f"start {count} instance(s) of {self.image} at 0 %")
-        self.driver.start(self.image, count)
+        in_place = rolls_in_place(self)
+        would = f"roll {count} instance(s) to {self.image}" if in_place else f"start {count} at 0 %"
+        self.skip_unless_moving(context, would)
+        started = time.time()
+        if in_place:
+            self.driver.roll(self.image, count, self.service.instances())
+        else:
+            self.driver.start(self.image, count)
         context["ti"].xcom_push(key="selectors", value=self.driver.metric_selectors())
-        self.log.info("%s: %d instance(s) started at 0 %%; waiting until ready", self.image, count)
+        self.log.info(
+            "%s: %d instance(s) %s; waiting until ready",
+            self.image,
+            count,
+            "rolled in place (they take their replica share once ready)" if in_place else "started at 0 %",
+        )
         self.defer(
             trigger=RolloutStatusTrigger(
                 service=self.service.model_dump(mode="json"),
                 image=self.image,
                 timeout_at=time.time() + self.ready_timeout.total_seconds(),
+                **({"updated": count, "started_at": started} if in_place else {}),
             ),
             method_name="execute_complete",
         )
@@ -104,6 +123,21 @@ class ReplaceBatchOperator(ServiceOperator):
         self.skip_unless_moving(
             context, f"run {self.canary} new and {self.stable} old instance(s), {self.weight} % to the new"
         )
+        if rolls_in_place(self):
+            # No abort: the Service selects old and new pods alike, no router can take traffic
+            # off the new ones; a failed batch is undone by the rollback task (undo_roll).
+            started = time.time()
+            self.driver.roll(self.image, self.canary, self.service.instances())
+            self.defer(
+                trigger=RolloutStatusTrigger(
+                    service=self.service.model_dump(mode="json"),
+                    image=self.image,
+                    timeout_at=time.time() + self.ready_timeout.total_seconds(),
+                    updated=self.canary,
+                    started_at=started,
+                ),
+                method_name="execute_complete",
+            )
         self.driver.start(self.image, self.canary)
         self.defer(
             trigger=RolloutStatusTrigger(
@@ -119,9 +153,14 @@ class ReplaceBatchOperator(ServiceOperator):
         if event["status"] != "ready":
             context["ti"].xcom_push(key="readiness", value=event)
             raise AirflowFailException(f"{self.image} {event['status']}: {event['reason']}")
-        self.driver.scale("stable", self.stable)
-        self.router.set_weight(self.weight)
-        split = self.router.verify_weight()
+        if rolls_in_place(self):
+            status = self.driver.status()
+            split = replica_split(status, self.weight)
+            context["ti"].xcom_push(key="instances", value=status.to_dict())
+        else:
+            self.driver.scale("stable", self.stable)
+            self.router.set_weight(self.weight)
+            split = self.router.verify_weight()
         result = {
             "canary": self.canary,
             "stable": self.stable,
@@ -196,3 +235,18 @@ class PostPromotionCheckOperator(ServiceOperator):
         if problems:
             raise AirflowFailException(f"post-promotion check failed: {detail}")
         return result
+
+
+def rolls_in_place(operator: ServiceOperator) -> bool:
+    """Whether this step of a rolling release rolls the serving instances in place."""
+    return operator.strategy == "rolling" and operator.driver.rolls_in_place
+
+
+def replica_split(status: WorkloadStatus, requested: int) -> TrafficSplit:
+    """The split in force when one entry point sends to every ready instance of both tracks alike."""
+    canary = status.canary.ready_instances if status.canary else 0
+    stable = status.stable.ready_instances if status.stable else 0
+    if canary + stable == 0:
+        return TrafficSplit(0.0, 0.0, exact=False, requested=requested)
+    share = round(100 * canary / (canary + stable), 1)
+    return TrafficSplit(round(100 - share, 1), share, exact=abs(share - requested) < 0.5, requested=requested)

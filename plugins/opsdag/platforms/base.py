@@ -255,6 +255,32 @@ class WorkloadDriver(abc.ABC):
     def endpoints(self, track: Track) -> list[str]:
         """Base URLs of a track's instances, for smoke checks (``http://127.0.0.1:8123``)."""
 
+    # -- rolling in place ------------------------------------------------------------------------
+    #: whether a rolling release replaces the serving instances in place (``roll``, ``undo_roll``:
+    #: the platform's own rolling update, e.g. a Kubernetes Deployment's) rather than growing a
+    #: canary track beside them (``start``, ``scale``). Then the new version's share of the
+    #: traffic is the ratio of its ready instances: no router can change it.
+    rolls_in_place: ClassVar[bool] = False
+
+    def roll(self, image: str, updated: int, total: int) -> None:
+        """Replace serving instances by ``image`` until ``updated`` of ``total`` run it, then hold there.
+
+        Returns once the platform holds at the batch (the new instances may still be starting:
+        ``roll_readiness`` says when they are ready). Already there: nothing to do. ``total``
+        must be the instance count the platform runs (the batches were planned for it).
+        """
+        raise PlatformError(f"the {self.kind!r} platform does not roll in place (rolls_in_place is False)")
+
+    def roll_readiness(self, image: str, updated: int, since: float) -> Readiness:
+        """Whether the ``updated`` new instances of a ``roll`` are ready; failed for good with why
+        (crash, pull, no progress for the platform's deadline counted from ``since``, epoch seconds)."""
+        raise PlatformError(f"the {self.kind!r} platform does not roll in place (rolls_in_place is False)")
+
+    def undo_roll(self, target: RollbackTarget) -> None:
+        """Put back exactly what served before the release (``target``, recorded by preflight) and
+        wait until it serves again. Nothing was rolled: nothing to do."""
+        raise PlatformError(f"the {self.kind!r} platform does not roll in place (rolls_in_place is False)")
+
 
 class TrafficRouter(abc.ABC):
     """Splits a service's traffic between stable and canary. Chosen by ``platform.router.kind``."""

@@ -84,7 +84,21 @@ class KubernetesPlatformSpec(StrictModel):
     deployment: DnsName
     container: DnsName | None = None
     connection_id: str = "kubernetes_default"
+    replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description=(
+            "the Deployment's spec.replicas, which rolling batches are planned for when the DAG is "
+            "built; required by the rolling strategy; preflight refuses a release when they differ"
+        ),
+    )
     router: RouterSpec = Field(default_factory=lambda: ReplicaRatioRouterSpec(kind="replica-ratio"))
+
+    @property
+    def instances(self) -> int | None:
+        """Instances per version as the spec says (``replicas``): ``ServiceSpec.instances()``."""
+        return self.replicas
 
 
 PlatformSpec = Annotated[SandboxPlatformSpec | KubernetesPlatformSpec, Field(discriminator="kind")]

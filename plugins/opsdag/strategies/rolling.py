@@ -3,6 +3,12 @@
 deploy (the first batch's new instances, at 0 %) >> smoke >> batch_<i> (replace: the new
 version up, the old down, the split to match >> gate). The last old instance stays until
 the last gate passed, so an abort always has somewhere to send traffic; promote removes it.
+
+On a platform that rolls in place (Kubernetes: ``WorkloadDriver.rolls_in_place``) the same
+tasks roll the serving Deployment itself: ``deploy`` is the first batch, each ``replace``
+lets the controller go on to the batch's count and holds it there (``spec.paused``), the
+split is the ready-replica ratio, and promote lets the rollout finish. The batches are
+planned for ``platform.replicas`` (``ServiceSpec.instances()``), known when the DAG is built.
 """
 
 from __future__ import annotations

@@ -24,6 +24,11 @@ def undo_bluegreen(driver: WorkloadDriver, router: TrafficRouter, target: Rollba
 
 
 def undo_rolling(driver: WorkloadDriver, router: TrafficRouter, target: RollbackTarget) -> None:
+    if driver.rolls_in_place:
+        # The previous version's template back on every instance (``kubectl rollout undo``):
+        # the router never held a share of a rolling release in place, there is none to take.
+        driver.undo_roll(target)
+        return
     router.set_weight(0)
     driver.scale(STABLE, target.instances)  # the previous version back on every replaced instance
     driver.remove(CANARY)

@@ -1,7 +1,8 @@
 """Wait for a new version's instances to become ready (or fail for good) without holding a worker slot.
 
 Readiness comes from the service's workload driver (``driver_for(service).readiness()``,
-in a thread: it blocks). When the new instances may already take traffic (a rolling
+in a thread: it blocks); for a batch of a rolling release in place (``updated`` given), from
+``roll_readiness(image, updated, started_at)``. When the new instances may already take traffic (a rolling
 batch) and readiness fails for good or times out, ``abort`` takes traffic off the new
 version through the router before the event goes out, as the analysis trigger does.
 """
@@ -30,6 +31,9 @@ class RolloutStatusTrigger(BaseTrigger):
     :param poll_interval: seconds between two readiness checks.
     :param abort: ``{"service": <ServiceSpec JSON>, "action": ...}`` (see
         :mod:`opsdag.triggers.traffic_abort`): done when readiness fails or times out. None: no abort.
+    :param updated: a rolling batch in place: how many new instances it must have ready
+        (``WorkloadDriver.roll_readiness``). None: the canary track's ``readiness()``.
+    :param started_at: when that batch started (epoch seconds): the progress deadline counts from it.
     """
 
     def __init__(
@@ -40,6 +44,8 @@ class RolloutStatusTrigger(BaseTrigger):
         timeout_at: float,
         poll_interval: float = 1.0,
         abort: dict[str, Any] | None = None,
+        updated: int | None = None,
+        started_at: float | None = None,
     ):
         super().__init__()
         self.service = service
@@ -47,6 +53,8 @@ class RolloutStatusTrigger(BaseTrigger):
         self.timeout_at = timeout_at
         self.poll_interval = poll_interval
         self.abort = check_abort(abort)
+        self.updated = updated
+        self.started_at = started_at
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -57,6 +65,8 @@ class RolloutStatusTrigger(BaseTrigger):
                 "timeout_at": self.timeout_at,
                 "poll_interval": self.poll_interval,
                 "abort": self.abort,
+                "updated": self.updated,
+                "started_at": self.started_at,
             },
         )
 
@@ -68,7 +78,11 @@ class RolloutStatusTrigger(BaseTrigger):
         if traffic:
             await traffic.prepare()
         while True:
-            readiness = await asyncio.to_thread(driver.readiness)
+            if self.updated is None:
+                readiness = await asyncio.to_thread(driver.readiness)
+            else:
+                since = self.started_at if self.started_at is not None else time.time()
+                readiness = await asyncio.to_thread(driver.roll_readiness, self.image, self.updated, since)
             if readiness.ready or readiness.failed:
                 status, reason = ("ready" if readiness.ready else "failed"), readiness.reason
                 break

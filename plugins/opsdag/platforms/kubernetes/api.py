@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 # resource (plural) -> API group/version path
 GROUPS = {
     "deployments": "/apis/apps/v1",
+    "replicasets": "/apis/apps/v1",
     "services": "/api/v1",
     "pods": "/api/v1",
     "resourcequotas": "/api/v1",

@@ -46,14 +46,16 @@ from opsdag.platforms.base import (
 from opsdag.platforms.kubernetes import manifests as mf
 from opsdag.platforms.kubernetes import pods as pf
 from opsdag.platforms.kubernetes import readiness as rd
+from opsdag.platforms.kubernetes import replicasets as rs
 from opsdag.platforms.kubernetes.api import KubeApi
+from opsdag.platforms.kubernetes.rolling import InPlaceRolling
 
 PROMOTED_FROM = "opsdag.io/promoted-from"  # annotation on a canary being promoted: the stable's image
 UNPULLABLE = "opsdag.io/unpullable"  # annotation on a canary whose image its registry does not have
 SELECTOR_WAIT = 15.0  # seconds metric_selectors waits for a new canary's first pod
 
 
-class KubernetesDriver(WorkloadDriver):
+class KubernetesDriver(InPlaceRolling, WorkloadDriver):
     """Stable and canary Deployments of one service in one namespace.
 
     :param namespace: ``platform.namespace``.
@@ -156,6 +158,8 @@ class KubernetesDriver(WorkloadDriver):
         canary_failed = self.canary_failure(canary) if canary else None
         stable_state = self._track_state(stable, rd.deadline_exceeded(stable))
         canary_state = self._track_state(canary, canary_failed) if canary else None
+        if canary is None and (record := rs.recorded(stable)) is not None:  # rolling in place
+            stable_state, canary_state = self.rolling_tracks(stable, record)
         capacity, quota = self._capacity(stable, canary)
         return WorkloadStatus(
             stable=stable_state,
@@ -235,6 +239,7 @@ class KubernetesDriver(WorkloadDriver):
         if self.canary_deployment() is not None and self.router is not None:
             split = self.router.verify_weight()
             weight = split.requested if split.requested is not None else round(split.canary)
+        self.check_planned_replicas(stable)
         return RollbackTarget(
             mf.image_of(stable, self.container), int(stable["spec"].get("replicas", 1)), weight
         )
@@ -247,6 +252,8 @@ class KubernetesDriver(WorkloadDriver):
         names their pod-template-hash; without pods, it matches any canary pod, and the series
         of an earlier canary, still within the query's rate window, would count as this one's.
         """
+        if (rolling := self.rolling_deployment()) is not None:
+            return self.rolling_selectors(rolling)
         canary = self.canary_deployment()
         if canary is None:
             return pf.metric_selectors(self.namespace, self.deployment, [])
@@ -263,6 +270,8 @@ class KubernetesDriver(WorkloadDriver):
             time.sleep(self.poll_interval)
 
     def endpoints(self, track: Track) -> list[str]:
+        if (rolling := self.rolling_deployment()) is not None:
+            return self.rolling_endpoints(rolling, canary=track == CANARY)
         deployment = self.stable_deployment() if track == STABLE else self.canary_deployment()
         if deployment is None:
             return []
@@ -323,6 +332,8 @@ class KubernetesDriver(WorkloadDriver):
     def promote(self) -> None:
         canary = self.canary_deployment()
         if canary is None:
+            if (rolling := self.rolling_deployment()) is not None:
+                self.promote_roll(rolling)  # a rolling release in place: let it finish
             return  # promoted already (or nothing to promote)
         ready = rd.rollout_readiness(canary, self.pods(canary, CANARY))
         if not ready.ready:
