@@ -34,10 +34,11 @@ import json
 import time
 from typing import Any, Self
 
-from opsdag.platforms.base import PlatformError, TrafficSplit
+from opsdag.platforms.base import CANARY, PlatformError, TrafficSplit
 from opsdag.platforms.kubernetes import manifests as mf
 from opsdag.platforms.kubernetes import pods as pf
 from opsdag.platforms.kubernetes import readiness as rd
+from opsdag.platforms.kubernetes.driver import KubernetesDriver
 from opsdag.platforms.kubernetes.routing import ServiceRouter
 from opsdag.platforms.weights import ratio_replicas, split_is_exact
 
@@ -95,6 +96,7 @@ class ReplicaRatioRouter(ServiceRouter):
     :param container: ``platform.container``.
     :param connection_id: ``platform.connection_id``.
     :param settle_timeout: seconds ``set_weight`` waits for the canary's pods to take traffic.
+    :param poll_interval: the longest pause between two reads while waiting (first 0.05 s, doubled).
     """
 
     kind = "replica-ratio"
@@ -129,7 +131,8 @@ class ReplicaRatioRouter(ServiceRouter):
         )
 
     @property
-    def driver(self) -> Any:
+    def driver(self) -> KubernetesDriver:
+        """The Deployments' reader (scaling goes through this router's own patches)."""
         return self.services.driver
 
     def set_weight(self, percent: int) -> None:
@@ -231,7 +234,7 @@ class ReplicaRatioRouter(ServiceRouter):
             canary = self.driver.canary_deployment()
             if canary is None:
                 return
-            taking = sum(1 for p in self.driver.pods(canary, "canary") if takes_traffic(p))
+            taking = sum(1 for p in self.driver.pods(canary, CANARY) if takes_traffic(p))
             counted = int((canary.get("status") or {}).get("replicas") or 0)
             settled = rd.replica_counts(canary)[1] == counted == taking == replicas and rd.observed(canary)
             if settled or time.monotonic() > deadline:
