@@ -358,3 +358,84 @@ def test_every_call_of_a_rolling_release_is_allowed_by_the_documented_role(
     driver.promote()
     assert ("list", "replicasets") in calls
     assert all(rbac.covers(verb, resource) for verb, resource in calls), sorted(calls)
+
+
+# -- through the release's operators -----------------------------------------------------------
+
+
+class _TaskInstance:
+    """What the operators read from and write to their task instance: XComs, no failed task."""
+
+    dag_id, run_id = "release__checkout", "manual__test"
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.request = request
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_pull(self, task_ids: str | None = None, key: str | None = None) -> Any:
+        return self.request if task_ids == "validate_request" else self.pushed.get(key or "")
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+    def get_ti_count(self, **_: Any) -> int:
+        return 0
+
+
+def test_the_release_operators_roll_in_place_then_the_rollback_operator_undoes_it(
+    kube: KubeReleaseCluster,
+) -> None:
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from opsdag.operators.rollback import RollbackOperator
+    from opsdag.operators.workload import ReplaceBatchOperator, StartVersionOperator
+
+    spec = rolling_spec(kube)
+    before = applied(deployment(kube))
+    target = rolling_driver(spec).rollback_target()
+    new = kube.image("1.1.0")
+    ti = _TaskInstance({"image": new, "strategy": "rolling"})
+    context = {"ti": ti, "params": {}}
+    first, second = rolling_stages(spec)[:2]
+
+    def deferred_then_resumed(operator: Any) -> Any:
+        for _ in range(2):  # a retried task: the same batch, the same state
+            with pytest.raises(TaskDeferred) as deferred:
+                operator.run(context)
+        trigger = deferred.value.trigger
+        assert trigger.updated == operator_count(operator) and trigger.abort is None
+        event = asyncio.run(anext(trigger.run())).payload
+        assert event["status"] == "ready", event
+        return operator.execute_complete(context, event)
+
+    def operator_count(operator: Any) -> int:
+        return operator.instances if isinstance(operator, StartVersionOperator) else operator.canary
+
+    deploy = StartVersionOperator(
+        task_id="deploy", service=spec, strategy="rolling", image=new, instances=first.canary_instances
+    )
+    deferred_then_resumed(deploy)
+    assert deployment(kube)["spec"]["paused"] is True
+    canary_pods = pods_by_image(kube)[new]
+    assert len(canary_pods) == 1 and matches(ti.pushed["selectors"]["canary"], canary_pods[0])
+    replace = ReplaceBatchOperator(
+        task_id="replace",
+        service=spec,
+        strategy="rolling",
+        image=new,
+        canary=second.canary_instances,
+        stable=second.stable_instances,
+        weight=second.weight,
+    )
+    result = deferred_then_resumed(replace)
+    assert result["split"]["canary"] == 40.0 and result["split"]["requested"] == second.weight == 50
+    assert not result["split"]["exact"]  # 2 new beside 3 old: the controller holds the surge
+    ti.pushed["preflight"] = {
+        "rollback_target": target.to_dict(),
+        "checks": [{"name": "rollback target recorded", "ok": True, "detail": ""}],
+    }
+    rollback = RollbackOperator(task_id="rollback", service=spec)
+    for _ in range(2):
+        outcome = rollback.run(context)
+        assert outcome["problems"] == [] and outcome["stable_image"] == kube.image("1.0.0")
+    assert applied(deployment(kube)) == before
