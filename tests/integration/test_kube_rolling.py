@@ -35,7 +35,7 @@ from opsdag.triggers.rollout import RolloutStatusTrigger
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 ROUTER = {"kind": "gateway-api", "http_route": "checkout"}
 REPLICAS = 4
-START = 0.8  # seconds a pod takes to get ready
+START = 1.2  # seconds a pod takes to get ready
 
 
 @pytest.fixture(scope="module")
