@@ -234,9 +234,8 @@ def test_a_stalled_rollout_is_never_switched_to_and_is_undone_after_its_deadline
     before = snapshot(kube)
     target = driver.rollback_target()
     driver.start(kube.image("1.5.0-stall"), 2)
-    wait_for(
-        lambda: len(driver.pods(kube.get("deployments", "checkout-green"), CANARY)) == 2, 10, what="pods"
-    )
+    running = "checkout-green: 0 of 2 replicas available"  # both pods updated, running, none ready
+    wait_for(lambda: running in driver.colour_readiness(driver.colours()).reason, 20, what=running)
     for move in (lambda: router.switch(CANARY), lambda: router.set_preview(True), driver.promote):
         with pytest.raises(
             PlatformError,

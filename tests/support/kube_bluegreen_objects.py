@@ -2,9 +2,9 @@
 
 ``checkout-blue`` (the Deployment serving now), ``checkout-active`` (the Service users reach)
 and ``checkout-preview`` (the Service a release's new colour is judged through), both
-selecting ``opsdag.io/colour: blue``. Their pods are labelled ``app.kubernetes.io/name``, not
-``app``: the canary layout's objects live in the same namespace, and neither layout's
-Services select the other's pods. ``BlueGreenObjects(cluster).reset()`` seeds them (first
+selecting ``opsdag.io/colour: blue``. Their pods are labelled ``app: checkout-bluegreen``,
+not ``app: checkout``: the canary layout's objects live in the same namespace, and neither
+layout's Services select the other's pods. ``BlueGreenObjects(cluster).reset()`` seeds them (first
 time) and puts the namespace back to that: blue alone, ready, with both Services on it.
 """
 
@@ -18,12 +18,13 @@ BASE = "checkout"
 ACTIVE = "checkout-active"
 PREVIEW = "checkout-preview"
 COLOUR = "opsdag.io/colour"
+APP = "checkout-bluegreen"  # the pods' app label
 ROUTER = {"kind": "service-selector", "active_service": ACTIVE, "preview_service": PREVIEW}
 
 
 def bluegreen_objects(namespace: str, image: str, replicas: int) -> dict[str, dict[str, Any]]:
     """The blue Deployment and the active and preview Services of ``checkout``."""
-    pods = {"app.kubernetes.io/name": "checkout", COLOUR: "blue"}
+    pods = {"app": APP, COLOUR: "blue"}
 
     def service(name: str) -> dict[str, Any]:
         return {
@@ -32,7 +33,7 @@ def bluegreen_objects(namespace: str, image: str, replicas: int) -> dict[str, di
             "metadata": {
                 "name": name,
                 "namespace": namespace,
-                "labels": {"app.kubernetes.io/name": "checkout"},
+                "labels": {"app": APP},
             },
             "spec": {
                 "selector": dict(pods),
@@ -47,7 +48,7 @@ def bluegreen_objects(namespace: str, image: str, replicas: int) -> dict[str, di
             "metadata": {
                 "name": "checkout-blue",
                 "namespace": namespace,
-                "labels": {"app.kubernetes.io/name": "checkout", COLOUR: "blue"},
+                "labels": {"app": APP, COLOUR: "blue"},
             },
             "spec": {
                 "replicas": replicas,

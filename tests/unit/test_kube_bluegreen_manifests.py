@@ -63,11 +63,11 @@ def test_the_new_colour_is_the_stable_one_with_the_new_image_and_its_own_colour(
     assert green["metadata"]["labels"][mf.COLOUR_LABEL] == "green"
     assert green["spec"]["replicas"] == 2
     assert green["spec"]["selector"]["matchLabels"] == {
-        "app.kubernetes.io/name": "checkout",
+        "app": "checkout-bluegreen",
         mf.COLOUR_LABEL: "green",
     }
     labels = green["spec"]["template"]["metadata"]["labels"]
-    assert labels == {"app.kubernetes.io/name": "checkout", mf.COLOUR_LABEL: "green", "version": "1.1.0"}
+    assert labels == {"app": "checkout-bluegreen", mf.COLOUR_LABEL: "green", "version": "1.1.0"}
     (container,) = green["spec"]["template"]["spec"]["containers"]
     assert container["image"] == f"{IMAGE}:1.1.0"
     assert container["readinessProbe"] == blue["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
@@ -88,7 +88,7 @@ def test_the_switch_patches_the_colour_of_the_selector_only_guarded_by_its_versi
     assert patch == {"spec": {"selector": {mf.COLOUR_LABEL: "green"}}, "metadata": {"resourceVersion": "42"}}
     switched = merged(active, patch)
     valid(switched)
-    assert switched["spec"]["selector"] == {"app.kubernetes.io/name": "checkout", mf.COLOUR_LABEL: "green"}
+    assert switched["spec"]["selector"] == {"app": "checkout-bluegreen", mf.COLOUR_LABEL: "green"}
     assert switched["spec"]["ports"] == active["spec"]["ports"]
     assert mf.colour_of(switched, "selector") == "green"
     assert mf.colour_of(objects()["blue"], "selector") is None  # a Deployment's selector is not flat
