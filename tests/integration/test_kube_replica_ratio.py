@@ -242,3 +242,53 @@ def test_no_traffic_to_a_canary_that_does_not_run_or_failed(kube: KubeReleaseClu
     wait_for(lambda: driver.readiness().ready, 20, what="the new canary ready")
     traffic.set_weight(10)
     assert replicas(kube) == (2, 1)
+
+
+def test_the_release_deploy_step_starts_one_canary_pod_and_names_it_once_ready(
+    kube: KubeReleaseCluster,
+) -> None:
+    """Behind a replica ratio every ready canary pod takes a share: the deploy step starts 1,
+    whatever the stable runs, and the gates' ``$canary`` names that pod (read once it is ready)."""
+    import asyncio
+    import re
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from opsdag.operators.workload import StartVersionOperator
+
+    kube.reset(replicas=4)
+    driver, _ = pair(kube)
+    new = kube.image("1.1.0")
+    pushed: dict[str, Any] = {}
+
+    class TaskInstance:
+        dag_id, run_id = "release__checkout", "manual__test"
+
+        def xcom_pull(self, task_ids: str | None = None, key: str | None = None) -> Any:
+            return {"image": new, "strategy": "canary"} if task_ids == "validate_request" else None
+
+        def xcom_push(self, key: str, value: Any) -> None:
+            pushed[key] = value
+
+        def get_ti_count(self, **_: Any) -> int:
+            return 0  # no task of the run has failed
+
+    context = {"ti": TaskInstance(), "params": {}}
+    deploy = StartVersionOperator(
+        task_id="deploy", service=driver.spec, strategy="canary", image=new, instances=None
+    )
+    for _ in range(2):  # a retried task starts nothing more
+        with pytest.raises(TaskDeferred) as deferred:
+            deploy.run(context)
+    assert replicas(kube) == (4, 1)
+    assert "selectors" not in pushed  # not before its pod exists
+    event = asyncio.run(anext(deferred.value.trigger.run())).payload
+    assert event["status"] == "ready", event
+    deploy.execute_complete(context, event)
+    [pod] = [
+        p["metadata"]["name"]
+        for p in (kube.call("GET", "pods") or {}).get("items") or []
+        if p["metadata"]["name"].startswith("checkout-canary-")
+    ]
+    pattern = re.search(r'pod=~"([^"]+)"', pushed["selectors"]["canary"])
+    assert pattern and re.fullmatch(pattern.group(1), pod), (pushed["selectors"], pod)

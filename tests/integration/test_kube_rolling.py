@@ -439,3 +439,37 @@ def test_the_release_operators_roll_in_place_then_the_rollback_operator_undoes_i
         outcome = rollback.run(context)
         assert outcome["problems"] == [] and outcome["stable_image"] == kube.image("1.0.0")
     assert applied(deployment(kube)) == before
+
+
+def test_a_failed_gate_starts_the_undo_from_its_trigger(kube: KubeReleaseCluster) -> None:
+    """No router can take traffic off pods rolled in place: the gate's abort starts the undo at once
+    (the previous revision's template back, unpaused), and the rollback task finishes it."""
+    import logging
+
+    from opsdag.triggers.traffic_abort import TrafficAbort, abort_request, describe_abort
+
+    spec = rolling_spec(kube)
+    driver = rolling_driver(spec)
+    before = applied(deployment(kube))
+    target = driver.rollback_target()
+    new = kube.image("1.1.0")
+    since = time.time()
+    driver.roll(new, 2, REPLICAS)
+    batch_ready(driver, new, 2, since)
+    newest = max(rs.revision(r) for r in replica_sets(kube).values())
+    abort = TrafficAbort(abort_request(spec, "weight_zero"), logging.getLogger("test"))
+    record = asyncio.run(abort.perform())
+    assert (record["action"], record["error"]) == ("undo_roll", None), record
+    assert "set back to revision" in describe_abort(record)
+    now = deployment(kube)
+    assert driver.rolling_deployment() is None  # the record is gone with the undo's one change
+    assert now["spec"]["template"]["spec"]["containers"][0]["image"] == target.image
+    assert not now["spec"].get("paused")
+    again = asyncio.run(abort.perform())  # a second abort finds no rolling release: the router's call
+    assert again["action"] == "weight_zero" and again["error"] is None, again
+    router = router_for(driver.spec)
+    UNDO["rolling"](driver, router, target)  # the rollback task checks it against the target, waits
+    serving(kube, driver, target.image)
+    assert restored_state_problems(driver.status(), router.verify_weight(), target) == []
+    assert applied(deployment(kube)) == before
+    assert rs.revision(deployment(kube)) == newest + 1, "the previous ReplicaSet is reused"

@@ -42,7 +42,7 @@ class HealthGateOperator(RecordsItsError, BaseOperator):
 
     The verdict is pushed as the XCom ``verdict``: ``{"gate", "phase", "reason",
     "metrics": [per-metric summary], "measurements": [the last few], "decided_at",
-    "abort": {"action", "started_at", "done_at", "split_after", "error"} | None, ...}``,
+    "abort": {"action", "started_at", "done_at", "split_after", "error"[, "note"]} | None, ...}``,
     also when the gate fails, so a rollback or report task can say why.
 
     :param service: the service's spec: its ``analysis`` is what the gate judges, and its

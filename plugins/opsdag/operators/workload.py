@@ -32,7 +32,13 @@ class StartVersionOperator(ServiceOperator):
     (deferred) until they are ready.
 
     A version that crashes or cannot be pulled fails this task for good (no retry): the
-    release rolls back before any traffic reaches it. Pushes the metric ``selectors``.
+    release rolls back before any traffic reaches it. Once the new instances are ready, pushes
+    the metric ``selectors``: read then, they name the instances that run now, not ones an
+    earlier release left in a query's rate window.
+
+    Behind a router whose split follows replica counts (``exact_split`` false: a replica
+    ratio), every ready instance takes a share at once, so a canary starts with 1 instance
+    and each stage's weight scales it.
 
     :param image: the resolved image reference.
     :param instances: how many instances to start (None: as many as the stable version runs).
@@ -49,8 +55,11 @@ class StartVersionOperator(ServiceOperator):
         self.ready_timeout = ready_timeout
 
     def run(self, context: Any) -> None:
-        count = self.instances or self._stable_instances()
         in_place = rolls_in_place(self)
+        if self.strategy == "canary" and not self.router.exact_split:
+            count = 1  # it takes its replica share as soon as it is ready
+        else:
+            count = self.instances or self._stable_instances()
         would = f"roll {count} instance(s) to {self.image}" if in_place else f"start {count} at 0 %"
         self.skip_unless_moving(context, would)
         started = time.time()
@@ -58,7 +67,6 @@ class StartVersionOperator(ServiceOperator):
             self.driver.roll(self.image, count, self.service.instances())
         else:
             self.driver.start(self.image, count)
-        context["ti"].xcom_push(key="selectors", value=self.driver.metric_selectors())
         self.log.info(
             "%s: %d instance(s) %s; waiting until ready",
             self.image,
@@ -83,6 +91,7 @@ class StartVersionOperator(ServiceOperator):
         context["ti"].xcom_push(key="readiness", value=event)
         if event["status"] != "ready":
             raise AirflowFailException(f"{self.image} {event['status']}: {event['reason']}")
+        context["ti"].xcom_push(key="selectors", value=self.driver.metric_selectors())
         self.log.info("%s ready: %s", self.image, event.get("reason"))
         return event
 

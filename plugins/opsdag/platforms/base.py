@@ -281,6 +281,16 @@ class WorkloadDriver(abc.ABC):
         wait until it serves again. Nothing was rolled: nothing to do."""
         raise PlatformError(f"the {self.kind!r} platform does not roll in place (rolls_in_place is False)")
 
+    def abort_roll(self) -> str | None:
+        """Start putting back what served before a rolling release in place, without waiting.
+
+        For a failed gate's trigger: no router can take traffic off instances rolled in place,
+        so the fastest way off the new version is to start the undo at once; ``undo_roll``
+        (the rollback task) then checks it against the target and waits. Returns one line on
+        what was started; None when no rolling release is under way.
+        """
+        return None
+
 
 class TrafficRouter(abc.ABC):
     """Splits a service's traffic between stable and canary. Chosen by ``platform.router.kind``."""

@@ -58,6 +58,8 @@ def describe_abort(abort: dict[str, Any], decided_at: float | None = None) -> st
     after = f" {abort['done_at'] - decided_at:.3f} s after the verdict" if decided_at else ""
     if abort.get("error"):
         return f"the trigger's {abort['action']} failed{after}: {abort['error']}"
+    if abort.get("note"):
+        return f"the trigger started the undo ({abort['action']}){after}: {abort['note']}"
     return f"the trigger took traffic off the new version ({abort['action']}){after}: {abort['split_after']}"
 
 
@@ -86,7 +88,15 @@ class TrafficAbort:
             self.log.warning("router for the abort not ready yet: %s: %s", type(exc).__name__, exc)
 
     async def perform(self) -> dict[str, Any]:
-        """Do the action, read the split back; what happened, for the event (never raises)."""
+        """Do the action, read the split back; what happened, for the event (never raises).
+
+        A rolling release in place (``WorkloadDriver.abort_roll``) has no split a router can
+        change: ``weight_zero`` then starts the platform's undo instead.
+        """
+        if self.action == "weight_zero":
+            rolled = await self._abort_roll()
+            if rolled is not None:
+                return rolled
         call, act, done = _ACTIONS[self.action]
         started_at = time.time()
         errors: list[str] = []
@@ -124,6 +134,36 @@ class TrafficAbort:
                 record["done_at"] - started_at,
                 record["split_after"],
             )
+        return record
+
+    async def _abort_roll(self) -> dict[str, Any] | None:
+        """The undo of a rolling release in place, started; None when the driver has none under way."""
+        from opsdag.platforms.registry import driver_for
+
+        started_at = time.time()
+        try:
+            driver = await asyncio.to_thread(driver_for, self.service)
+            if not driver.rolls_in_place:
+                return None
+            note = await asyncio.to_thread(driver.abort_roll)
+        except Exception as exc:
+            note, error = None, f"abort_roll() failed: {type(exc).__name__}: {exc}"
+        else:
+            if note is None:
+                return None
+            error = None
+        record = {
+            "action": "undo_roll",
+            "started_at": started_at,
+            "done_at": time.time(),
+            "split_after": None,
+            "note": note,
+            "error": error,
+        }
+        if error:
+            self.log.error("abort undo_roll: %s (the rollback task will try again)", error)
+        else:
+            self.log.info("abort undo_roll started in %.3f s: %s", record["done_at"] - started_at, note)
         return record
 
 

@@ -52,7 +52,6 @@ from opsdag.platforms.kubernetes.rolling import InPlaceRolling
 
 PROMOTED_FROM = "opsdag.io/promoted-from"  # annotation on a canary being promoted: the stable's image
 UNPULLABLE = "opsdag.io/unpullable"  # annotation on a canary whose image its registry does not have
-SELECTOR_WAIT = 15.0  # seconds metric_selectors waits for a new canary's first pod
 
 
 class KubernetesDriver(InPlaceRolling, WorkloadDriver):
@@ -247,10 +246,10 @@ class KubernetesDriver(InPlaceRolling, WorkloadDriver):
     def metric_selectors(self) -> dict[str, str]:
         """``namespace`` and ``pod`` matchers (``pods.metric_selectors``).
 
-        Called right after ``start``, when the canary's ReplicaSet may not have made its pods
-        yet: it waits for them (up to ``SELECTOR_WAIT`` seconds) so that the canary's matcher
-        names their pod-template-hash; without pods, it matches any canary pod, and the series
-        of an earlier canary, still within the query's rate window, would count as this one's.
+        The canary's matcher names the pod-template-hash of its pods running its image now, so
+        the series of an earlier canary, still in a query's rate window, never count as this
+        one's. Read once the canary is ready (the release's deploy step does): before it has
+        pods, the matcher is any canary pod.
         """
         if (rolling := self.rolling_deployment()) is not None:
             return self.rolling_selectors(rolling)
@@ -258,16 +257,7 @@ class KubernetesDriver(InPlaceRolling, WorkloadDriver):
         if canary is None:
             return pf.metric_selectors(self.namespace, self.deployment, [])
         image = mf.image_of(canary, self.container)
-        deadline = time.monotonic() + SELECTOR_WAIT
-        while True:
-            canary_pods = self.pods(canary, CANARY)
-            if (
-                pf.current_pods(canary_pods, image)
-                or int(canary["spec"].get("replicas", 1)) == 0
-                or time.monotonic() > deadline
-            ):
-                return pf.metric_selectors(self.namespace, self.deployment, canary_pods, image)
-            time.sleep(self.poll_interval)
+        return pf.metric_selectors(self.namespace, self.deployment, self.pods(canary, CANARY), image)
 
     def endpoints(self, track: Track) -> list[str]:
         if (rolling := self.rolling_deployment()) is not None:

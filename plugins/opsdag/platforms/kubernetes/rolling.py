@@ -169,13 +169,29 @@ class InPlaceRolling:
                     f"{name}: revision {record.get('revision')}, which served before the release, runs "
                     f"{restored}, but preflight recorded {target.image}: not undone, check the Deployment"
                 )
-
-            def change(current: dict[str, Any]) -> dict[str, Any] | None:
-                now = rs.recorded(current)
-                return None if now is None else rs.restore_patch(current, now, template)
-
-            self.api.update("deployments", self.deployment, change, current=deployment)
+            self._restore(deployment, template)
         self._wait_settled(self.deployment, "stable", self.promote_timeout, must=True)
+
+    def abort_roll(self: KubernetesDriver) -> str | None:
+        """The undo's one change (the recorded revision's template back, unpaused), not waited for."""
+        deployment = self.rolling_deployment()
+        if deployment is None:
+            return None
+        record = rs.recorded(deployment) or {}
+        template = rs.previous_template(deployment, self.replica_sets(deployment), record)
+        self._restore(deployment, template)
+        image = mf.image_of({"spec": {"template": template}}, self.container)
+        return (
+            f"Deployment {self.namespace}/{self.deployment} set back to revision {record.get('revision')} "
+            f"({image}) and unpaused: its pods replace the new ones"
+        )
+
+    def _restore(self: KubernetesDriver, deployment: dict[str, Any], template: dict[str, Any]) -> None:
+        def change(current: dict[str, Any]) -> dict[str, Any] | None:
+            now = rs.recorded(current)
+            return None if now is None else rs.restore_patch(current, now, template)
+
+        self.api.update("deployments", self.deployment, change, current=deployment)
 
     def promote_roll(self: KubernetesDriver, deployment: dict[str, Any]) -> None:
         """Let the rolling release finish: strategy and ``paused`` back, rollout complete, record dropped."""
