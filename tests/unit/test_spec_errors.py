@@ -319,7 +319,8 @@ CASES = [
     ("rolling-unknown-key", S, both(SANDBOX, put("rolling", {"bake": "1m", "batch": 2})), "rolling.batch",
      "unknown key; allowed here: max_surge, max_unavailable, bake"),
     ("rolling-on-kubernetes", S, put("rolling", {"bake": "1m"}), "rolling",
-     "rolling batches need the instance count in the spec; platform kind 'kubernetes' has none"),
+     "rolling batches are planned when the DAG is built: set platform.replicas to the kubernetes "
+     "Deployment's spec.replicas"),
     ("rolling-default-without-section", S, both(SANDBOX, put("strategy", "rolling")), "rolling",
      "the rolling strategy (the default) needs a rolling section"),
     # smoke checks, preflight, minimum traffic

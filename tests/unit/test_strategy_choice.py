@@ -90,9 +90,11 @@ def test_a_strategy_the_service_cannot_do_is_refused_naming_the_field(
     assert str(refused.value) == message
 
 
-def test_rolling_and_a_router_without_split_or_preview_go_together() -> None:
-    blind = {"router_kind": "service-selector", "can_split": False, "can_preview": False}
-    assert choose_strategy("rolling", DEMO, **blind) == "rolling"
+def test_rolling_needs_a_router_that_moves_a_share_of_the_traffic() -> None:
+    switch_only = {"router_kind": "service-selector", "can_split": False, "can_preview": True}
+    with pytest.raises(StrategyRefused, match=r"^strategy: rolling moves a share .* 'service-selector' only"):
+        choose_strategy("rolling", DEMO, **switch_only)
+    assert choose_strategy("rolling", DEMO, **{**switch_only, "can_split": True}) == "rolling"
 
 
 def test_canary_stages_are_the_spec_s_steps_with_their_task_ids() -> None:

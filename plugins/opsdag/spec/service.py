@@ -206,6 +206,11 @@ class ServiceSpec(StrictModel):
     def _rolling_knows_its_instances(cls, value: object, info: ValidationInfo) -> object:
         platform = info.data.get("platform")
         if value is not None and platform is not None and getattr(platform, "instances", None) is None:
+            if "replicas" in type(platform).model_fields:
+                raise ValueError(
+                    "rolling batches are planned when the DAG is built: set platform.replicas to the "
+                    f"{platform.kind} Deployment's spec.replicas"
+                )
             raise ValueError(
                 f"rolling batches need the instance count in the spec; platform kind {platform.kind!r} "
                 "has none in this version of opsdag"

@@ -36,6 +36,11 @@ def choose_strategy(
             f"strategy: canary needs a router that splits traffic by weight; {spec.name}'s router "
             f"{router_kind!r} cannot"
         )
+    if strategy == "rolling" and not can_split:
+        raise StrategyRefused(
+            f"strategy: rolling moves a share of the traffic with each batch; {spec.name}'s router "
+            f"{router_kind!r} only switches all of it (use bluegreen)"
+        )
     if strategy == "bluegreen" and not can_preview:
         raise StrategyRefused(
             f"strategy: bluegreen judges the new colour on a preview route; {spec.name}'s router "
