@@ -318,6 +318,9 @@ CASES = [
      "required but missing"),
     ("rolling-unknown-key", S, both(SANDBOX, put("rolling", {"bake": "1m", "batch": 2})), "rolling.batch",
      "unknown key; allowed here: max_surge, max_unavailable, bake"),
+    ("preview-share-on-kubernetes", S,
+     put("bluegreen", {"pre_promotion_bake": "1m", "post_promotion_bake": "1m", "preview_share": 0.1}),
+     "bluegreen.preview_share", "is the share of the sandbox's synthetic load; on kubernetes the preview"),
     ("rolling-on-kubernetes", S, put("rolling", {"bake": "1m"}), "rolling",
      "rolling batches are planned when the DAG is built: set platform.replicas to the kubernetes "
      "Deployment's spec.replicas"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -199,6 +199,20 @@ class ServiceSpec(StrictModel):
                     f"must be shorter than the shortest bake ({shortest.total_seconds():g}s), "
                     "or the metric is never measured",
                 )
+        return value
+
+    @field_validator("bluegreen", mode="after")
+    @classmethod
+    def _preview_share_only_where_load_is_made(cls, value: Any, info: ValidationInfo) -> Any:
+        """``preview_share`` splits the sandbox's synthetic load; elsewhere it would be ignored."""
+        platform = info.data.get("platform")
+        set_here = value is not None and "preview_share" in value.model_fields_set
+        if set_here and platform is not None and platform.kind != "sandbox":
+            raise FieldProblem(
+                ("preview_share",),
+                f"is the share of the sandbox's synthetic load; on {platform.kind} the preview "
+                "Service takes what its clients send it: remove it",
+            )
         return value
 
     @field_validator("rolling", mode="after")
