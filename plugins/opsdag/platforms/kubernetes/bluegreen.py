@@ -20,7 +20,6 @@ otherwise have to restore that idle copy exactly, and 0 replicas cannot serve a 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from opsdag.platforms.base import (
@@ -45,7 +44,6 @@ class BlueGreenDriver(KubernetesDriver):
     Other parameters: as ``KubernetesDriver``'s; ``deployment`` is the colours' base name.
     """
 
-    selector_wait = 15.0  # seconds metric_selectors waits for a new colour's first pods
     # Rolling in place patches ``platform.deployment`` by name, which here is the colours' base
     # name, not a Deployment: a rolling release takes the start/scale path (and a selector
     # cannot split, so it is refused at its first partial weight).
@@ -129,19 +127,13 @@ class BlueGreenDriver(KubernetesDriver):
     def metric_selectors(self) -> dict[str, str]:
         """``namespace`` and ``pod`` matchers per colour; the new colour's names its pod-template-hash.
 
-        Called right after ``start``: it waits (up to ``selector_wait`` seconds) for the new
-        colour's first pods, so that series of an earlier Deployment of that colour, still in a
-        query's rate window, never count as this one's.
+        So the series of an earlier Deployment of that colour, still in a query's rate window,
+        never count as this one's. Read once the new colour is ready (the deploy step does):
+        before it has pods, the matcher is any pod of that colour.
         """
         colours = self.colours()
         canary = colours.deployment(CANARY)
-        pods: list[dict[str, Any]] = []
-        deadline = time.monotonic() + self.selector_wait
-        while canary is not None and int(canary["spec"].get("replicas", 1)) > 0:
-            pods = rd.current_pods(canary, self.pods(canary, CANARY))
-            if pods or time.monotonic() > deadline:
-                break
-            time.sleep(self.poll_interval)
+        pods = rd.current_pods(canary, self.pods(canary, CANARY)) if canary is not None else []
         hashes = {(p["metadata"].get("labels") or {}).get("pod-template-hash") for p in pods}
         canary_hash = hashes.pop() if len(hashes) == 1 and None not in hashes else pf.POD_PART
         part = pf.POD_PART
