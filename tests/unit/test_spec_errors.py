@@ -515,3 +515,14 @@ def test_metric_interval_default_is_a_duration() -> None:
     metric = Metric(name="errors", query="sum(x{$canary})", max=1)
     assert metric.interval == timedelta(seconds=5)
     assert metric.model_dump(mode="json")["interval"] == "5s"
+
+
+def test_a_kubernetes_bluegreen_spec_survives_its_json_round_trip() -> None:
+    """Triggers rebuild the spec from its JSON, which carries every default (preview_share too)."""
+    from opsdag.spec.loader import read_yaml
+    from opsdag.spec.service import ServiceSpec
+
+    data = read_yaml((paths.include_dir() / "services" / "checkout.yaml").read_text(encoding="utf-8"))
+    data["bluegreen"] = {"pre_promotion_bake": "1m", "post_promotion_bake": "1m"}
+    spec = ServiceSpec.model_validate(data)
+    assert ServiceSpec.model_validate(spec.model_dump(mode="json")) == spec

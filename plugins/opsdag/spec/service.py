@@ -206,7 +206,9 @@ class ServiceSpec(StrictModel):
     def _preview_share_only_where_load_is_made(cls, value: Any, info: ValidationInfo) -> Any:
         """``preview_share`` splits the sandbox's synthetic load; elsewhere it would be ignored."""
         platform = info.data.get("platform")
-        set_here = value is not None and "preview_share" in value.model_fields_set
+        # a spec's JSON (triggers rebuild it) carries the default: only another value is refused
+        default = type(value).model_fields["preview_share"].default if value is not None else None
+        set_here = value is not None and value.preview_share != default
         if set_here and platform is not None and platform.kind != "sandbox":
             raise FieldProblem(
                 ("preview_share",),
