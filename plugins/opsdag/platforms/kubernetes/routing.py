@@ -73,17 +73,12 @@ class ServiceRouting:
         self.api.delete("services", mf.canary_name(service_name))
 
 
-class ServiceRouter(TrafficRouter):
-    """The base of the routers splitting between the stable Service and ``<service>-canary``.
+class KubeRouter(TrafficRouter):
+    """The base of the Kubernetes routers: the platform's fields, and its router section's.
 
-    Holds the platform's fields, the API and the ``ServiceRouting`` both routers use; a
-    subclass names the object it routes through (``routed_field``: its ``platform.router``
-    field, also its constructor's keyword) and reads it with ``routed_object``.
+    ``from_spec`` passes every field of ``platform.router`` but ``kind`` to the constructor
+    as a keyword of the same name, so a router's spec class and its constructor say the same.
     """
-
-    can_split = True
-    can_preview = False
-    routed_field: ClassVar[str]
 
     def __init__(
         self,
@@ -106,8 +101,21 @@ class ServiceRouter(TrafficRouter):
             deployment=platform.deployment,
             container=platform.container,
             connection_id=platform.connection_id,
-            **{cls.routed_field: getattr(platform.router, cls.routed_field)},
+            **platform.router.model_dump(exclude={"kind"}),
         )
+
+
+class ServiceRouter(KubeRouter):
+    """The base of the routers splitting between the stable Service and ``<service>-canary``.
+
+    Holds the API and the ``ServiceRouting`` both routers use; a subclass names the object it
+    routes through (``routed_field``: its ``platform.router`` field) and reads it with
+    ``routed_object``.
+    """
+
+    can_split = True
+    can_preview = False
+    routed_field: ClassVar[str]
 
     @cached_property
     def services(self) -> ServiceRouting:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Self
+from typing import Any
 
 from opsdag.platforms.base import CANARY, PlatformError, TrafficSplit
 from opsdag.platforms.kubernetes import manifests as mf
@@ -117,18 +117,6 @@ class ReplicaRatioRouter(ServiceRouter):
         self.max_canary_replicas = max_canary_replicas
         self.settle_timeout = settle_timeout
         self.poll_interval = poll_interval
-
-    @classmethod
-    def from_spec(cls, spec: Any) -> Self:
-        platform = spec.platform
-        return cls(
-            namespace=platform.namespace,
-            deployment=platform.deployment,
-            container=platform.container,
-            connection_id=platform.connection_id,
-            service=platform.router.service,
-            max_canary_replicas=platform.router.max_canary_replicas,
-        )
 
     @property
     def driver(self) -> KubernetesDriver:

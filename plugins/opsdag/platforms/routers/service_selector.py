@@ -20,15 +20,16 @@ preview Service reaches it.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, Self
+from typing import Any
 
-from opsdag.platforms.base import CANARY, STABLE, PlatformError, Track, TrafficRouter, TrafficSplit
+from opsdag.platforms.base import CANARY, STABLE, PlatformError, Track, TrafficSplit
 from opsdag.platforms.kubernetes import manifests as mf
 from opsdag.platforms.kubernetes.bluegreen import BlueGreenDriver
 from opsdag.platforms.kubernetes.colours import Colours
+from opsdag.platforms.kubernetes.routing import KubeRouter
 
 
-class ServiceSelectorRouter(TrafficRouter):
+class ServiceSelectorRouter(KubeRouter):
     """The active and the preview Service's colour selector.
 
     :param namespace: ``platform.namespace`` (both Services and both colours' Deployments).
@@ -43,34 +44,10 @@ class ServiceSelectorRouter(TrafficRouter):
     can_split = False
     can_preview = True
 
-    def __init__(
-        self,
-        *,
-        namespace: str,
-        deployment: str,
-        active_service: str,
-        preview_service: str,
-        container: str | None = None,
-        connection_id: str = "kubernetes_default",
-    ) -> None:
-        self.namespace = namespace
-        self.deployment = deployment
+    def __init__(self, *, active_service: str, preview_service: str, **platform: Any) -> None:
+        super().__init__(**platform)
         self.active_service = active_service
         self.preview_service = preview_service
-        self.container = container
-        self.connection_id = connection_id
-
-    @classmethod
-    def from_spec(cls, spec: Any) -> Self:
-        platform = spec.platform
-        return cls(
-            namespace=platform.namespace,
-            deployment=platform.deployment,
-            active_service=platform.router.active_service,
-            preview_service=platform.router.preview_service,
-            container=platform.container,
-            connection_id=platform.connection_id,
-        )
 
     @cached_property
     def driver(self) -> BlueGreenDriver:
