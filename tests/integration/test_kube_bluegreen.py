@@ -21,6 +21,7 @@ import kmock
 import pytest
 from support.kube_bluegreen_objects import ACTIVE, PREVIEW, ROUTER, BlueGreenObjects
 from support.kube_controller import KubeReleaseCluster
+from support.release_task import ReleaseTaskInstance
 from support.waiting import wait_for
 
 from opsdag.analysis.rollout_state import promoted_state_problems, restored_state_problems
@@ -112,25 +113,6 @@ def changes(kube: KubeReleaseCluster) -> list[tuple[str, str]]:
     return out
 
 
-class _TaskInstance:
-    """What the operators ask of their task instance: the request, XComs, no failed task."""
-
-    dag_id, run_id, task_id = "release__checkout", "manual__test", "bluegreen"
-
-    def __init__(self, request: dict[str, Any]) -> None:
-        self.request = request
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_pull(self, task_ids: str | None = None, key: str | None = None) -> Any:
-        return self.request if task_ids == "validate_request" else self.pushed.get(key or "")
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-    def get_ti_count(self, **_: Any) -> int:
-        return 0
-
-
 def test_a_healthy_release_switches_once_and_the_old_colour_goes_after_the_delay(
     kube: KubeReleaseCluster,
 ) -> None:
@@ -142,7 +124,7 @@ def test_a_healthy_release_switches_once_and_the_old_colour_goes_after_the_delay
     spec = kube.spec(ROUTER)
     driver, router = pair(kube)
     new = kube.image("1.1.0")
-    context = {"ti": _TaskInstance({"image": new, "strategy": "bluegreen"}), "params": {}}
+    context = {"ti": ReleaseTaskInstance({"image": new, "strategy": "bluegreen"}), "params": {}}
     driver.start(new, 2)
     ready(driver)
     green = kube.get("deployments", "checkout-green")
@@ -207,7 +189,7 @@ def test_an_undone_release_leaves_exactly_the_objects_it_found(kube: KubeRelease
     before = snapshot(kube)
     assert before["green"] is None
     target = driver.rollback_target()
-    ti = _TaskInstance({"image": kube.image("1.1.0"), "strategy": "bluegreen"})
+    ti = ReleaseTaskInstance({"image": kube.image("1.1.0"), "strategy": "bluegreen"})
     ti.pushed["preflight"] = {"checks": [{"name": "all", "ok": True}], "rollback_target": target.to_dict()}
     rollback = RollbackOperator(task_id="rollback", service=kube.spec(ROUTER))
     driver.start(kube.image("1.1.0"), 2)
@@ -358,7 +340,7 @@ def test_the_release_preflight_records_the_stable_colour(
     prometheus = start_prometheus(tmp_path / "prometheus", [])
     try:
         monkeypatch.setenv("AIRFLOW_CONN_PROMETHEUS_DEFAULT", prometheus.connection_env())
-        ti = _TaskInstance({"image": kube.image("1.1.0"), "strategy": "bluegreen", "dry_run": False})
+        ti = ReleaseTaskInstance({"image": kube.image("1.1.0"), "strategy": "bluegreen", "dry_run": False})
         result = ReleasePreflightOperator(task_id="preflight", service=spec).run({"ti": ti, "params": {}})
     finally:
         prometheus.stop()

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from support.kube_controller import KubeReleaseCluster
+from support.release_task import ReleaseTaskInstance
 from support.waiting import wait_for
 
 from opsdag.platforms.base import CANARY, PlatformError
@@ -219,7 +220,7 @@ def test_the_release_preflight_of_checkout_with_a_gateway_api_route(
         monkeypatch.setenv("AIRFLOW_CONN_PROMETHEUS_DEFAULT", prometheus.connection_env())
         spec = kube.spec(ROUTER)
         request = {"image": kube.image("1.1.0"), "strategy": "canary", "dry_run": False}
-        ti = _TaskInstance(request)
+        ti = ReleaseTaskInstance(request)
         result = ReleasePreflightOperator(task_id="preflight", service=spec).run({"ti": ti, "params": {}})
     finally:
         prometheus.stop()
@@ -228,20 +229,6 @@ def test_the_release_preflight_of_checkout_with_a_gateway_api_route(
     assert checks["platform and router reachable"] == (True, "0 % to canary")
     assert result["rollback_target"] == {"image": kube.image("1.0.0"), "instances": 2, "canary_weight": 0}
     assert ti.pushed["preflight"] == result
-
-
-class _TaskInstance:
-    """The two XCom calls the preflight makes: the validated request in, its result out."""
-
-    def __init__(self, request: dict[str, Any]) -> None:
-        self.request = request
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_pull(self, task_ids: str | None = None, key: str | None = None) -> Any:
-        return self.request if task_ids == "validate_request" else None
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
 
 
 def test_the_rollout_wait_is_a_trigger_that_takes_traffic_away_on_a_crash(kube: KubeReleaseCluster) -> None:

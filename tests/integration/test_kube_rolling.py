@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from support.kube_controller import KubeReleaseCluster
+from support.release_task import ReleaseTaskInstance
 from support.waiting import wait_for
 
 from opsdag.analysis.rollout_state import promoted_state_problems, restored_state_problems
@@ -363,25 +364,6 @@ def test_every_call_of_a_rolling_release_is_allowed_by_the_documented_role(
 # -- through the release's operators -----------------------------------------------------------
 
 
-class _TaskInstance:
-    """What the operators read from and write to their task instance: XComs, no failed task."""
-
-    dag_id, run_id = "release__checkout", "manual__test"
-
-    def __init__(self, request: dict[str, Any]) -> None:
-        self.request = request
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_pull(self, task_ids: str | None = None, key: str | None = None) -> Any:
-        return self.request if task_ids == "validate_request" else self.pushed.get(key or "")
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-    def get_ti_count(self, **_: Any) -> int:
-        return 0
-
-
 def test_the_release_operators_roll_in_place_then_the_rollback_operator_undoes_it(
     kube: KubeReleaseCluster,
 ) -> None:
@@ -394,7 +376,7 @@ def test_the_release_operators_roll_in_place_then_the_rollback_operator_undoes_i
     before = applied(deployment(kube))
     target = rolling_driver(spec).rollback_target()
     new = kube.image("1.1.0")
-    ti = _TaskInstance({"image": new, "strategy": "rolling"})
+    ti = ReleaseTaskInstance({"image": new, "strategy": "rolling"})
     context = {"ti": ti, "params": {}}
     first, second = rolling_stages(spec)[:2]
 

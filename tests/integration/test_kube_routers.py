@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 from support.kube_controller import KubeReleaseCluster
 from support.kube_ratio_support import ratio_router, shared_service
+from support.release_task import ReleaseTaskInstance
 from support.waiting import wait_for
 
 from opsdag import paths
@@ -124,23 +125,12 @@ def test_checkout_as_shipped_passes_the_release_preflight(
     prometheus = start_prometheus(tmp_path / "prometheus", [])
     try:
         monkeypatch.setenv("AIRFLOW_CONN_PROMETHEUS_DEFAULT", prometheus.connection_env())
-        ti = _TaskInstance({"image": f"{spec.image.repository}:1.1.0", "strategy": "canary"})
+        ti = ReleaseTaskInstance({"image": f"{spec.image.repository}:1.1.0", "strategy": "canary"})
         result = ReleasePreflightOperator(task_id="preflight", service=spec).run({"ti": ti, "params": {}})
     finally:
         prometheus.stop()
     assert all(c["ok"] for c in result["checks"]), result["checks"]
     assert result["rollback_target"] == {"image": kube.image("1.0.0"), "instances": 2, "canary_weight": 0}
-
-
-class _TaskInstance:
-    def __init__(self, request: dict[str, Any]) -> None:
-        self.request = request
-
-    def xcom_pull(self, task_ids: str | None = None, key: str | None = None) -> Any:
-        return self.request if task_ids == "validate_request" else None
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        pass
 
 
 @pytest.mark.parametrize(
