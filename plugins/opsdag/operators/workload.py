@@ -1,8 +1,9 @@
 """Operators that change a service's instances through its workload driver.
 
 Start the new version (no traffic) and wait for it, deferred; replace a rolling batch;
-wait out blue-green's scale-down delay; promote; check the promoted state. Each is
-idempotent: a retry finds the instances it started and keeps them.
+wait out blue-green's scale-down delay; promote (the stable rollout waited for, deferred);
+check the promoted state. Each is idempotent: a retry finds the instances it started and
+keeps them.
 
 A driver that rolls in place (``WorkloadDriver.rolls_in_place``: Kubernetes rolls the
 Deployment itself) runs a rolling release with ``roll`` instead of a canary track: the
@@ -20,11 +21,12 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from opsdag.operators.service_base import ServiceOperator
-from opsdag.platforms.base import TrafficSplit, WorkloadStatus
+from opsdag.platforms.base import PlatformError, TrafficSplit, WorkloadStatus
 from opsdag.triggers.rollout import RolloutStatusTrigger
 from opsdag.triggers.traffic_abort import abort_request
 
 READY_TIMEOUT = timedelta(minutes=5)
+PROMOTE_WAIT = timedelta(minutes=30)  # a backstop: the platform's promote timeout comes first
 
 
 class StartVersionOperator(ServiceOperator):
@@ -207,11 +209,51 @@ class ScaleDownDelayOperator(ServiceOperator):
 
 
 class PromoteOperator(ServiceOperator):
-    """Make the new version the stable one and remove the old one's instances."""
+    """Make the new version the stable one and remove the old one's instances.
+
+    Where the platform rolls its stable instances to the new version (Kubernetes), the task
+    starts that rollout and waits for it deferred; then it finishes the promotion, or puts
+    back what served and fails for good. A retry finds the promotion on the platform: one
+    under way is waited for again, a complete one leaves nothing to do.
+
+    :param wait_timeout: the trigger's own deadline, a backstop: the driver fails a rollout
+        past its platform's promote timeout first.
+    """
+
+    def __init__(self, *, wait_timeout: timedelta = PROMOTE_WAIT, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.wait_timeout = wait_timeout
 
     def run(self, context: Any) -> dict[str, Any]:
         self.skip_unless_moving(context, "promote the new version to stable")
-        self.driver.promote()
+        status = self.driver.status()
+        new = status.canary or status.stable
+        rolling = self.driver.promote_start()
+        if rolling is not None:
+            self.log.info("promoting: %s; waiting (deferred) until it is done", rolling)
+            self.defer(
+                trigger=RolloutStatusTrigger(
+                    service=self.service.model_dump(mode="json"),
+                    image=new.image if new else "the new version",
+                    timeout_at=time.time() + self.wait_timeout.total_seconds(),
+                    promotion=True,
+                ),
+                method_name="execute_complete",
+            )
+        return self._promoted()
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        context["ti"].xcom_push(key="promotion", value=event)
+        if event["status"] != "ready":
+            try:
+                self.driver.promote_revert(event["reason"])
+            except PlatformError as error:
+                raise AirflowFailException(str(error)) from None
+            raise AirflowFailException(f"promotion {event['status']}: {event['reason']}")
+        self.driver.promote_finish()
+        return self._promoted()
+
+    def _promoted(self) -> dict[str, Any]:
         status = self.driver.status()
         self.log.info("promoted: stable is now %s", status.stable.image if status.stable else None)
         return status.to_dict()

@@ -13,13 +13,14 @@ replaced instances). Every method is idempotent: calling it twice leaves the sam
 as calling it once. Every method is safe to run in a thread (``asyncio.to_thread``) next
 to other calls on the same service, from any process: drivers and routers serialise
 their own changes (the sandbox through its state lock). Triggers call
-``TrafficRouter.set_weight``, ``switch``, ``set_preview``, ``verify_weight`` and
-``WorkloadDriver.readiness`` that way.
+``TrafficRouter.set_weight``, ``switch``, ``set_preview``, ``verify_weight``,
+``WorkloadDriver.readiness`` and ``promote_readiness`` that way.
 """
 
 from __future__ import annotations
 
 import abc
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal, Self
 
@@ -27,6 +28,7 @@ Track = Literal["stable", "canary"]
 STABLE: Track = "stable"
 CANARY: Track = "canary"
 TRACKS: tuple[Track, Track] = (STABLE, CANARY)
+PROMOTE_STEPS = ("promote_start", "promote_readiness", "promote_finish", "promote_revert")
 
 
 class PlatformError(RuntimeError):
@@ -216,8 +218,61 @@ class WorkloadDriver(abc.ABC):
     def promote(self) -> None:
         """The canary becomes the stable version with all traffic; the old stable's instances stop.
 
-        Already promoted (no canary, stable is the last promoted image): nothing to do.
+        Already promoted (no canary, stable is the last promoted image): nothing to do. Blocks
+        until done (runbooks call it); a release's promote step uses the steps below, deferred.
         """
+
+    # -- promotion in steps ----------------------------------------------------------------------
+    # A platform that rolls its stable instances to the new version (Kubernetes patches the stable
+    # Deployment) would hold a worker slot for the whole rollout: it splits ``promote`` so the
+    # wait runs in the triggerer. The defaults promote in one go. A driver that defines its own
+    # ``promote`` without its own steps gets these defaults back (``__init_subclass__``), even
+    # beneath a parent with steps: the blue-green driver's one-call switch under the Kubernetes one.
+
+    def promote_start(self) -> str | None:
+        """Make the promotion's change; None: promotion is complete, else one line on what now rolls.
+
+        Called again on a promotion under way, it changes nothing more and says the same.
+        """
+        self.promote()
+        return None
+
+    def promote_readiness(self) -> Readiness:
+        """Whether the rollout ``promote_start`` began is done, or failed for good with why.
+
+        The platform's promote timeout counts from the start ``promote_start`` recorded on the
+        platform, so a retried task or a restarted triggerer keeps the first deadline. Safe in a
+        thread (the trigger calls it so).
+        """
+        return Readiness(True, reason="promoted in one step")
+
+    def promote_finish(self) -> None:
+        """After a done rollout: route back to stable, remove the canary (or its record). Idempotent."""
+        return None
+
+    def promote_revert(self, reason: str) -> None:
+        """After a failed rollout: put back what served, then raise ``PlatformError`` saying so and why."""
+        raise PlatformError(f"promotion failed: {reason}")
+
+    def promote_by_steps(self, poll_interval: float = 1.0) -> None:
+        """``promote()`` of a driver with steps: start, wait in this thread, then finish or revert."""
+        if self.promote_start() is None:
+            return
+        while True:
+            readiness = self.promote_readiness()
+            if readiness.ready:
+                self.promote_finish()
+                return
+            if readiness.failed:
+                self.promote_revert(readiness.reason)
+                raise PlatformError(f"promotion failed: {readiness.reason}")  # a revert that did not raise
+            time.sleep(poll_interval)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "promote" in cls.__dict__ and not any(step in cls.__dict__ for step in PROMOTE_STEPS):
+            for step in PROMOTE_STEPS:  # its own promote(), in one go
+                setattr(cls, step, getattr(WorkloadDriver, step))
 
     def restart(self, track: Track = STABLE) -> list[str]:
         """Restart the instances of ``track`` that do not run or do not answer its health check.

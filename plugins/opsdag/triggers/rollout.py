@@ -2,9 +2,11 @@
 
 Readiness comes from the service's workload driver (``driver_for(service).readiness()``,
 in a thread: it blocks); for a batch of a rolling release in place (``updated`` given), from
-``roll_readiness(image, updated, started_at)``. When the new instances may already take traffic (a rolling
-batch) and readiness fails for good or times out, ``abort`` takes traffic off the new
-version through the router before the event goes out, as the analysis trigger does.
+``roll_readiness(image, updated, started_at)``; for a promotion (``promotion``), from
+``promote_readiness()``: the stable instances rolling to the promoted version. When the new
+instances may already take traffic (a rolling batch) and readiness fails for good or times
+out, ``abort`` takes traffic off the new version through the router before the event goes
+out, as the analysis trigger does.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class RolloutStatusTrigger(BaseTrigger):
     :param updated: a rolling batch in place: how many new instances it must have ready
         (``WorkloadDriver.roll_readiness``). None: the canary track's ``readiness()``.
     :param started_at: when that batch started (epoch seconds): the progress deadline counts from it.
+    :param promotion: wait for the rollout ``WorkloadDriver.promote_start`` began
+        (``promote_readiness``, whose deadline the platform keeps); ``timeout_at`` is then a backstop.
     """
 
     def __init__(
@@ -46,6 +50,7 @@ class RolloutStatusTrigger(BaseTrigger):
         abort: dict[str, Any] | None = None,
         updated: int | None = None,
         started_at: float | None = None,
+        promotion: bool = False,
     ):
         super().__init__()
         self.service = service
@@ -55,6 +60,7 @@ class RolloutStatusTrigger(BaseTrigger):
         self.abort = check_abort(abort)
         self.updated = updated
         self.started_at = started_at
+        self.promotion = promotion
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -67,6 +73,7 @@ class RolloutStatusTrigger(BaseTrigger):
                 "abort": self.abort,
                 "updated": self.updated,
                 "started_at": self.started_at,
+                "promotion": self.promotion,
             },
         )
 
@@ -78,7 +85,9 @@ class RolloutStatusTrigger(BaseTrigger):
         if traffic:
             await traffic.prepare()
         while True:
-            if self.updated is None:
+            if self.promotion:
+                readiness = await asyncio.to_thread(driver.promote_readiness)
+            elif self.updated is None:
                 readiness = await asyncio.to_thread(driver.readiness)
             else:
                 since = self.started_at if self.started_at is not None else time.time()

@@ -7,12 +7,10 @@ processes see the same state. Taking traffic away (before a canary is replaced o
 when it is found failed) goes through the service's router, from the same registry.
 
 - ``promote`` sends all traffic to the ready canary, patches the stable Deployment's image
-  (and its pods' ``version`` label, if they carry one) to the canary's, waits up to
-  ``promote_timeout`` for that rollout, then routes everything back to the stable Service
-  and deletes the canary. A stable rollout that fails or times out is undone (the image
-  it ran, kept in the canary's ``opsdag.io/promoted-from`` annotation, is put back) and
-  promote raises, the canary still serving. It blocks while the stable Deployment rolls: the interface has
-  no deferrable promote yet.
+  to the canary's, waits up to ``promote_timeout`` for that rollout, then routes everything
+  back to the stable Service and deletes the canary; a failed rollout is undone. It is made
+  of steps (``promote_start``, ``promote_readiness``, ``promote_finish``, ``promote_revert``:
+  ``promotion.StepwisePromotion``) so that a release's promote step waits deferred.
 - ``scale`` patches ``spec.replicas`` and waits (up to ``settle_timeout``) for the track to
   settle: the stable track must be healthy again when it returns (raises if not), the
   canary's readiness is ``readiness()``'s to report.
@@ -25,7 +23,6 @@ when it is found failed) goes through the service's router, from the same regist
 
 from __future__ import annotations
 
-import json
 import time
 from functools import cached_property
 from typing import Any, Self
@@ -48,13 +45,13 @@ from opsdag.platforms.kubernetes import pods as pf
 from opsdag.platforms.kubernetes import readiness as rd
 from opsdag.platforms.kubernetes import replicasets as rs
 from opsdag.platforms.kubernetes.api import KubeApi
+from opsdag.platforms.kubernetes.promotion import StepwisePromotion, scaled_to_zero
 from opsdag.platforms.kubernetes.rolling import InPlaceRolling
 
-PROMOTED_FROM = "opsdag.io/promoted-from"  # annotation on a canary being promoted: the stable's image
 UNPULLABLE = "opsdag.io/unpullable"  # annotation on a canary whose image its registry does not have
 
 
-class KubernetesDriver(InPlaceRolling, WorkloadDriver):
+class KubernetesDriver(StepwisePromotion, InPlaceRolling, WorkloadDriver):
     """Stable and canary Deployments of one service in one namespace.
 
     :param namespace: ``platform.namespace``.
@@ -66,7 +63,7 @@ class KubernetesDriver(InPlaceRolling, WorkloadDriver):
     :param registry_conn_id: the Airflow connection whose login ``resolve_image`` uses when
         it names the image's registry (a missing connection: anonymous).
     :param settle_timeout: seconds ``scale`` waits for a track to settle.
-    :param promote_timeout: seconds ``promote`` waits for the stable Deployment's rollout.
+    :param promote_timeout: seconds the stable Deployment's rollout may take, from the promotion's start.
     :param poll_interval: seconds between two reads while waiting.
     """
 
@@ -319,62 +316,6 @@ class KubernetesDriver(InPlaceRolling, WorkloadDriver):
             self.router.set_weight(0)  # out of traffic before it stops
         self.api.delete("deployments", self.canary_name)
 
-    def promote(self) -> None:
-        canary = self.canary_deployment()
-        if canary is None:
-            if (rolling := self.rolling_deployment()) is not None:
-                self.promote_roll(rolling)  # a rolling release in place: let it finish
-            return  # promoted already (or nothing to promote)
-        ready = rd.rollout_readiness(canary, self.pods(canary, CANARY))
-        if not ready.ready:
-            raise PlatformError(f"cannot promote a canary that is not ready: {ready.reason}")
-        image = mf.image_of(canary, self.container)
-        if self.router is not None:
-            self.router.set_weight(100)  # the ready canary serves while the stable Deployment rolls
-        # What the stable Deployment ran, kept on the canary so a retried promote still knows it.
-        before = (canary["metadata"].get("annotations") or {}).get(PROMOTED_FROM)
-        if before is None:
-            stable = self.stable_deployment()
-            labels = stable["spec"]["template"].get("metadata", {}).get("labels") or {}
-            before = json.dumps(
-                {"image": mf.image_of(stable, self.container), "version": labels.get(mf.VERSION_LABEL)}
-            )
-            self.api.merge_patch(
-                "deployments", self.canary_name, {"metadata": {"annotations": {PROMOTED_FROM: before}}}
-            )
-        self.api.update("deployments", self.deployment, self._template_change(image, mf.version_label(image)))
-        try:
-            self._wait_settled(self.deployment, STABLE, self.promote_timeout, must=True)
-        except PlatformError as error:
-            previous = json.loads(before)
-            self.api.update(
-                "deployments", self.deployment, self._template_change(previous["image"], previous["version"])
-            )
-            raise PlatformError(
-                f"the stable Deployment {self.deployment} did not roll to {image}: {error}; "
-                f"its image is back to {previous['image']} (the canary still serves)"
-            ) from None
-        if self.router is not None:
-            self.router.set_weight(0)  # everything back to the stable Service, now the new version
-        self.api.delete("deployments", self.canary_name)
-
-    def _template_change(self, image: str, version: str | None) -> Any:
-        """An ``api.update`` change: the stable pods run ``image`` (and ``version``, if labelled so)."""
-
-        def change(stable: dict[str, Any]) -> dict[str, Any] | None:
-            labels = stable["spec"]["template"].get("metadata", {}).get("labels") or {}
-            stale_label = (
-                mf.VERSION_LABEL in labels and version is not None and labels[mf.VERSION_LABEL] != version
-            )
-            if mf.image_of(stable, self.container) == image and not stale_label:
-                return None
-            patch = mf.image_patch(stable, self.container, image)
-            if stale_label:
-                patch["spec"]["template"]["metadata"] = {"labels": {mf.VERSION_LABEL: version}}
-            return patch
-
-        return change
-
     def _wait_settled(self, name: str, track: Track, timeout: float, *, must: bool) -> None:
         deadline = time.monotonic() + timeout
         while True:
@@ -382,7 +323,7 @@ class KubernetesDriver(InPlaceRolling, WorkloadDriver):
             if deployment is None:
                 raise PlatformError(f"Deployment {name} in namespace {self.namespace} disappeared")
             result = rd.rollout_readiness(deployment, self.pods(deployment, track))
-            if _scaled_to_zero(deployment) or result.ready or (result.failed and not must):
+            if scaled_to_zero(deployment) or result.ready or (result.failed and not must):
                 return
             if result.failed or time.monotonic() > deadline:
                 why = (
@@ -392,12 +333,3 @@ class KubernetesDriver(InPlaceRolling, WorkloadDriver):
                     raise PlatformError(why)
                 return
             time.sleep(self.poll_interval)
-
-
-def _scaled_to_zero(deployment: dict[str, Any]) -> bool:
-    status = deployment.get("status") or {}
-    return (
-        int(deployment["spec"].get("replicas", 1)) == 0
-        and rd.observed(deployment)
-        and not status.get("replicas")
-    )

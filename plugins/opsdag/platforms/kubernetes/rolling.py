@@ -25,12 +25,14 @@ and checked against preflight's rollback target) is copied from its ReplicaSet (
 and the record dropped: the Deployment's spec, labels and annotations are exactly as
 before; what the controller owns (``status``, ``generation``, ``resourceVersion``, the
 ``deployment.kubernetes.io/revision`` it bumps when it reuses the old ReplicaSet) differs.
-Promote puts the strategy and ``paused`` back, waits for the rollout to finish, then
-drops the record.
+Promote puts the strategy and ``paused`` back and stamps the record with its start
+(``promote_roll_start``); once the rollout is complete (waited for deferred, through the
+driver's ``promote_readiness``) it drops the record; a failed one is undone as ``abort_roll``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from opsdag.platforms.kubernetes.driver import KubernetesDriver
 
 SIZE_POLL = 0.05  # seconds between two reads while the controller sizes a batch
+PROMOTING_SINCE = "promoting_since"  # in the record: when promote_roll_start let the rollout finish
 
 
 class InPlaceRolling:
@@ -193,18 +196,32 @@ class InPlaceRolling:
 
         self.api.update("deployments", self.deployment, change, current=deployment)
 
-    def promote_roll(self: KubernetesDriver, deployment: dict[str, Any]) -> None:
-        """Let the rolling release finish: strategy and ``paused`` back, rollout complete, record dropped."""
+    def promote_roll_start(self: KubernetesDriver, deployment: dict[str, Any]) -> str:
+        """Let the rolling release finish: strategy and ``paused`` back, the record kept with the
+        promotion's start (``PROMOTING_SINCE``) until ``promote_roll_finish`` drops it."""
 
         def change(current: dict[str, Any]) -> dict[str, Any] | None:
             record = rs.recorded(current)
             if record is None:
                 return None
             patch = rs.restore_patch(current, record, None, drop_record=False)
-            return patch if patch["spec"] else None
+            if PROMOTING_SINCE not in record:
+                stamped = json.dumps({**record, PROMOTING_SINCE: time.time()}, sort_keys=True)
+                patch.setdefault("metadata", {}).setdefault("annotations", {})[rs.ROLLING_FROM] = stamped
+            elif not patch["spec"]:
+                return None
+            return patch
 
         self.api.update("deployments", self.deployment, change, current=deployment)
-        self._wait_settled(self.deployment, "stable", self.promote_timeout, must=True)
+        image = mf.image_of(deployment, self.container)
+        return f"Deployment {self.namespace}/{self.deployment} rolls its remaining replicas to {image}"
+
+    def promote_roll_since(self: KubernetesDriver, deployment: dict[str, Any]) -> float:
+        """When the promotion of this rolling release started (now, if it has not)."""
+        return float((rs.recorded(deployment) or {}).get(PROMOTING_SINCE) or time.time())
+
+    def promote_roll_finish(self: KubernetesDriver) -> None:
+        """The rollout is complete: drop the record (the Deployment is as the team applied it)."""
 
         def drop(current: dict[str, Any]) -> dict[str, Any] | None:
             if rs.recorded(current) is None:
@@ -212,6 +229,14 @@ class InPlaceRolling:
             return rs.restore_patch(current, rs.recorded(current) or {}, None)
 
         self.api.update("deployments", self.deployment, drop)
+
+    def promote_roll_revert(self: KubernetesDriver, deployment: dict[str, Any], reason: str) -> None:
+        """The rollout failed: the undo's one change (``abort_roll``), then raise saying so."""
+        started = self.abort_roll()
+        raise PlatformError(
+            f"Deployment {self.namespace}/{self.deployment} did not finish rolling to "
+            f"{mf.image_of(deployment, self.container)}: {reason}; {started or 'nothing was left to undo'}"
+        )
 
     def rolling_tracks(
         self: KubernetesDriver, deployment: dict[str, Any], record: dict[str, Any]
