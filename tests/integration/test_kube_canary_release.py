@@ -29,6 +29,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
 from support.kube_controller import KubeReleaseCluster
 from support.kube_ratio_support import SHARED_SERVICE, ratio_router, shared_service
+from support.release_task import ReleaseTaskInstance
 
 from opsdag.operators.preflight import ReleasePreflightOperator
 from opsdag.operators.rollback import RollbackOperator
@@ -212,25 +213,6 @@ def answer_lost_once(monkeypatch: pytest.MonkeyPatch, resource: str, name: str) 
 # -- the release's tasks -----------------------------------------------------------------------
 
 
-class _TaskInstance:
-    """What the operators ask of their task instance: the request, XComs, no failed task."""
-
-    dag_id, run_id, task_id = "release__checkout", "manual__test", "canary"
-
-    def __init__(self, request: dict[str, Any]) -> None:
-        self.request = request
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_pull(self, task_ids: str | None = None, key: str | None = None) -> Any:
-        return self.request if task_ids == "validate_request" else self.pushed.get(key or "")
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-    def get_ti_count(self, **_: Any) -> int:
-        return 0
-
-
 class CanaryRelease:
     """checkout's canary release of ``image`` through ``router``, task by task, as the DAG runs it."""
 
@@ -239,7 +221,7 @@ class CanaryRelease:
         self.router = router
         self.spec: ServiceSpec = kube.spec({**ROUTERS[router], **router_fields})
         self.image = image
-        self.ti = _TaskInstance({"image": image, "strategy": "canary", "dry_run": False})
+        self.ti = ReleaseTaskInstance({"image": image, "strategy": "canary", "dry_run": False})
         self.context = {"ti": self.ti, "params": {}}
 
     def task(self, operator: Any) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from support.kube_controller import KubeReleaseCluster
+from support.release_task import ReleaseTaskInstance
 from support.waiting import wait_for
 
 from opsdag.platforms.base import PlatformError, WorkloadDriver
@@ -53,25 +54,6 @@ def kube(cluster: KubeReleaseCluster, monkeypatch: pytest.MonkeyPatch) -> Iterat
     cluster.reset(timeout=30)
 
 
-class _TaskInstance:
-    """What the operators read from and write to their task instance: XComs, no failed task."""
-
-    dag_id, run_id = "release__checkout", "manual__test"
-
-    def __init__(self, request: dict[str, Any]) -> None:
-        self.request = request
-        self.pushed: dict[str, Any] = {}
-
-    def xcom_pull(self, task_ids: str | None = None, key: str | None = None) -> Any:
-        return self.request if task_ids == "validate_request" else self.pushed.get(key or "")
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-    def get_ti_count(self, **_: Any) -> int:
-        return 0
-
-
 def canary_spec(kube: KubeReleaseCluster) -> ServiceSpec:
     raw = kube.spec(ROUTER).model_dump(mode="json", exclude_none=True)
     raw["platform"]["replicas"] = REPLICAS
@@ -93,7 +75,7 @@ def driver_of(spec: ServiceSpec) -> KubernetesDriver:
 
 
 def context_for(image: str, strategy: str) -> dict[str, Any]:
-    return {"ti": _TaskInstance({"image": image, "strategy": strategy}), "params": {}}
+    return {"ti": ReleaseTaskInstance({"image": image, "strategy": strategy}), "params": {}}
 
 
 def cluster_state(kube: KubeReleaseCluster) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from support.kube_controller import KubeReleaseCluster
 from support.kube_ratio_support import SHARED_SERVICE, ratio_router, shared_service
+from support.release_task import ReleaseTaskInstance
 from support.waiting import wait_for
 
 from opsdag.platforms.base import CANARY, PlatformError, TrafficSplit
@@ -259,21 +260,9 @@ def test_the_release_deploy_step_starts_one_canary_pod_and_names_it_once_ready(
     kube.reset(replicas=4)
     driver, _ = pair(kube)
     new = kube.image("1.1.0")
-    pushed: dict[str, Any] = {}
-
-    class TaskInstance:
-        dag_id, run_id = "release__checkout", "manual__test"
-
-        def xcom_pull(self, task_ids: str | None = None, key: str | None = None) -> Any:
-            return {"image": new, "strategy": "canary"} if task_ids == "validate_request" else None
-
-        def xcom_push(self, key: str, value: Any) -> None:
-            pushed[key] = value
-
-        def get_ti_count(self, **_: Any) -> int:
-            return 0  # no task of the run has failed
-
-    context = {"ti": TaskInstance(), "params": {}}
+    ti = ReleaseTaskInstance({"image": new, "strategy": "canary"})
+    pushed = ti.pushed
+    context = ti.context()
     deploy = StartVersionOperator(
         task_id="deploy", service=driver.spec, strategy="canary", image=new, instances=None
     )
