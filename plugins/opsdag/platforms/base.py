@@ -28,7 +28,6 @@ Track = Literal["stable", "canary"]
 STABLE: Track = "stable"
 CANARY: Track = "canary"
 TRACKS: tuple[Track, Track] = (STABLE, CANARY)
-PROMOTE_STEPS = ("promote_start", "promote_readiness", "promote_finish", "promote_revert")
 
 
 class PlatformError(RuntimeError):
@@ -225,9 +224,8 @@ class WorkloadDriver(abc.ABC):
     # -- promotion in steps ----------------------------------------------------------------------
     # A platform that rolls its stable instances to the new version (Kubernetes patches the stable
     # Deployment) would hold a worker slot for the whole rollout: it splits ``promote`` so the
-    # wait runs in the triggerer. The defaults promote in one go. A driver that defines its own
-    # ``promote`` without its own steps gets these defaults back (``__init_subclass__``), even
-    # beneath a parent with steps: the blue-green driver's one-call switch under the Kubernetes one.
+    # wait runs in the triggerer. The defaults promote in one go (a driver beneath one with steps
+    # that promotes in one call takes these back by name: the blue-green driver).
 
     def promote_start(self) -> str | None:
         """Make the promotion's change; None: promotion is complete, else one line on what now rolls.
@@ -267,12 +265,6 @@ class WorkloadDriver(abc.ABC):
                 self.promote_revert(readiness.reason)
                 raise PlatformError(f"promotion failed: {readiness.reason}")  # a revert that did not raise
             time.sleep(poll_interval)
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "promote" in cls.__dict__ and not any(step in cls.__dict__ for step in PROMOTE_STEPS):
-            for step in PROMOTE_STEPS:  # its own promote(), in one go
-                setattr(cls, step, getattr(WorkloadDriver, step))
 
     def restart(self, track: Track = STABLE) -> list[str]:
         """Restart the instances of ``track`` that do not run or do not answer its health check.

@@ -28,6 +28,7 @@ from opsdag.platforms.base import (
     PlatformError,
     Readiness,
     Track,
+    WorkloadDriver,
     WorkloadStatus,
 )
 from opsdag.platforms.kubernetes import manifests as mf
@@ -205,6 +206,13 @@ class BlueGreenDriver(KubernetesDriver):
             return  # no release's colour runs
         self._traffic_off()
         self.api.delete("deployments", colours.name(CANARY))
+
+    # A switch promotes: no rollout to wait for, so the one-go steps of the interface, not the
+    # Kubernetes driver's (which roll the stable Deployment and wait in the triggerer).
+    promote_start = WorkloadDriver.promote_start
+    promote_readiness = WorkloadDriver.promote_readiness
+    promote_finish = WorkloadDriver.promote_finish
+    promote_revert = WorkloadDriver.promote_revert
 
     def promote(self) -> None:
         colours = self.colours()
