@@ -13,13 +13,15 @@ replaced instances). Every method is idempotent: calling it twice leaves the sam
 as calling it once. Every method is safe to run in a thread (``asyncio.to_thread``) next
 to other calls on the same service, from any process: drivers and routers serialise
 their own changes (the sandbox through its state lock). Triggers call
-``TrafficRouter.set_weight``, ``switch``, ``set_preview``, ``verify_weight``,
-``WorkloadDriver.readiness`` and ``promote_readiness`` that way.
+``TrafficRouter.set_weight``, ``switch``, ``set_preview`` and ``verify_weight`` that way;
+they await the waits' async twins (``readiness_async``, ``roll_readiness_async``,
+``promote_readiness_async``): the sync method in a thread, unless a driver reads without one.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
 from typing import Any, ClassVar, Self
 
@@ -97,6 +99,10 @@ class WorkloadDriver(abc.ABC):
         A canary found failed gets no more traffic (the driver takes it out of rotation).
         """
 
+    async def readiness_async(self) -> Readiness:
+        """``readiness()`` for a trigger's event loop (here: in a thread; a driver may read async)."""
+        return await asyncio.to_thread(self.readiness)
+
     @abc.abstractmethod
     def scale(self, track: Track, instances: int) -> None:
         """Set a track's instance count (rolling batches, their undo). Stable never goes below 1.
@@ -142,6 +148,10 @@ class WorkloadDriver(abc.ABC):
         thread (the trigger calls it so).
         """
         return Readiness(True, reason="promoted in one step")
+
+    async def promote_readiness_async(self) -> Readiness:
+        """``promote_readiness()`` for a trigger's event loop (as ``readiness_async``)."""
+        return await asyncio.to_thread(self.promote_readiness)
 
     def promote_finish(self) -> None:
         """After a done rollout: route back to stable, remove the canary (or its record). Idempotent."""
@@ -221,6 +231,10 @@ class WorkloadDriver(abc.ABC):
         """Whether the ``updated`` new instances of a ``roll`` are ready; failed for good with why
         (crash, pull, no progress for the platform's deadline counted from ``since``, epoch seconds)."""
         raise PlatformError(f"the {self.kind!r} platform does not roll in place (rolls_in_place is False)")
+
+    async def roll_readiness_async(self, image: str, updated: int, since: float) -> Readiness:
+        """``roll_readiness()`` for a trigger's event loop (as ``readiness_async``)."""
+        return await asyncio.to_thread(self.roll_readiness, image, updated, since)
 
     def undo_roll(self, target: RollbackTarget) -> None:
         """Put back exactly what served before the release (``target``, recorded by preflight) and

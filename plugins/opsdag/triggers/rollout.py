@@ -1,9 +1,11 @@
 """Wait for a new version's instances to become ready (or fail for good) without holding a worker slot.
 
-Readiness comes from the service's workload driver (``driver_for(service).readiness()``,
-in a thread: it blocks); for a batch of a rolling release in place (``updated`` given), from
-``roll_readiness(image, updated, started_at)``; for a promotion (``promotion``), from
-``promote_readiness()``: the stable instances rolling to the promoted version. When the new
+Readiness comes from the service's workload driver (``driver_for(service).readiness_async()``:
+the Kubernetes driver reads through the provider's ``AsyncKubernetesHook``, others run their
+blocking ``readiness()`` in a thread); for a batch of a rolling release in place (``updated``
+given), from ``roll_readiness_async(image, updated, started_at)``; for a promotion
+(``promotion``), from ``promote_readiness_async()``: the stable instances rolling to the
+promoted version. When the new
 instances may already take traffic (a rolling batch) and readiness fails for good or times
 out, ``abort`` takes traffic off the new version through the router before the event goes
 out, as the analysis trigger does.
@@ -86,12 +88,12 @@ class RolloutStatusTrigger(BaseTrigger):
             await traffic.prepare()
         while True:
             if self.promotion:
-                readiness = await asyncio.to_thread(driver.promote_readiness)
+                readiness = await driver.promote_readiness_async()
             elif self.updated is None:
-                readiness = await asyncio.to_thread(driver.readiness)
+                readiness = await driver.readiness_async()
             else:
                 since = self.started_at if self.started_at is not None else time.time()
-                readiness = await asyncio.to_thread(driver.roll_readiness, self.image, self.updated, since)
+                readiness = await driver.roll_readiness_async(self.image, self.updated, since)
             if readiness.ready or readiness.failed:
                 status, reason = ("ready" if readiness.ready else "failed"), readiness.reason
                 break

@@ -15,13 +15,16 @@ Objects go in and come out as dicts (the manifests are built as dicts by
   409 Conflict (someone changed it in between), reads it again and recomputes;
 - ``create`` of an object that already exists (409 AlreadyExists) returns the existing one,
   so a retried task converges instead of failing.
+
+The paths (``GROUPS``), the retry policy and the errors' wording are ``CallPolicy``'s, shared
+with ``AsyncKubeApi`` (:mod:`opsdag.platforms.kubernetes.async_api`), the triggerer's reads.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +57,8 @@ class KubeApiError(PlatformError):
         self.status = status
 
 
-class KubeApi:
-    """The namespace ``namespace`` of the cluster behind the Airflow connection ``conn_id``.
+class CallPolicy:
+    """What ``KubeApi`` and ``AsyncKubeApi`` share, so that both retry and word their errors alike.
 
     :param conn_id: a ``kubernetes`` Airflow connection.
     :param namespace: every call is made in this namespace.
@@ -81,6 +84,56 @@ class KubeApi:
         self.max_backoff = max_backoff
         self.timeout = timeout
 
+    def path(self, resource: str, name: str | None) -> str:
+        scope = "" if resource in CLUSTER_SCOPED else f"/namespaces/{self.namespace}"
+        return f"{GROUPS[resource]}{scope}/{resource}" + (f"/{name}" if name else "")
+
+    def what(self, verb: str, resource: str, name: str | None) -> str:
+        """The call as its errors name it: ``get deployments/checkout in namespace shop``."""
+        return f"{verb} {resource}" + (f"/{name}" if name else "") + f" in namespace {self.namespace}"
+
+    def tries(self) -> Iterator[tuple[int, float]]:
+        """``(attempt, seconds to wait when it fails)``, ``attempts`` times."""
+        delay = self.backoff
+        for attempt in range(1, self.attempts + 1):
+            yield attempt, delay
+            delay = min(delay * 2, self.max_backoff)
+
+    def refused(self, error: Any, attempt: int, verb: str, resource: str, what: str) -> KubeApiError | None:
+        """The error to raise for the refusal ``error`` (either client's ``ApiException``); None: retry."""
+        if error.status in RETRIED and attempt < self.attempts:
+            return None
+        return KubeApiError(f"{what}: {_describe(error)}{_hint(error.status, verb, resource)}", error.status)
+
+    def unanswered(self, error: Exception, attempt: int, what: str) -> KubeApiError | None:
+        """The error to raise when the API did not answer; None: retry."""
+        if attempt < self.attempts:
+            return None
+        return KubeApiError(f"{what}: no answer after {attempt} attempts: {error}")
+
+    @staticmethod
+    def list_query(selector: dict[str, str] | None) -> list[tuple[str, str]]:
+        from opsdag.platforms.kubernetes.manifests import selector_string
+
+        return [("labelSelector", selector_string(selector))] if selector else []
+
+    @staticmethod
+    def selected(answer: dict[str, Any] | None, selector: dict[str, str] | None) -> list[dict[str, Any]]:
+        """A list's items whose labels carry ``selector`` (checked here too: a selector is a filter)."""
+        from opsdag.platforms.kubernetes.manifests import matches
+
+        items = (answer or {}).get("items") or []
+        if selector:
+            items = [i for i in items if matches(selector, i.get("metadata", {}).get("labels") or {})]
+        return items
+
+
+class KubeApi(CallPolicy):
+    """The namespace ``namespace`` of the cluster behind the Airflow connection ``conn_id``.
+
+    Parameters: ``CallPolicy``'s. Blocking: the triggerer reads through ``AsyncKubeApi``.
+    """
+
     @cached_property
     def client(self) -> ApiClient:
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
@@ -94,15 +147,8 @@ class KubeApi:
         return self.request("get", "GET", resource, name, missing_ok=True)
 
     def list(self, resource: str, selector: dict[str, str] | None = None) -> list[dict[str, Any]]:
-        """The objects whose labels carry ``selector`` (checked here too: a selector is a filter)."""
-        from opsdag.platforms.kubernetes.manifests import matches, selector_string
-
-        query = [("labelSelector", selector_string(selector))] if selector else []
-        answer = self.request("list", "GET", resource, query=query) or {}
-        items = answer.get("items") or []
-        if selector:
-            items = [i for i in items if matches(selector, i.get("metadata", {}).get("labels") or {})]
-        return items
+        """The objects whose labels carry ``selector``."""
+        return self.selected(self.request("list", "GET", resource, query=self.list_query(selector)), selector)
 
     def create(self, resource: str, body: dict[str, Any], *, read_first: bool = False) -> dict[str, Any]:
         """Create ``body``; one already there (a retried task) is returned as it is.
@@ -199,14 +245,11 @@ class KubeApi:
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
-        scope = "" if resource in CLUSTER_SCOPED else f"/namespaces/{self.namespace}"
-        path = f"{GROUPS[resource]}{scope}/{resource}" + (f"/{name}" if name else "")
-        what = f"{verb} {resource}" + (f"/{name}" if name else "") + f" in namespace {self.namespace}"
-        delay = self.backoff
-        for attempt in range(1, self.attempts + 1):
+        what = self.what(verb, resource, name)
+        for attempt, delay in self.tries():
             try:
                 response = self.client.call_api(
-                    path,
+                    self.path(resource, name),
                     method,
                     query_params=query or [],
                     header_params={"Accept": "application/json", "Content-Type": content_type},
@@ -221,15 +264,12 @@ class KubeApi:
             except ApiException as error:
                 if error.status == 404 and missing_ok:
                     return None
-                if error.status not in RETRIED or attempt == self.attempts:
-                    raise KubeApiError(
-                        f"{what}: {_describe(error)}{_hint(error.status, verb, resource)}", error.status
-                    ) from None
+                if (refusal := self.refused(error, attempt, verb, resource, what)) is not None:
+                    raise refusal from None
             except HTTPError as error:
-                if attempt == self.attempts:
-                    raise KubeApiError(f"{what}: no answer after {attempt} attempts: {error}") from None
+                if (failure := self.unanswered(error, attempt, what)) is not None:
+                    raise failure from None
             time.sleep(delay)
-            delay = min(delay * 2, self.max_backoff)
         raise AssertionError("unreachable")
 
 

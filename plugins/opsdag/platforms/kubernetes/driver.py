@@ -45,13 +45,13 @@ from opsdag.platforms.kubernetes import pods as pf
 from opsdag.platforms.kubernetes import readiness as rd
 from opsdag.platforms.kubernetes import replicasets as rs
 from opsdag.platforms.kubernetes.api import KubeApi
+from opsdag.platforms.kubernetes.async_reads import AsyncReads
 from opsdag.platforms.kubernetes.promotion import StepwisePromotion, scaled_to_zero
+from opsdag.platforms.kubernetes.readiness import UNPULLABLE
 from opsdag.platforms.kubernetes.rolling import InPlaceRolling
 
-UNPULLABLE = "opsdag.io/unpullable"  # annotation on a canary whose image its registry does not have
 
-
-class KubernetesDriver(StepwisePromotion, InPlaceRolling, WorkloadDriver):
+class KubernetesDriver(AsyncReads, StepwisePromotion, InPlaceRolling, WorkloadDriver):
     """Stable and canary Deployments of one service in one namespace.
 
     :param namespace: ``platform.namespace``.
@@ -129,24 +129,16 @@ class KubernetesDriver(StepwisePromotion, InPlaceRolling, WorkloadDriver):
 
     def stable_deployment(self) -> dict[str, Any]:
         """The stable Deployment; a missing one raises (there is nothing to release beside)."""
-        found = self.api.get("deployments", self.deployment)
-        if found is None:
-            raise PlatformError(
-                f"get deployments/{self.deployment} in namespace {self.namespace}: not found "
-                "(platform.deployment must name the Deployment that serves the service now)"
-            )
-        return found
+        return rd.require_stable(
+            self.api.get("deployments", self.deployment), self.namespace, self.deployment
+        )
 
     def canary_deployment(self) -> dict[str, Any] | None:
         return self.api.get("deployments", self.canary_name)
 
     def pods(self, deployment: dict[str, Any], track: Track) -> list[dict[str, Any]]:
         """The pods of a track's Deployment (the stable selector may match canary pods: not counted)."""
-        selector = deployment.get("spec", {}).get("selector", {}).get("matchLabels") or {}
-        found = self.api.list("pods", selector)
-        if track == STABLE:
-            found = [p for p in found if (p["metadata"].get("labels") or {}).get(mf.TRACK_LABEL) != "canary"]
-        return found
+        return rd.track_pods(self.api.list("pods", rd.match_labels(deployment)), track)
 
     def status(self) -> WorkloadStatus:
         stable = self.stable_deployment()
@@ -194,16 +186,15 @@ class KubernetesDriver(StepwisePromotion, InPlaceRolling, WorkloadDriver):
 
     def readiness(self) -> Readiness:
         canary = self.canary_deployment()
-        unpullable = (canary["metadata"].get("annotations") or {}).get(UNPULLABLE) if canary else None
-        if unpullable:
-            result = Readiness(
-                False, failed=True, reason=f"Deployment {self.namespace}/{self.canary_name}: {unpullable}"
-            )
-        else:
-            result = rd.rollout_readiness(canary, self.pods(canary, CANARY) if canary else [])
-        if result.failed and canary is not None and self.router is not None:
-            self.router.set_weight(0)  # a failed canary gets no more traffic
+        pods = self.pods(canary, CANARY) if canary else []
+        result = rd.canary_readiness(canary, pods, f"{self.namespace}/{self.canary_name}")
+        self.failed_canary_off(result, canary)
         return result
+
+    def failed_canary_off(self, result: Readiness, canary: dict[str, Any] | None) -> None:
+        """A failed canary gets no more traffic (blocking: the router's calls are)."""
+        if result.failed and canary is not None and self.router is not None:
+            self.router.set_weight(0)
 
     def access_problems(self) -> list[str]:
         """Every RBAC verb the release will need here that the connection's account lacks."""

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from opsdag.platforms.base import CANARY, STABLE, PlatformError, Readiness
 from opsdag.platforms.kubernetes import manifests as mf
 from opsdag.platforms.kubernetes import readiness as rd
+from opsdag.platforms.kubernetes import replicasets as rs
+from opsdag.platforms.kubernetes.rolling import promoting_since
 
 if TYPE_CHECKING:
     from opsdag.platforms.kubernetes.driver import KubernetesDriver
@@ -66,23 +68,10 @@ class StepwisePromotion:
 
     def promote_readiness(self: KubernetesDriver) -> Readiness:
         canary = self.canary_deployment()
-        if canary is not None:
-            record = promoted_from(canary)
-            if record is None:
-                return Readiness(False, failed=True, reason=f"no promotion of {self.canary_name} was started")
-            since = float(record.get("since") or time.time())
-        elif (rolling := self.rolling_deployment()) is not None:
-            since = self.promote_roll_since(rolling)
-        else:
-            return Readiness(True, reason="promoted: no canary and no rolling release is left")
         stable = self.stable_deployment()
-        result = rd.rollout_readiness(stable, self.pods(stable, STABLE))
-        if result.ready or scaled_to_zero(stable):
-            return Readiness(True, reason=result.reason)
-        if not result.failed and time.time() - since > self.promote_timeout:
-            why = f"not settled {self.promote_timeout:.0f} s after the promotion started: {result.reason}"
-            return Readiness(False, failed=True, reason=why)
-        return result
+        return promotion_readiness(
+            canary, stable, self.pods(stable, STABLE), self.canary_name, self.promote_timeout, time.time()
+        )
 
     def promote_finish(self: KubernetesDriver) -> None:
         canary = self.canary_deployment()
@@ -133,6 +122,35 @@ class StepwisePromotion:
             return patch
 
         return change
+
+
+def promotion_readiness(
+    canary: dict[str, Any] | None,
+    stable: dict[str, Any],
+    stable_pods: list[dict[str, Any]],
+    canary_name: str,
+    timeout: float,
+    now: float,
+) -> Readiness:
+    """Whether the stable Deployment's rollout ``promote_start`` began is done (pure: the driver's
+    sync and async reads both decide here). ``timeout`` counts from the start recorded on the
+    canary, or on the stable Deployment for a rolling release in place."""
+    if canary is not None:
+        record = promoted_from(canary)
+        if record is None:
+            return Readiness(False, failed=True, reason=f"no promotion of {canary_name} was started")
+        since = float(record.get("since") or now)
+    elif rs.recorded(stable) is not None:
+        since = promoting_since(stable, now)
+    else:
+        return Readiness(True, reason="promoted: no canary and no rolling release is left")
+    result = rd.rollout_readiness(stable, stable_pods)
+    if result.ready or scaled_to_zero(stable):
+        return Readiness(True, reason=result.reason)
+    if not result.failed and now - since > timeout:
+        why = f"not settled {timeout:.0f} s after the promotion started: {result.reason}"
+        return Readiness(False, failed=True, reason=why)
+    return result
 
 
 def promoted_from(canary: dict[str, Any]) -> dict[str, Any] | None:

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from opsdag.platforms.base import Readiness
+from opsdag.platforms.base import CANARY, STABLE, PlatformError, Readiness, Track
+from opsdag.platforms.kubernetes.manifests import TRACK_LABEL
+
+UNPULLABLE = "opsdag.io/unpullable"  # annotation on a canary whose image its registry does not have
 
 # Waiting reasons after which a container will not start without a change to the pod's spec.
 FATAL_WAITING = (
@@ -111,3 +114,39 @@ def rollout_readiness(deployment: dict[str, Any] | None, pods: list[dict[str, An
     if available < desired:
         return Readiness(False, reason=f"{name}: {available} of {desired} replicas available")
     return Readiness(True, reason=f"{name}: {desired} of {desired} replicas updated and available")
+
+
+# -- what the driver's sync and async reads share (so the decisions exist once) ---------------
+
+
+def match_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    """The labels of a Deployment's pods and ReplicaSets: its selector's."""
+    return deployment.get("spec", {}).get("selector", {}).get("matchLabels") or {}
+
+
+def track_pods(pods: list[dict[str, Any]], track: Track) -> list[dict[str, Any]]:
+    """A track's pods among those its selector matched (the stable one may match canary pods)."""
+    if track != STABLE:
+        return pods
+    return [p for p in pods if (p["metadata"].get("labels") or {}).get(TRACK_LABEL) != CANARY]
+
+
+def require_stable(found: dict[str, Any] | None, namespace: str, name: str) -> dict[str, Any]:
+    """The stable Deployment as read; a missing one raises (there is nothing to release beside)."""
+    if found is None:
+        raise PlatformError(
+            f"get deployments/{name} in namespace {namespace}: not found "
+            "(platform.deployment must name the Deployment that serves the service now)"
+        )
+    return found
+
+
+def canary_readiness(canary: dict[str, Any] | None, pods: list[dict[str, Any]], name: str) -> Readiness:
+    """The canary Deployment's readiness: failed at once when its image is known unpullable.
+
+    ``name``: ``<namespace>/<canary Deployment>``, for the reason.
+    """
+    unpullable = (canary["metadata"].get("annotations") or {}).get(UNPULLABLE) if canary else None
+    if unpullable:
+        return Readiness(False, failed=True, reason=f"Deployment {name}: {unpullable}")
+    return rollout_readiness(canary, pods)

@@ -74,11 +74,10 @@ class InPlaceRolling:
 
     def replica_sets(self: KubernetesDriver, deployment: dict[str, Any]) -> list[dict[str, Any]]:
         """The Deployment's ReplicaSets, oldest revision first."""
-        selector = deployment["spec"].get("selector", {}).get("matchLabels") or {}
-        return rs.owned(deployment, self.api.list("replicasets", selector))
+        return rs.owned(deployment, self.api.list("replicasets", rd.match_labels(deployment)))
 
     def _all_pods(self: KubernetesDriver, deployment: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.api.list("pods", deployment["spec"].get("selector", {}).get("matchLabels") or {})
+        return self.api.list("pods", rd.match_labels(deployment))
 
     def _steps(self: KubernetesDriver) -> tuple[int, int]:
         rolling = getattr(self.spec, "rolling", None)
@@ -216,10 +215,6 @@ class InPlaceRolling:
         image = mf.image_of(deployment, self.container)
         return f"Deployment {self.namespace}/{self.deployment} rolls its remaining replicas to {image}"
 
-    def promote_roll_since(self: KubernetesDriver, deployment: dict[str, Any]) -> float:
-        """When the promotion of this rolling release started (now, if it has not)."""
-        return float((rs.recorded(deployment) or {}).get(PROMOTING_SINCE) or time.time())
-
     def promote_roll_finish(self: KubernetesDriver) -> None:
         """The rollout is complete: drop the record (the Deployment is as the team applied it)."""
 
@@ -264,3 +259,8 @@ class InPlaceRolling:
         pods = self._all_pods(deployment)
         chosen = rs.pods_of(new, pods) if canary else [p for r in old for p in rs.pods_of(r, pods)]
         return pf.endpoint_urls(deployment, chosen, self.container)
+
+
+def promoting_since(deployment: dict[str, Any], now: float) -> float:
+    """When the promotion of the rolling release on ``deployment`` started (``now``, if it has not)."""
+    return float((rs.recorded(deployment) or {}).get(PROMOTING_SINCE) or now)
