@@ -4,10 +4,9 @@
 sync twins read, through ``AsyncKubeApi`` (the provider's ``AsyncKubernetesHook``), then
 decide with the same pure functions (``readiness.canary_readiness``,
 ``replicasets.batch_readiness``, ``promotion.promotion_readiness``): a decision exists once.
-A twin holds only where the sync method and the reads it mirrors are the plain driver's: a
-subclass that reads its tracks otherwise (the blue-green driver's colours) gets
-``WorkloadDriver``'s default instead, its own sync method in a thread, never the plain
-Deployments read here.
+A subclass that reads its tracks otherwise (the blue-green driver's colours) takes
+``WorkloadDriver``'s twins back by name (its own sync method in a thread), so it never gets
+the plain Deployments read here.
 """
 
 from __future__ import annotations
@@ -25,13 +24,6 @@ if TYPE_CHECKING:
     from opsdag.platforms.kubernetes.async_api import AsyncKubeApi
     from opsdag.platforms.kubernetes.driver import KubernetesDriver
 
-# What each twin mirrors: the sync method and the reads it makes.
-MIRRORS = {
-    "readiness": ("readiness", "canary_deployment", "pods", "failed_canary_off"),
-    "roll_readiness": ("roll_readiness", "stable_deployment", "replica_sets", "_all_pods"),
-    "promote_readiness": ("promote_readiness", "canary_deployment", "stable_deployment", "pods"),
-}
-
 
 class AsyncReads:
     """Async twins of the Kubernetes driver's three waits; see the module docstring."""
@@ -41,12 +33,6 @@ class AsyncReads:
         from opsdag.platforms.kubernetes.async_api import AsyncKubeApi
 
         return AsyncKubeApi(conn_id=self.connection_id, namespace=self.namespace)
-
-    def mirrors(self, wait: str) -> bool:
-        """Whether this driver's ``wait`` (and its reads) are the plain Kubernetes driver's."""
-        from opsdag.platforms.kubernetes.driver import KubernetesDriver
-
-        return all(getattr(type(self), name) is getattr(KubernetesDriver, name) for name in MIRRORS[wait])
 
     # -- the reads ---------------------------------------------------------------------------
 
@@ -62,8 +48,6 @@ class AsyncReads:
     # -- the waits ---------------------------------------------------------------------------
 
     async def readiness_async(self: KubernetesDriver) -> Readiness:
-        if not self.mirrors("readiness"):
-            return await super().readiness_async()  # type: ignore[misc]  # WorkloadDriver's: in a thread
         canary = await self.async_api.get("deployments", self.canary_name)
         pods = await self.pods_async(canary, CANARY) if canary else []
         result = rd.canary_readiness(canary, pods, f"{self.namespace}/{self.canary_name}")
@@ -74,8 +58,6 @@ class AsyncReads:
     async def roll_readiness_async(
         self: KubernetesDriver, image: str, updated: int, since: float
     ) -> Readiness:
-        if not self.mirrors("roll_readiness"):
-            return await super().roll_readiness_async(image, updated, since)  # type: ignore[misc]
         deployment = await self.stable_deployment_async()
         selector = rd.match_labels(deployment)
         replica_sets = rs.owned(deployment, await self.async_api.list("replicasets", selector))
@@ -93,8 +75,6 @@ class AsyncReads:
     async def promote_readiness_async(self: KubernetesDriver) -> Readiness:
         from opsdag.platforms.kubernetes.promotion import promotion_readiness
 
-        if not self.mirrors("promote_readiness"):
-            return await super().promote_readiness_async()  # type: ignore[misc]
         canary = await self.async_api.get("deployments", self.canary_name)
         stable = await self.stable_deployment_async()
         pods = await self.pods_async(stable, STABLE)

@@ -213,6 +213,11 @@ class BlueGreenDriver(KubernetesDriver):
     promote_readiness = WorkloadDriver.promote_readiness
     promote_finish = WorkloadDriver.promote_finish
     promote_revert = WorkloadDriver.promote_revert
+    # Its waits read colours, not the plain Deployments the Kubernetes driver's async twins read:
+    # the interface's twins, its own sync reads in a thread.
+    readiness_async = WorkloadDriver.readiness_async
+    roll_readiness_async = WorkloadDriver.roll_readiness_async
+    promote_readiness_async = WorkloadDriver.promote_readiness_async
 
     def promote(self) -> None:
         colours = self.colours()
