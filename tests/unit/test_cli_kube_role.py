@@ -75,3 +75,19 @@ def test_refused_specs_name_the_problem(spec: str, message: str) -> None:
     assert result.returncode == 2
     assert message in result.stderr
     assert result.stdout == ""
+
+
+def test_the_readme_lists_the_rules_of_every_kubernetes_router_as_the_code_has_them() -> None:
+    kinds = ("gateway-api", "nginx", "replica-ratio", "service-selector")
+    rows: dict[tuple[str, str], dict[tuple[str, ...], list[str]]] = {}
+    for kind in kinds:
+        for key, verbs in rbac.rules_for(kind).items():
+            rows.setdefault(key, {}).setdefault(verbs, []).append(kind)
+    lines = ["| Resource | API group | Verbs | Routers |", "|---|---|---|---|"]
+    for (group, resource), by_verbs in rows.items():
+        for verbs, who in by_verbs.items():
+            routers = "all" if len(who) == len(kinds) else ", ".join(who)
+            lines.append(f"| {resource} | {group or 'core'} | {', '.join(verbs)} | {routers} |")
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    table = "\n".join("   " + line for line in lines)
+    assert table in readme, f"README's RBAC table differs from rbac.rules_for; expected:\n{table}"
