@@ -13,25 +13,21 @@ team's spec: bakes and the delay in seconds, the metric measured every 2 s.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from support.kube_bluegreen_objects import ACTIVE, APP, PREVIEW, ROUTER, BlueGreenObjects
 from support.kube_controller import KubeReleaseCluster, push_tiny_image
+from support.kube_dags_test import ROOT, Changes, release
 from support.kube_metrics import PodRequestExporter, start_prometheus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-ROOT = Path(__file__).resolve().parents[2]
-DAG_ID = "release__checkout"
 BLUEGREEN = {"pre_promotion_bake": "6s", "post_promotion_bake": "5s", "scale_down_delay": "4s"}
 ERRORS_TAG = "1.2.0-errors"  # pushed by this module; its pods answer 8 % of requests with 500
 
@@ -86,50 +82,17 @@ def airflow_env(
         exporter.stop()
 
 
-class Selectors:
+def selectors(kube: KubeReleaseCluster) -> Changes[tuple[str, str]]:
     """Every (active, preview) pair of colours the two Services selected while a release ran, in order."""
 
-    def __init__(self, kube: KubeReleaseCluster) -> None:
-        self.kube = kube
-        self.seen: list[tuple[str, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="selector-watch", daemon=True)
+    def pair() -> tuple[str, str]:
+        active, preview = (
+            (kube.get("services", name) or {}).get("spec", {}).get("selector", {}).get("opsdag.io/colour")
+            for name in (ACTIVE, PREVIEW)
+        )
+        return (active, preview)
 
-    def __enter__(self) -> Selectors:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            pair = tuple(
-                (self.kube.get("services", name) or {})
-                .get("spec", {})
-                .get("selector", {})
-                .get("opsdag.io/colour")
-                for name in (ACTIVE, PREVIEW)
-            )
-            if not self.seen or self.seen[-1] != pair:
-                self.seen.append(pair)
-            self._stop.wait(0.05)
-
-
-def release(env: dict[str, str], conf: dict[str, Any]) -> tuple[int, str, dict[str, Any] | None]:
-    """``scripts/airflow dags test release__checkout -c <conf>``: exit code, output, the report it wrote."""
-    reports = Path(env["OPSDAG_REPORTS_DIR"]) / DAG_ID
-    before = set(reports.glob("*.json"))
-    proc = subprocess.run(
-        [ROOT / "scripts" / "airflow", "dags", "test", DAG_ID, "-c", json.dumps(conf)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    new = sorted(set(reports.glob("*.json")) - before)
-    return proc.returncode, proc.stdout + proc.stderr, json.loads(new[-1].read_text()) if new else None
+    return Changes(pair)
 
 
 def layout(kube: KubeReleaseCluster) -> dict[str, Any]:
@@ -150,16 +113,15 @@ def test_a_healthy_colour_is_switched_to_and_an_erroring_one_never_is(
     assert layout(cluster) == {"blue": cluster.image("1.0.0"), "green": None, ACTIVE: "blue", PREVIEW: "blue"}
 
     started = time.monotonic()
-    with Selectors(cluster) as selectors:
-        code, output, report = release(
-            airflow_env, {"image": cluster.image("1.1.0"), "strategy": "bluegreen"}
-        )
-    print(f"\nhealthy: exit {code} in {time.monotonic() - started:.0f} s; selectors {selectors.seen}")
+    with selectors(cluster) as colours:
+        run = release(airflow_env, {"image": cluster.image("1.1.0"), "strategy": "bluegreen"})
+    code, output, report = run.returncode, run.output, run.report
+    print(f"\nhealthy: exit {code} in {time.monotonic() - started:.0f} s; selectors {colours.seen}")
     assert report is not None, output[-4000:]
     print(f"healthy: {report['status']}: {report['summary']}")
     assert report["status"] == "promoted" and code == 0, output[-4000:]
     # preview on green, then every user switched at once, then blue goes
-    assert selectors.seen[:3] == [("blue", "blue"), ("blue", "green"), ("green", "green")], selectors.seen
+    assert colours.seen[:3] == [("blue", "blue"), ("blue", "green"), ("green", "green")], colours.seen
     assert layout(cluster) == {
         "blue": None,
         "green": cluster.image("1.1.0"),
@@ -168,17 +130,16 @@ def test_a_healthy_colour_is_switched_to_and_an_erroring_one_never_is(
     }
 
     started = time.monotonic()
-    with Selectors(cluster) as selectors:
-        code, output, report = release(
-            airflow_env, {"image": cluster.image(ERRORS_TAG), "strategy": "bluegreen"}
-        )
-    print(f"errors: exit {code} in {time.monotonic() - started:.0f} s; selectors {selectors.seen}")
+    with selectors(cluster) as colours:
+        run = release(airflow_env, {"image": cluster.image(ERRORS_TAG), "strategy": "bluegreen"})
+    code, output, report = run.returncode, run.output, run.report
+    print(f"errors: exit {code} in {time.monotonic() - started:.0f} s; selectors {colours.seen}")
     assert report is not None, output[-4000:]
     print(f"errors: {report['status']}: {report['summary']}")
     assert report["status"] == "rolled_back", output[-4000:]
     assert "error-rate" in report["summary"], report["summary"]
-    assert all(active == "green" for active, _ in selectors.seen), selectors.seen  # users never left green
-    assert ("green", "blue") in selectors.seen  # the new colour (blue) was judged on the preview
+    assert all(active == "green" for active, _ in colours.seen), colours.seen  # users never left green
+    assert ("green", "blue") in colours.seen  # the new colour (blue) was judged on the preview
     assert layout(cluster) == {
         "blue": None,
         "green": cluster.image("1.1.0"),

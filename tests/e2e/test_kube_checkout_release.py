@@ -26,36 +26,24 @@ import json
 import os
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from support.kube_controller import KubeReleaseCluster, push_tiny_image
+from support.kube_dags_test import ROOT, Changes, release
 from support.kube_metrics import PodRequestExporter, start_prometheus
 from support.slack_server import SlackRecorder
 
 from opsdag.platforms.routers.nginx_ingress import WEIGHT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-ROOT = Path(__file__).resolve().parents[2]
-DAG_ID = "release__checkout"
 # Timing only: the shipped steps' weights, with seconds for minutes and no approval.
 STEPS = [{"weight": 5, "bake": "8s"}, {"weight": 25, "bake": "5s"}, {"weight": 100, "bake": "5s"}]
 INTERVAL = "2s"
 ERRORS_TAG = "1.2.0-errors"  # pushed by this module; its pods answer 8 % of requests with 500
-
-
-@dataclass
-class ReleaseRun:
-    returncode: int
-    output: str
-    seconds: float
-    report: dict[str, Any] | None
 
 
 @pytest.fixture(scope="module")
@@ -130,53 +118,14 @@ def airflow_env(
     return env
 
 
-class CanaryWeights:
-    """Every ``canary-weight`` the canary Ingress ``checkout-canary`` showed while it ran, in order.
+def canary_weights(kube: KubeReleaseCluster) -> Changes[str]:
+    """Every ``canary-weight`` the canary Ingress ``checkout-canary`` showed while a release ran."""
 
-    A watcher reading the Ingress every 50 ms from a thread (what ingress-nginx would
-    route by); a value is recorded when it differs from the one before.
-    """
+    def weight() -> str | None:
+        ingress = kube.get("ingresses", "checkout-canary")
+        return ((ingress or {}).get("metadata", {}).get("annotations") or {}).get(WEIGHT)
 
-    def __init__(self, kube: KubeReleaseCluster) -> None:
-        self.kube = kube
-        self.seen: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="canary-ingress-watch", daemon=True)
-
-    def __enter__(self) -> CanaryWeights:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            ingress = self.kube.get("ingresses", "checkout-canary")
-            annotations = (ingress or {}).get("metadata", {}).get("annotations") or {}
-            weight = annotations.get(WEIGHT) if ingress is not None else None
-            if weight is not None and (not self.seen or self.seen[-1] != weight):
-                self.seen.append(weight)
-            self._stop.wait(0.05)
-
-
-def release(env: dict[str, str], conf: dict[str, Any], timeout: float = 300) -> ReleaseRun:
-    """``scripts/airflow dags test release__checkout -c <conf>``: its output and the report it wrote."""
-    reports = Path(env["OPSDAG_REPORTS_DIR"]) / DAG_ID
-    before = set(reports.glob("*.json"))
-    started = time.monotonic()
-    proc = subprocess.run(
-        [ROOT / "scripts" / "airflow", "dags", "test", DAG_ID, "-c", json.dumps(conf)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    seconds = time.monotonic() - started
-    new = sorted(set(reports.glob("*.json")) - before)
-    report = json.loads(new[-1].read_text()) if new else None
-    return ReleaseRun(proc.returncode, proc.stdout + proc.stderr, seconds, report)
+    return Changes(weight)
 
 
 def objects(kube: KubeReleaseCluster) -> dict[str, Any]:
@@ -215,7 +164,7 @@ def test_a_healthy_version_is_promoted_and_an_erroring_one_rolled_back_at_5_perc
     before = objects(cluster)
     assert before["canary objects"] == {"deployments": None, "services": None, "ingresses": None}
 
-    with CanaryWeights(cluster) as weights:
+    with canary_weights(cluster) as weights:
         healthy = release(airflow_env, {"image": cluster.image("1.1.0"), "reason": "e2e on the emulator"})
     print(f"\nhealthy: exit {healthy.returncode} in {healthy.seconds:.0f} s; canary weights {weights.seen}")
     assert healthy.report is not None, healthy.output[-4000:]
@@ -231,7 +180,7 @@ def test_a_healthy_version_is_promoted_and_an_erroring_one_rolled_back_at_5_perc
     assert told(slack, "promoted", "1.1.0"), slack.messages
 
     slack.reset()
-    with CanaryWeights(cluster) as weights:
+    with canary_weights(cluster) as weights:
         errors = release(airflow_env, {"image": cluster.image(ERRORS_TAG)})
     print(f"errors: exit {errors.returncode} in {errors.seconds:.0f} s; canary weights {weights.seen}")
     assert errors.report is not None, errors.output[-4000:]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kmock
@@ -21,6 +21,7 @@ import pytest
 from kubernetes import client as sync_client
 from kubernetes_asyncio import client as async_client
 from support.kube_controller import CONTROLLER_AGENT, KubeReleaseCluster
+from support.kube_fixtures import kube_fixtures
 from support.waiting import wait_for
 
 from opsdag.platforms.base import CANARY, PlatformError, Readiness
@@ -57,29 +58,15 @@ class ReadLog:
             return {agent for _, agent in self.reads}
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeReleaseCluster]:
-    started = KubeReleaseCluster(tmp_path_factory.mktemp("kube-registry"), replicas=REPLICAS)
+def record_reads(started: KubeReleaseCluster) -> None:
+    """Every read the emulator serves, with its User-Agent, in ``started.read_log``."""
     started.read_log = ReadLog()  # type: ignore[attr-defined]
     assert started.kube.emulator is not None
     for action in (kmock.action.FETCH, kmock.action.LIST):
         started.kube.emulator[action] << started.read_log  # type: ignore[attr-defined]
-    yield started
-    started.stop()
-    assert started.controller.errors == []
 
 
-@pytest.fixture
-def kube(cluster: KubeReleaseCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeReleaseCluster]:
-    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", cluster.kube.connection_json())
-    cluster.reset()
-    yield cluster
-    cluster.controller.progress_deadline = None
-    cluster.controller.unpullable.discard(cluster.image("1.2.0"))
-    cluster.controller.crashing_deployments.clear()
-    with cluster.kube._faults_lock:
-        cluster.kube.faults.clear()
-    cluster.reset()
+cluster, kube = kube_fixtures(replicas=REPLICAS, prepare=record_reads)
 
 
 def the_driver(kube: KubeReleaseCluster, spec: ServiceSpec | None = None) -> KubernetesDriver:

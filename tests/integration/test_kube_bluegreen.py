@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +20,7 @@ import kmock
 import pytest
 from support.kube_bluegreen_objects import ACTIVE, PREVIEW, ROUTER, BlueGreenObjects
 from support.kube_controller import KubeReleaseCluster
+from support.kube_fixtures import kube_fixtures
 from support.release_task import ReleaseTaskInstance
 from support.waiting import wait_for
 
@@ -35,27 +35,7 @@ from opsdag.strategies.undo import undo_bluegreen
 REVISION = "deployment.kubernetes.io/revision"
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeReleaseCluster]:
-    started = KubeReleaseCluster(tmp_path_factory.mktemp("kube-registry"))
-    yield started
-    started.stop()
-    assert started.controller.errors == []
-
-
-@pytest.fixture
-def kube(cluster: KubeReleaseCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeReleaseCluster]:
-    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", cluster.kube.connection_json())
-    objects = BlueGreenObjects(cluster)
-    objects.reset()
-    yield cluster
-    cluster.controller.progress_deadline = None
-    cluster.controller.crashing_deployments.clear()
-    cluster.kube.forbidden.clear()
-    with cluster.kube._faults_lock:
-        cluster.kube.faults.clear()
-    objects.reset()
+cluster, kube = kube_fixtures(reset=lambda started: BlueGreenObjects(started).reset())
 
 
 def pair(kube: KubeReleaseCluster) -> tuple[BlueGreenDriver, ServiceSelectorRouter]:

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
 from support.kube_controller import KubeReleaseCluster
+from support.kube_fixtures import kube_fixtures
 from support.kube_ratio_support import SHARED_SERVICE, ratio_router, shared_service
 from support.release_task import ReleaseTaskInstance
 
@@ -86,13 +87,7 @@ ROUTED = {
 }
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeReleaseCluster]:
-    started = KubeReleaseCluster(tmp_path_factory.mktemp("kube-registry"))
-    shared_service(started)  # the replica ratio's; the other routers leave it alone
-    yield started
-    started.stop()
-    assert started.controller.errors == []
+cluster, kube = kube_fixtures(prepare=shared_service)  # the replica ratio's Service; the others leave it
 
 
 @pytest.fixture(scope="module")
@@ -105,19 +100,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     started.stop()
 
 
-@pytest.fixture
-def kube(
-    cluster: KubeReleaseCluster, prometheus: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[KubeReleaseCluster]:
-    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", cluster.kube.connection_json())
+@pytest.fixture(autouse=True)
+def prometheus_connection(prometheus: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_PROMETHEUS_DEFAULT", prometheus.connection_env())
-    cluster.reset()
-    yield cluster
-    cluster.controller.progress_deadline = None
-    cluster.kube.forbidden.clear()
-    with cluster.kube._faults_lock:
-        cluster.kube.faults.clear()
-    cluster.reset()
 
 
 @pytest.fixture(params=list(ROUTERS))

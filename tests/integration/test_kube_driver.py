@@ -12,11 +12,11 @@ and the release preflight of checkout's spec with ``router: gateway-api``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from support.kube_controller import KubeReleaseCluster
+from support.kube_fixtures import kube_fixtures
 from support.release_task import ReleaseTaskInstance
 from support.waiting import wait_for
 
@@ -28,25 +28,7 @@ from opsdag.platforms.routers.gateway_api import GatewayApiRouter
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 ROUTER = {"kind": "gateway-api", "http_route": "checkout"}
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeReleaseCluster]:
-    started = KubeReleaseCluster(tmp_path_factory.mktemp("kube-registry"))
-    yield started
-    started.stop()
-    assert started.controller.errors == []
-
-
-@pytest.fixture
-def kube(cluster: KubeReleaseCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeReleaseCluster]:
-    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", cluster.kube.connection_json())
-    cluster.reset()
-    yield cluster
-    cluster.controller.progress_deadline = None
-    cluster.controller.unpullable.discard(cluster.image("1.2.0"))
-    with cluster.kube._faults_lock:
-        cluster.kube.faults.clear()
-    cluster.reset()
+cluster, kube = kube_fixtures()
 
 
 def pair(kube: KubeReleaseCluster, **router: str) -> tuple[KubernetesDriver, GatewayApiRouter]:

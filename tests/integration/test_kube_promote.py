@@ -14,11 +14,11 @@ import copy
 import importlib
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from support.kube_controller import KubeReleaseCluster
+from support.kube_fixtures import kube_fixtures
 from support.release_task import ReleaseTaskInstance
 from support.waiting import wait_for
 
@@ -35,23 +35,7 @@ ROUTER = {"kind": "gateway-api", "http_route": "checkout"}
 REPLICAS = 4
 START = 1.0  # seconds a pod takes to get ready
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeReleaseCluster]:
-    started = KubeReleaseCluster(tmp_path_factory.mktemp("kube-registry"), replicas=REPLICAS)
-    started.controller.start_seconds = START
-    yield started
-    started.stop()
-    assert started.controller.errors == []
-
-
-@pytest.fixture
-def kube(cluster: KubeReleaseCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeReleaseCluster]:
-    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", cluster.kube.connection_json())
-    cluster.reset(timeout=30)
-    yield cluster
-    cluster.controller.crashing_deployments.clear()
-    cluster.reset(timeout=30)
+cluster, kube = kube_fixtures(replicas=REPLICAS, start_seconds=START, reset_timeout=30)
 
 
 def canary_spec(kube: KubeReleaseCluster) -> ServiceSpec:

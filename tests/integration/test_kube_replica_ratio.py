@@ -11,11 +11,11 @@ examples, the objects an aborted or promoted release leaves, retried calls, API 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from support.kube_controller import KubeReleaseCluster
+from support.kube_fixtures import kube_fixtures
 from support.kube_ratio_support import SHARED_SERVICE, ratio_router, shared_service
 from support.release_task import ReleaseTaskInstance
 from support.waiting import wait_for
@@ -29,24 +29,7 @@ from opsdag.platforms.weights import ratio_sentence
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 REVISION = "deployment.kubernetes.io/revision"  # the Deployment controller's, bumped by a rollout
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeReleaseCluster]:
-    started = KubeReleaseCluster(tmp_path_factory.mktemp("kube-registry"))
-    shared_service(started)
-    yield started
-    started.stop()
-    assert started.controller.errors == []
-
-
-@pytest.fixture
-def kube(cluster: KubeReleaseCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeReleaseCluster]:
-    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", cluster.kube.connection_json())
-    cluster.reset()
-    yield cluster
-    with cluster.kube._faults_lock:
-        cluster.kube.faults.clear()
-    cluster.reset()
+cluster, kube = kube_fixtures(prepare=shared_service)
 
 
 def pair(kube: KubeReleaseCluster, **router: Any) -> tuple[KubernetesDriver, ReplicaRatioRouter]:

@@ -6,12 +6,12 @@ conformance suite (tests/conformance, ``kubernetes+gateway-api`` and ``kubernete
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import kubernetes_validate
 import pytest
 from support.kube_controller import KubeReleaseCluster
+from support.kube_fixtures import kube_fixtures
 from support.kube_ratio_support import ratio_router, shared_service
 from support.release_task import ReleaseTaskInstance
 from support.waiting import wait_for
@@ -27,23 +27,7 @@ from opsdag.spec.service import ServiceSpec
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 NGINX = {"kind": "nginx", "ingress": "checkout"}
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeReleaseCluster]:
-    started = KubeReleaseCluster(tmp_path_factory.mktemp("kube-registry"))
-    yield started
-    started.stop()
-    assert started.controller.errors == []
-
-
-@pytest.fixture
-def kube(cluster: KubeReleaseCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[KubeReleaseCluster]:
-    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", cluster.kube.connection_json())
-    cluster.reset()
-    yield cluster
-    with cluster.kube._faults_lock:
-        cluster.kube.faults.clear()
-    cluster.reset()
+cluster, kube = kube_fixtures()
 
 
 def objects(kube: KubeReleaseCluster) -> dict[str, Any]:

@@ -11,8 +11,9 @@ time) and puts the namespace back to that: blue alone, ready, with both Services
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
+
+from support.waiting import wait_for
 
 BASE = "checkout"
 ACTIVE = "checkout-active"
@@ -107,23 +108,20 @@ class BlueGreenObjects:
         self.wait_settled(seed["blue"]["spec"]["replicas"], timeout)
 
     def wait_settled(self, replicas: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def settled() -> bool:
             blue = self.cluster.get("deployments", "checkout-blue") or {}
             status = blue.get("status") or {}
             pods = (self.cluster.call("GET", "pods") or {}).get("items") or []
             colours = [(p["metadata"].get("labels") or {}).get(COLOUR) for p in pods]
-            if (
+            return (
                 status.get("observedGeneration") == blue["metadata"].get("generation")
                 and status.get("replicas") == status.get("readyReplicas") == status.get("updatedReplicas")
                 and status.get("replicas") == replicas
                 and colours.count("green") == 0
                 and colours.count("blue") == replicas
-            ):
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"checkout-blue did not settle back to {replicas} ready pods: {status}")
-            time.sleep(0.05)
+            )
+
+        wait_for(settled, timeout, 0.05, what=f"checkout-blue settled back to {replicas} ready pods")
 
 
 def _as_seeded(found: dict[str, Any], seed: dict[str, Any], *, images_too: bool) -> bool:

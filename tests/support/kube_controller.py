@@ -708,6 +708,16 @@ class KubeReleaseCluster:
     def stop(self) -> None:
         self._stack.close()
 
+    def clear_faults(self) -> None:
+        """Undo what a test made go wrong: injected API faults, denied verbs, the controller's
+        deadline, crash-looping Deployments and images made unpullable beyond the seeded one."""
+        with self.kube._faults_lock:
+            self.kube.faults.clear()
+        self.kube.forbidden.clear()
+        self.controller.progress_deadline = None
+        self.controller.crashing_deployments.clear()
+        self.controller.unpullable.intersection_update({self.image("9.9.9")})
+
     def image(self, tag: str) -> str:
         return f"{self.repository}:{tag}"
 
