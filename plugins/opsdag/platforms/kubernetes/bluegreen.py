@@ -182,19 +182,11 @@ class BlueGreenDriver(KubernetesDriver):
         elif int(current["spec"].get("replicas", 1)) != instances:
             self.api.merge_patch("deployments", name, {"spec": {"replicas": instances}})
 
-    def scale(self, track: Track, instances: int) -> None:
+    track_kind = "colour"
+
+    def track_deployment(self, track: Track) -> tuple[str, dict[str, Any] | None]:
         colours = self.colours()
-        name = colours.name(track)
-        if track == STABLE and instances < 1:
-            raise PlatformError(f"the stable colour {name} never goes below 1 replica ({instances} asked)")
-        if instances < 0:
-            raise PlatformError(f"replicas cannot be negative ({instances} asked)")
-        found = colours.deployment(track)
-        if found is None:
-            raise PlatformError(f"no {track} colour {name} in namespace {self.namespace} to scale")
-        if int(found["spec"].get("replicas", 1)) != instances:
-            self.api.merge_patch("deployments", name, {"spec": {"replicas": instances}})
-        self._wait_settled(name, track, self.settle_timeout, must=track == STABLE)
+        return colours.name(track), colours.deployment(track)
 
     def remove(self, track: Track = CANARY) -> None:
         if track == STABLE:

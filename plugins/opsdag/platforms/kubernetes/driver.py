@@ -283,17 +283,23 @@ class KubernetesDriver(AsyncReads, StepwisePromotion, InPlaceRolling, WorkloadDr
         elif int(canary["spec"].get("replicas", 1)) != instances:
             self.api.merge_patch("deployments", self.canary_name, {"spec": {"replicas": instances}})
 
+    track_kind = "Deployment"  # what a track's Deployment is called in messages
+
+    def track_deployment(self, track: Track) -> tuple[str, dict[str, Any] | None]:
+        """The name of a track's Deployment and the Deployment (None: it does not run)."""
+        name = self.deployment if track == STABLE else self.canary_name
+        return name, self.api.get("deployments", name)
+
     def scale(self, track: Track, instances: int) -> None:
+        name, found = self.track_deployment(track)
         if track == STABLE and instances < 1:
             raise PlatformError(
-                f"the stable Deployment {self.deployment} never goes below 1 replica ({instances} asked)"
+                f"the stable {self.track_kind} {name} never goes below 1 replica ({instances} asked)"
             )
         if instances < 0:
             raise PlatformError(f"replicas cannot be negative ({instances} asked)")
-        name = self.deployment if track == STABLE else self.canary_name
-        found = self.api.get("deployments", name)
         if found is None:
-            raise PlatformError(f"no {track} Deployment {name} in namespace {self.namespace} to scale")
+            raise PlatformError(f"no {track} {self.track_kind} {name} in namespace {self.namespace} to scale")
         if int(found["spec"].get("replicas", 1)) != instances:
             self.api.merge_patch("deployments", name, {"spec": {"replicas": instances}})
         self._wait_settled(name, track, self.settle_timeout, must=track == STABLE)
