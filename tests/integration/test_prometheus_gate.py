@@ -278,10 +278,13 @@ def test_canary_without_data_is_never_promoted(
     prometheus_conn.wait_for_value(f'count({UP}{{track="canary"}}) or vector(0)', 0)
     payload, _ = run_trigger(make_trigger(3, metrics=analysis_metrics(inconclusive_limit=10)), timeout=20)
     assert payload["phase"] == "fail"
-    assert payload["reason"] == (
-        "availability: no passing measurement in the bake window (0 pass, 0 fail, 4 inconclusive), "
-        "last no data: canary query returned an empty result or NaN; never promoted on missing data"
-    )
+    # measured at 0, 1, 2 (and 3) s: on a busy machine one read may time out and fewer fit the window
+    assert re.fullmatch(
+        r"availability: no passing measurement in the bake window \(0 pass, 0 fail, [1-4] inconclusive\), "
+        r"last no data: (canary query returned an empty result or NaN|Prometheus unreachable at \S+ \(.*\)); "
+        r"never promoted on missing data",
+        payload["reason"],
+    ), payload["reason"]
 
 
 def test_stopped_prometheus_is_inconclusive_then_fails_never_passes(
