@@ -275,7 +275,14 @@ class CanaryRelease:
                 weight=weight,
             )
         )
-        return self.twice(lambda: operator.execute(self.context))
+
+        def run() -> Any:  # a replica ratio's stage waits deferred while new canary pods start
+            try:
+                return operator.execute(self.context)
+            except TaskDeferred as deferred:
+                return self.resumed(operator, deferred)
+
+        return self.twice(run)
 
     def promote(self) -> Any:
         """``promote``, deferrable or not: a deferral's trigger is run and the task resumed."""

@@ -6,11 +6,14 @@ report shows what the router did, not only what was asked.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from opsdag.operators.service_base import ServiceOperator
+from opsdag.triggers.traffic_abort import abort_request, describe_abort
+from opsdag.triggers.weight_settle import WeightSettledTrigger
 
 
 class SetWeightOperator(ServiceOperator):
@@ -19,6 +22,17 @@ class SetWeightOperator(ServiceOperator):
     Fails when the router reports an exact split other than the one asked for. A router
     that cannot split exactly (a replica ratio) says the split it gives in words, in the
     log and the XCom's ``said``: "asked 10 %, got 1 of 5 replicas = 20 %".
+
+    Behind a router whose change is in force only later (``settles_later``: a replica ratio,
+    once the canary's new pods take traffic), the change is made at once and, unless already
+    in force, waited for deferred (``WeightSettledTrigger``) up to the router's
+    ``settle_timeout``: pods slow to start never hold a worker slot. A retry makes the same
+    change (none if it is made) and waits again. A canary failing meanwhile fails the task
+    with why (the trigger has taken its traffic off; the rollback follows). A timeout does
+    not: the canary's ready pods already take their share, ``verify_weight`` reads that real
+    split back, ``said`` tells it beside the percent asked and the stage's gate judges the
+    canary on it (as ``set_weight`` returning at its timeout did). A canary that will never
+    be ready is found failed (crash, pull, progress deadline), not timed out.
     """
 
     def __init__(self, *, weight: int, **kwargs: Any) -> None:
@@ -27,7 +41,32 @@ class SetWeightOperator(ServiceOperator):
 
     def run(self, context: Any) -> dict[str, Any]:
         self.skip_unless_moving(context, f"send {self.weight} % of the traffic to the new version")
-        self.router.set_weight(self.weight)
+        self.router.start_weight(self.weight)
+        if self.router.settles_later and not (settled := self.router.weight_settled()).ready:
+            self.log.info("%d %% set, waiting (deferred) until in force: %s", self.weight, settled.reason)
+            self.defer(
+                trigger=WeightSettledTrigger(
+                    service=self.service.model_dump(mode="json"),
+                    weight=self.weight,
+                    timeout_at=time.time() + self.router.settle_timeout,
+                    abort=abort_request(self.service, "weight_zero"),
+                ),
+                method_name="execute_complete",
+            )
+        return self.read_back()
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        if event["status"] == "failed":
+            done = f"; {describe_abort(event['abort'], event['decided_at'])}" if event.get("abort") else ""
+            raise AirflowFailException(
+                f"{self.weight} % not reached, the new version failed: {event['reason']}{done}"
+            )
+        if event["status"] == "timeout":
+            self.log.warning("%s; the split in force is read back", event["reason"])
+        return self.read_back()
+
+    def read_back(self) -> dict[str, Any]:
+        """The split in force, checked against the weight asked (an exact one must be it)."""
         split = self.router.verify_weight()
         if split.exact and round(split.canary) != self.weight:
             raise AirflowFailException(f"asked for {self.weight} %, the router sends {split.canary:g} %")

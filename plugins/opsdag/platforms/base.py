@@ -15,7 +15,8 @@ to other calls on the same service, from any process: drivers and routers serial
 their own changes (the sandbox through its state lock). Triggers call
 ``TrafficRouter.set_weight``, ``switch``, ``set_preview`` and ``verify_weight`` that way;
 they await the waits' async twins (``readiness_async``, ``roll_readiness_async``,
-``promote_readiness_async``): the sync method in a thread, unless a driver reads without one.
+``promote_readiness_async``, ``weight_settled_async``): the sync method in a thread, unless a
+driver or router reads without one.
 """
 
 from __future__ import annotations
@@ -263,6 +264,11 @@ class TrafficRouter(abc.ABC):
     exact_split: ClassVar[bool] = True
     #: whether the router has a preview route to the canary (blue-green's pre-promotion analysis)
     can_preview: ClassVar[bool] = False
+    #: whether a weight change is in force only later than made (a replica ratio: once the new canary
+    #: pods take traffic): a stage then makes it (``start_weight``) and waits for ``weight_settled``
+    #: deferred, up to ``settle_timeout`` seconds, not in a worker slot as ``set_weight`` does
+    settles_later: ClassVar[bool] = False
+    settle_timeout: float = 0.0
 
     @classmethod
     @abc.abstractmethod
@@ -274,6 +280,21 @@ class TrafficRouter(abc.ABC):
 
         Above 0 needs a canary that is not failed; 0 always works (the abort).
         """
+
+    def start_weight(self, percent: int) -> None:
+        """``set_weight``'s change, without waiting for it to be in force (default: ``set_weight``).
+
+        Idempotent: a second call finds the change made and makes no other."""
+        self.set_weight(percent)
+
+    def weight_settled(self) -> Readiness:
+        """Whether the split the last weight change set is in force; failed for good (the canary
+        crashed, cannot be pulled) with why. Default: in force at once (``settles_later`` False)."""
+        return Readiness(True, reason="in force as soon as it is set")
+
+    async def weight_settled_async(self) -> Readiness:
+        """``weight_settled()`` for a trigger's event loop (here: in a thread; a router may read async)."""
+        return await asyncio.to_thread(self.weight_settled)
 
     @abc.abstractmethod
     def verify_weight(self) -> TrafficSplit:

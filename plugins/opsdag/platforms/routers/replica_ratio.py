@@ -21,11 +21,13 @@ kept (the driver removes it); no canary: nothing to do; the Service is not read.
 found failed goes to 0 with its failing pods, so why is kept in ``opsdag.io/failed`` (with
 its image): no later weight sends traffic to that image again. The percent asked is kept
 in the canary's annotation ``opsdag.io/canary-weight``; every change is one merge patch of
-the canary's replicas and annotations, guarded by its ``resourceVersion``. ``set_weight``
-waits (up to ``settle_timeout``) until the canary's ready pods are the count it set, so the
-split it leaves is the one read back. Above 0 % refused: no canary, a failed one, a Service
-selecting only one track's pods. A canary started by the driver takes its replicas' share
-at once (``requested`` None until a weight is asked). No preview route.
+the canary's replicas and annotations, guarded by its ``resourceVersion``. A change is in
+force once the canary's pods taking traffic are the count it set (``settled_split``), seconds
+later (``settles_later``): ``set_weight`` waits for that in its thread, up to ``settle_timeout``
+(the abort, the driver's calls); a release's stage makes it with ``start_weight`` and waits
+deferred on ``weight_settled_async`` (the driver's async API). Above 0 % refused: no canary, a
+failed one, a Service selecting only one track's pods. A canary started by the driver takes
+its replicas' share at once (``requested`` None until a weight is asked). No preview route.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import json
 import time
 from typing import Any
 
-from opsdag.platforms.base import CANARY, PlatformError, TrafficSplit
+from opsdag.platforms.base import CANARY, PlatformError, Readiness, TrafficSplit
 from opsdag.platforms.kubernetes import manifests as mf
 from opsdag.platforms.kubernetes import pods as pf
 from opsdag.platforms.kubernetes import readiness as rd
@@ -76,6 +78,27 @@ def ready_counts(pods: list[dict[str, Any]], canary_selector: dict[str, str] | N
     return canary, len(takers) - canary
 
 
+def settled_split(canary: dict[str, Any] | None, pods: list[dict[str, Any]]) -> Readiness:
+    """Whether the canary's pods taking traffic are the count its replicas ask (the split set is
+    in force); failed for good when one of its pods will not start (or it is known unpullable,
+    or past its progress deadline) while it should have some. ``pods``: the canary's."""
+    if canary is None:
+        return Readiness(True, reason="no canary Deployment: the stable takes everything")
+    meta = canary["metadata"]
+    name = f"Deployment {meta.get('namespace', '?')}/{meta.get('name', '?')}"
+    desired = int(canary["spec"].get("replicas", 1))
+    taking = sum(1 for p in pods if takes_traffic(p))
+    counted = int((canary.get("status") or {}).get("replicas") or 0)
+    seen = f"{name}: {taking} of {desired} pod(s) take traffic"
+    if rd.observed(canary) and rd.replica_counts(canary)[1] == counted == taking == desired:
+        return Readiness(True, reason=seen)
+    unpullable = (meta.get("annotations") or {}).get(rd.UNPULLABLE)
+    failed = (unpullable or rd.failure(canary, pods)) if desired else None
+    if failed:
+        return Readiness(False, failed=True, reason=f"{name}: {failed}")
+    return Readiness(False, reason=seen if rd.observed(canary) else f"{seen} (new spec not yet seen)")
+
+
 def split_of(canary: int, stable: int, requested: int | None) -> TrafficSplit:
     """The split ``canary`` and ``stable`` ready pods put in force, against the percent asked."""
     total = canary + stable
@@ -101,6 +124,7 @@ class ReplicaRatioRouter(ServiceRouter):
 
     kind = "replica-ratio"
     exact_split = False
+    settles_later = True
     routed_field = "service"
 
     def __init__(
@@ -124,6 +148,19 @@ class ReplicaRatioRouter(ServiceRouter):
         return self.services.driver
 
     def set_weight(self, percent: int) -> None:
+        """``start_weight``, then wait here until it is in force (or failed, or ``settle_timeout``
+        passed: ``verify_weight`` then says the share the canary really gets)."""
+        self.start_weight(percent)
+        deadline = time.monotonic() + self.settle_timeout
+        delay = min(0.05, self.poll_interval)
+        while True:
+            settled = self.weight_settled()
+            if settled.ready or settled.failed or time.monotonic() > deadline:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, self.poll_interval)
+
+    def start_weight(self, percent: int) -> None:
         self.check_percent(percent)
         if percent == 0:
             if (canary := self.driver.canary_deployment()) is not None:
@@ -135,6 +172,15 @@ class ReplicaRatioRouter(ServiceRouter):
         canary = self._running_canary(percent)
         replicas = ratio_replicas(percent, int(stable["spec"].get("replicas", 1)), self._most(stable, canary))
         self._scale_canary(canary, replicas, percent)
+
+    def weight_settled(self) -> Readiness:
+        canary = self.driver.canary_deployment()
+        return settled_split(canary, self.driver.pods(canary, CANARY) if canary else [])
+
+    async def weight_settled_async(self) -> Readiness:
+        """``weight_settled`` read through the driver's ``AsyncKubeApi``: no thread in the triggerer."""
+        canary = await self.driver.async_api.get("deployments", self.driver.canary_name)
+        return settled_split(canary, await self.driver.pods_async(canary, CANARY) if canary else [])
 
     def verify_weight(self) -> TrafficSplit:
         service = self.routed_object("services", self.service, "Service in front of both tracks")
@@ -193,14 +239,14 @@ class ReplicaRatioRouter(ServiceRouter):
         self, canary: dict[str, Any], replicas: int, percent: int, failed: str | None = None
     ) -> None:
         """One merge patch of the canary's replicas and requested percent (none if both are set;
-        ``failed``: why it is scaled down, kept), guarded by its ``resourceVersion``; then wait
-        until that many of its pods take traffic."""
+        ``failed``: why it is scaled down, kept), guarded by its ``resourceVersion``. No wait.
+        Its replicas only when they change: an annotation alone leaves the generation, so a
+        split already in force is read settled at once."""
 
         def change(current: dict[str, Any]) -> dict[str, Any] | None:
             annotations = current["metadata"].get("annotations") or {}
-            if int(current["spec"].get("replicas", 1)) == replicas and annotations.get(REQUESTED) == str(
-                percent
-            ):
+            scaled = int(current["spec"].get("replicas", 1)) == replicas
+            if scaled and annotations.get(REQUESTED) == str(percent):
                 return None
             meta: dict[str, Any] = {"annotations": {REQUESTED: str(percent)}}
             if failed:
@@ -208,26 +254,6 @@ class ReplicaRatioRouter(ServiceRouter):
                 meta["annotations"][FAILED] = json.dumps({"image": image, "reason": failed})
             if current["metadata"].get("resourceVersion"):
                 meta["resourceVersion"] = current["metadata"]["resourceVersion"]
-            return {"metadata": meta, "spec": {"replicas": replicas}}
+            return {"metadata": meta} if scaled else {"metadata": meta, "spec": {"replicas": replicas}}
 
         self.api.update("deployments", self.driver.canary_name, change, current=canary)
-        self._wait_for_canary_pods(replicas)
-
-    def _wait_for_canary_pods(self, replicas: int) -> None:
-        """Until ``replicas`` canary pods take traffic (or it failed, or ``settle_timeout`` passed:
-        ``verify_weight`` then says the share they really get)."""
-        deadline = time.monotonic() + self.settle_timeout
-        delay = min(0.05, self.poll_interval)
-        while True:
-            canary = self.driver.canary_deployment()
-            if canary is None:
-                return
-            taking = sum(1 for p in self.driver.pods(canary, CANARY) if takes_traffic(p))
-            counted = int((canary.get("status") or {}).get("replicas") or 0)
-            settled = rd.replica_counts(canary)[1] == counted == taking == replicas and rd.observed(canary)
-            if settled or time.monotonic() > deadline:
-                return
-            if replicas and self.driver.canary_failure(canary):
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, self.poll_interval)
