@@ -23,9 +23,16 @@ format:
 	$(VENV)/ruff format .
 
 # Installs what is missing, lints, then runs every test (unit, integration, end to end).
+# Two test files at a time (pytest-xdist, whole files: a module's fixtures stay shared; the
+# tests mostly wait on servers, so two fit on two cores), each worker under a short base temp
+# (PostgreSQL's socket paths must stay under 107 bytes); then the Celery cluster's tests alone:
+# they start a dozen Airflow processes and want the machine to themselves.
 # pytest exits 5 when it collected no test: that fails here too.
 test: setup lint
-	$(VENV)/python -m pytest tests -q -p no:cacheprovider --durations=30
+	base=$$(mktemp -d /tmp/ot.XXXXXX) && \
+	  $(VENV)/python -m pytest tests -q -p no:cacheprovider -m "not cluster" -n 2 --dist loadfile \
+	    --basetemp=$$base --durations=30 && rm -rf $$base
+	$(VENV)/python -m pytest tests -q -p no:cacheprovider -m cluster --durations=10
 
 bench: setup
 	$(VENV)/python bench/bench_parse.py
