@@ -132,6 +132,14 @@ def test_a_push_that_died_after_its_checksum_is_retried_to_completion(s3_bucket,
     assert stored(s3_bucket, key + ".sha256").decode() == f"{digest}  {name}\n"
 
 
+def test_reading_the_archive_in_a_worker_leaves_its_airflow_logging_alone(s3_bucket, monkeypatch):
+    """Quieting Airflow is the `opsdag wal push` process's business: a worker (or any long-lived
+    process) that reads the archive must not pass WARNING on to the Airflow processes it starts."""
+    monkeypatch.delenv("AIRFLOW__LOGGING__LOGGING_LEVEL", raising=False)
+    assert list_archive(remote_archive_dir(s3_bucket.url("backups"), s3_bucket.conn_id, DB)) == []
+    assert "AIRFLOW__LOGGING__LOGGING_LEVEL" not in os.environ
+
+
 def physical_backup_on_s3(bucket: S3Bucket, backup_id: str, first: int, last: int) -> None:
     """The two objects continuity and WAL retention read of a physical base backup."""
     prefix = f"backups/{DB}/{backup_id}"

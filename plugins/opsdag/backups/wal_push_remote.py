@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +46,6 @@ from opsdag.backups.wal_push import (
 
 def remote_archive_dir(url: str, conn_id: str, database: str) -> Any:
     """``<url>/<database>/wal`` as an ObjectStoragePath through the Airflow connection ``conn_id``."""
-    # Airflow logs "credentials retrieved from extra" at INFO on every push: noise in the server's log.
-    # Only this short-lived process's setting; set AIRFLOW__LOGGING__LOGGING_LEVEL to see them.
-    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     from airflow.sdk import ObjectStoragePath
 
     return archive_dir(ObjectStoragePath(url, conn_id=conn_id), database)

@@ -97,6 +97,10 @@ def remote_directory(storage: str, conn_id: str | None, database: str):
             f"{storage}: without --conn-id WAL archiving writes to a local directory, not a URL; "
             "give --conn-id (the Airflow connection with the object storage's credentials)"
         )
+    # Airflow logs "credentials retrieved from extra" at INFO on every push: noise in the
+    # server's log. Set here, in the short-lived `opsdag wal push` process, never in a library
+    # function: a long-lived caller's (a worker's, a test's) later Airflow processes inherit it.
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     from opsdag.backups.wal_push_remote import push_remote, remote_archive_dir
 
     try:
