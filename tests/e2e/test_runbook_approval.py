@@ -145,7 +145,7 @@ def wait_parked(airflow: tuple, run_id: str) -> None:
             asked = any(not d.get("response_received") for d in details)
             return asked and state == "awaiting_input" and event in log.read_text(errors="replace")
 
-        wait_for(parked, 120, interval=0.5, what=f"{APPROVAL} parked, waiting for an answer")
+        wait_for(parked, 240, interval=0.5, what=f"{APPROVAL} parked, waiting for an answer")
 
 
 def postmortem(airflow: tuple, run_id: str) -> tuple[dict[str, Any], str]:

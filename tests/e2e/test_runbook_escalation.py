@@ -120,7 +120,7 @@ def answer_escalation(airflow: tuple, run_id: str, option: str) -> None:
             asked = any(not d.get("response_received") for d in details)
             return asked and state == "awaiting_input" and event in log.read_text(errors="replace")
 
-        wait_for(parked, 120, interval=0.5, what=f"{TASK} parked, waiting for a choice")
+        wait_for(parked, 240, interval=0.5, what=f"{TASK} parked, waiting for a choice")
         client.request(
             "PATCH",
             f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{TASK}/-1/hitlDetails",

@@ -27,7 +27,7 @@ from opsdag.platforms.base import PlatformError, TrafficSplit
 from opsdag.platforms.routers.replica_ratio import FAILED, REQUESTED
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-START_SECONDS = 1.5
+START_SECONDS = 4.0  # long beside the few API calls a stage makes, even on a busy machine
 
 cluster, kube = kube_fixtures(prepare=shared_service, start_seconds=START_SECONDS)
 

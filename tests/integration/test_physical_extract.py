@@ -29,6 +29,7 @@ def backups(pg_server, tmp_path_factory):
     pg_server.psql(f'DROP DATABASE IF EXISTS "{dbname}"; CREATE DATABASE "{dbname}";')
     pg_server.psql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g;", dbname)
     root = tmp_path_factory.mktemp("physical")
+    previous = os.environ.get("OPSDAG_STATE_DIR")  # put back after the module: later ones share the process
     os.environ["OPSDAG_STATE_DIR"] = str(root / "state")
     store = BackupStore(root / "backups")
     made = {}
@@ -42,6 +43,10 @@ def backups(pg_server, tmp_path_factory):
         made[compression] = (store, backup_id)
     yield made
     pg_server.psql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE);')
+    if previous is None:
+        os.environ.pop("OPSDAG_STATE_DIR", None)
+    else:
+        os.environ["OPSDAG_STATE_DIR"] = previous
 
 
 @pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
