@@ -7,17 +7,16 @@ include/ whose bake windows are short: tests shorten time through the spec only.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from support.dags_test import DagsTestRun, dags_test
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,14 +27,6 @@ TEST_STEPS = [
     {"weight": 75, "bake": "5s"},
     {"weight": 100, "bake": "5s"},
 ]
-
-
-@dataclass
-class ReleaseRun:
-    returncode: int
-    output: str
-    report: dict[str, Any] | None
-    markdown: str | None
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +71,7 @@ def e2e_env(sandbox, e2e_include: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def run_release(e2e_env: dict[str, str], sandbox) -> Iterator[Callable[..., ReleaseRun]]:
+def run_release(e2e_env: dict[str, str], sandbox) -> Iterator[Callable[..., DagsTestRun]]:
     """Run ``release__demo-api`` with a conf to its end and return its output and report."""
 
     def run(
@@ -89,21 +80,8 @@ def run_release(e2e_env: dict[str, str], sandbox) -> Iterator[Callable[..., Rele
         extra_env: dict[str, str] | None = None,
         timeout: float = 300,
         dag_id: str = "release__demo-api",
-    ) -> ReleaseRun:
-        env = {**e2e_env, **(extra_env or {})}
-        reports = Path(env["OPSDAG_REPORTS_DIR"]) / dag_id
-        before = set(reports.glob("*.json")) if reports.exists() else set()
-        proc = subprocess.run(
-            [ROOT / "scripts" / "airflow", "dags", "test", dag_id, "-c", json.dumps(conf)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        new = sorted(set(reports.glob("*.json")) - before) if reports.exists() else []
-        report = json.loads(new[-1].read_text()) if new else None
-        markdown = new[-1].with_suffix(".md").read_text() if new else None
-        return ReleaseRun(proc.returncode, proc.stdout + proc.stderr, report, markdown)
+    ) -> DagsTestRun:
+        return dags_test({**e2e_env, **(extra_env or {})}, dag_id, conf, timeout)
 
     sandbox.reset()
     yield run

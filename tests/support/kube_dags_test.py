@@ -3,44 +3,21 @@ and a watcher recording what an object showed while a release ran."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-ROOT = Path(__file__).resolve().parents[2]
+from support.dags_test import ROOT as ROOT
+from support.dags_test import DagsTestRun, dags_test
+
 DAG_ID = "release__checkout"
 T = TypeVar("T")
 
 
-@dataclass
-class DagsTestRun:
-    returncode: int
-    output: str
-    seconds: float
-    report: dict[str, Any] | None
-
-
 def release(env: dict[str, str], conf: dict[str, Any], timeout: float = 300) -> DagsTestRun:
     """``scripts/airflow dags test release__checkout -c <conf>``: its output and the report it wrote."""
-    reports = Path(env["OPSDAG_REPORTS_DIR"]) / DAG_ID
-    before = set(reports.glob("*.json"))
-    started = time.monotonic()
-    proc = subprocess.run(
-        [ROOT / "scripts" / "airflow", "dags", "test", DAG_ID, "-c", json.dumps(conf)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    seconds = time.monotonic() - started
-    new = sorted(set(reports.glob("*.json")) - before)
-    report = json.loads(new[-1].read_text()) if new else None
-    return DagsTestRun(proc.returncode, proc.stdout + proc.stderr, seconds, report)
+    return dags_test(env, DAG_ID, conf, timeout)
 
 
 @dataclass

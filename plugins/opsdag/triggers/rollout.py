@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from opsdag.platforms.base import Readiness
+from opsdag.triggers.polling import poll_readiness
 from opsdag.triggers.traffic_abort import TrafficAbort, check_abort
 
 
@@ -86,22 +88,21 @@ class RolloutStatusTrigger(BaseTrigger):
         traffic = TrafficAbort(self.abort, self.log) if self.abort else None
         if traffic:
             await traffic.prepare()
-        while True:
-            if self.promotion:
-                readiness = await driver.promote_readiness_async()
-            elif self.updated is None:
-                readiness = await driver.readiness_async()
-            else:
-                since = self.started_at if self.started_at is not None else time.time()
-                readiness = await driver.roll_readiness_async(self.image, self.updated, since)
-            if readiness.ready or readiness.failed:
-                status, reason = ("ready" if readiness.ready else "failed"), readiness.reason
-                break
-            if time.time() >= self.timeout_at:
-                status = "timeout"
-                reason = f"{self.image} not ready before the deadline: {readiness.reason or 'still starting'}"
-                break
-            await asyncio.sleep(self.poll_interval)
+        read = self._readiness(driver)
+        outcome, readiness = await poll_readiness(read, self.timeout_at, self.poll_interval)
+        status, reason = outcome, readiness.reason
+        if outcome == "timeout":
+            reason = f"{self.image} not ready before the deadline: {readiness.reason or 'still starting'}"
         event = {"status": status, "image": self.image, "reason": reason, "decided_at": time.time()}
         event["abort"] = await traffic.perform() if traffic and status != "ready" else None
         yield TriggerEvent(event)
+
+    def _readiness(self, driver: Any) -> Callable[[], Awaitable[Readiness]]:
+        """The driver's read this trigger waits on: a promotion, a rolling batch, or a new version."""
+        if self.promotion:
+            return driver.promote_readiness_async
+        if self.updated is None:
+            return driver.readiness_async
+        return lambda: driver.roll_readiness_async(
+            self.image, self.updated, self.started_at if self.started_at is not None else time.time()
+        )

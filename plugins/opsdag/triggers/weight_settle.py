@@ -21,6 +21,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from opsdag.triggers.polling import poll_readiness
 from opsdag.triggers.traffic_abort import TrafficAbort, check_abort
 
 
@@ -73,16 +74,11 @@ class WeightSettledTrigger(BaseTrigger):
         traffic = TrafficAbort(self.abort, self.log) if self.abort else None
         if traffic:
             await traffic.prepare()
-        while True:
-            settled = await router.weight_settled_async()
-            if settled.ready or settled.failed:
-                status, reason = ("settled" if settled.ready else "failed"), settled.reason
-                break
-            if time.time() >= self.timeout_at:
-                status = "timeout"
-                reason = f"{self.weight} % not in force before the deadline: {settled.reason}"
-                break
-            await asyncio.sleep(self.poll_interval)
+        read = router.weight_settled_async
+        outcome, settled = await poll_readiness(read, self.timeout_at, self.poll_interval)
+        status, reason = ("settled" if outcome == "ready" else outcome), settled.reason
+        if outcome == "timeout":
+            reason = f"{self.weight} % not in force before the deadline: {settled.reason}"
         event = {"status": status, "weight": self.weight, "reason": reason, "decided_at": time.time()}
         event["abort"] = await traffic.perform() if traffic and status == "failed" else None
         yield TriggerEvent(event)
