@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from support.standalone_run import standalone_airflow
 from support.waiting import wait_for
 
 from opsdag.airflow_api import AirflowClient, Credentials
@@ -38,8 +39,6 @@ STEPS = [
 @pytest.fixture(scope="module")
 def airflow(sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Credentials, Path]]:
     """``airflow standalone`` with its own state, on a copy of include/ whose canary asks for approval."""
-    from opsdag.dev import standalone
-
     include = tmp_path_factory.mktemp("include")
     shutil.copytree(ROOT / "include", include, dirs_exist_ok=True)
     spec_path = include / "services" / "demo-api.yaml"
@@ -56,20 +55,10 @@ def airflow(sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
         "OPSDAG_SANDBOX_DIR": str(sandbox.root),
         "OPSDAG_REPORTS_DIR": str(state / "reports"),
     }
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    try:
-        credentials = standalone.start(progress=lambda _m: None, timeout=300)
+    with standalone_airflow(settings) as credentials:
         with AirflowClient(credentials) as client:
             client.unpause(DAG)
         yield credentials, state / "reports"
-    finally:
-        standalone.stop(progress=lambda _m: None)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def states(client: AirflowClient, run_id: str) -> dict[str, str | None]:

@@ -22,6 +22,11 @@ class Progress:
         self._progress = progress
         self._last: str | None = None
 
+    @property
+    def last(self) -> str | None:
+        """The last thing waited for (None before the first)."""
+        return self._last
+
     def __call__(self, message: str) -> None:
         if message != self._last:
             self._last = message
@@ -41,7 +46,8 @@ def healthy(credentials: Credentials, say: Callable[[str], None]) -> bool:
     try:
         with AirflowClient(credentials, timeout=5) as client:
             dags = client.request("GET", "/dags", attempts=1, params={"dag_id_pattern": "release__"})
-    except (AirflowApiError, OSError, ValueError, KeyError):
+    except (AirflowApiError, OSError, ValueError, KeyError) as exc:
+        say(f"waiting for the API to list the DAGs ({type(exc).__name__})")
         return False
     if not dags.get("dags"):
         say("waiting for the DAGs to be parsed")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,6 +79,10 @@ def start(*, progress: Callable[[str], None] = print, timeout: float = 240) -> C
         "AIRFLOW__CORE__PARALLELISM": "8",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        # Airflow's log servers default to fixed ports (8793, 8794): a second standalone on the
+        # machine (the demo next to a test, two test files at once) would find them taken.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
     }
     venv_bin = paths.project_root() / ".venv" / "bin"
     env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"  # standalone starts `airflow ...` children
@@ -90,11 +95,18 @@ def start(*, progress: Callable[[str], None] = print, timeout: float = 240) -> C
     progress(f"starting airflow standalone on {url} (log: {record.log}) ...")
     # Stop waiting early if standalone exits (a port taken, a broken config).
     say = Progress(progress)
+    began = time.monotonic()
     wait_until(lambda: healthy(credentials, say) or not ProcessTable.alive(record), timeout, interval=2.0)
     if not ProcessTable.alive(record) or not healthy(credentials, say):
-        tail = log_tail(record.log, 30)
+        waited = time.monotonic() - began
+        why = (
+            f"exited after {waited:.0f} s"
+            if not ProcessTable.alive(record)
+            else f"not ready after {waited:.0f} s (limit {timeout:.0f} s), last {say.last or 'no answer'}"
+        )
+        tail = log_tail(record.log, 40)
         stop(progress=progress)
-        raise RuntimeError(f"airflow standalone did not become healthy within {timeout:.0f} s:\n{tail}")
+        raise RuntimeError(f"airflow standalone {why}; the end of {record.log}:\n{tail}")
     progress(f"airflow standalone is ready at {url}")
     _sandbox_alerts_to(url, progress)
     return credentials
