@@ -32,8 +32,9 @@ from typing import Any
 
 import pytest
 import yaml
+from support.dags_test import ROOT
 from support.kube_controller import KubeReleaseCluster, push_tiny_image
-from support.kube_dags_test import ROOT, Changes, release
+from support.kube_dags_test import Changes, release
 from support.kube_metrics import PodRequestExporter, start_prometheus
 from support.slack_server import SlackRecorder
 

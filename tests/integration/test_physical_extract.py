@@ -29,24 +29,20 @@ def backups(pg_server, tmp_path_factory):
     pg_server.psql(f'DROP DATABASE IF EXISTS "{dbname}"; CREATE DATABASE "{dbname}";')
     pg_server.psql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g;", dbname)
     root = tmp_path_factory.mktemp("physical")
-    previous = os.environ.get("OPSDAG_STATE_DIR")  # put back after the module: later ones share the process
-    os.environ["OPSDAG_STATE_DIR"] = str(root / "state")
-    store = BackupStore(root / "backups")
-    made = {}
-    for compression in ("zstd", "gzip", "none"):
-        backup_id = engine.backup_id_for(datetime.now(UTC), f"phys-{compression}")
-        options = engine.BackupOptions(
-            method="physical", compression=compression, level=3, table_checksums=False
-        )
-        engine.take_backup(target_for(pg_server, dbname), store, "db", backup_id, options)
-        engine.publish_manifest(store, "db", backup_id)
-        made[compression] = (store, backup_id)
-    yield made
-    pg_server.psql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE);')
-    if previous is None:
-        os.environ.pop("OPSDAG_STATE_DIR", None)
-    else:
-        os.environ["OPSDAG_STATE_DIR"] = previous
+    with pytest.MonkeyPatch.context() as patch:  # put back after the module: later ones share the process
+        patch.setenv("OPSDAG_STATE_DIR", str(root / "state"))
+        store = BackupStore(root / "backups")
+        made = {}
+        for compression in ("zstd", "gzip", "none"):
+            backup_id = engine.backup_id_for(datetime.now(UTC), f"phys-{compression}")
+            options = engine.BackupOptions(
+                method="physical", compression=compression, level=3, table_checksums=False
+            )
+            engine.take_backup(target_for(pg_server, dbname), store, "db", backup_id, options)
+            engine.publish_manifest(store, "db", backup_id)
+            made[compression] = (store, backup_id)
+        yield made
+        pg_server.psql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE);')
 
 
 @pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from support.dags_test import ROOT as ROOT
 from support.dags_test import DagsTestRun, dags_test
 
 DAG_ID = "release__checkout"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+import pytest
 
 from opsdag.airflow_api import Credentials
 
@@ -18,17 +19,13 @@ def standalone_airflow(env: dict[str, str]) -> Iterator[Credentials]:
     afterwards), yield its REST credentials, stop it."""
     from opsdag.dev import standalone
 
-    saved = {k: os.environ.get(k) for k in KEYS}
-    os.environ.update({k: env[k] for k in KEYS})
-    try:
-        yield _start(standalone)
-    finally:
-        standalone.stop(progress=lambda _m: None)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with pytest.MonkeyPatch.context() as patch:
+        for key in KEYS:
+            patch.setenv(key, env[key])
+        try:
+            yield _start(standalone)
+        finally:
+            standalone.stop(progress=lambda _m: None)
 
 
 def _start(standalone) -> Credentials:

@@ -97,12 +97,13 @@ def start(*, progress: Callable[[str], None] = print, timeout: float = 240) -> C
     say = Progress(progress)
     began = time.monotonic()
     wait_until(lambda: healthy(credentials, say) or not ProcessTable.alive(record), timeout, interval=2.0)
-    if not ProcessTable.alive(record) or not healthy(credentials, say):
+    alive = ProcessTable.alive(record)
+    if not alive or not healthy(credentials, say):
         waited = time.monotonic() - began
         why = (
-            f"exited after {waited:.0f} s"
-            if not ProcessTable.alive(record)
-            else f"not ready after {waited:.0f} s (limit {timeout:.0f} s), last {say.last or 'no answer'}"
+            f"not ready after {waited:.0f} s (limit {timeout:.0f} s), last {say.last or 'no answer'}"
+            if alive
+            else f"exited after {waited:.0f} s"
         )
         tail = log_tail(record.log, 40)
         stop(progress=progress)
